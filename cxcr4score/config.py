@@ -1,0 +1,144 @@
+"""Configuration: defaults from the JSON schema, typed coercion of overrides, validation.
+
+The schema (``config.schema.yaml`` in this package; ``workflow/schemas/config.schema.yaml``
+links to it) is the single source of defaults. Snakemake passes ``--config`` list and
+mapping values as strings (``thresholds='[0.25,0.5,0.75]'``); :func:`coerce` parses them by
+the schema's types before validation, with an error naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+
+import jsonschema
+import yaml
+
+SCHEMA_FILE = "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or out of range; the message names the key."""
+
+
+def load_schema():
+    """The configuration JSON schema (draft 2020-12) as a dict."""
+    return yaml.safe_load(resources.files(__package__).joinpath(SCHEMA_FILE).read_text())
+
+
+def _resolve(schema, root):
+    ref = schema.get("$ref")
+    if ref:
+        target = root
+        for part in ref.lstrip("#/").split("/"):
+            target = target[part]
+        return {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def _schema_type(schema):
+    if "enum" in schema:
+        return "enum"
+    return schema.get("type")
+
+
+def _coerce_value(value, schema, root, key):
+    schema = _resolve(schema, root)
+    kind = _schema_type(schema)
+    if isinstance(value, str) and kind in ("array", "object", "number", "integer", "boolean"):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config key {key!r}: cannot parse {value!r} as {kind}: {err}") from None
+        if kind == "array" and isinstance(value, str):
+            value = [value]  # compartments=membrane
+    if kind == "object" and isinstance(value, dict):
+        props = schema.get("properties", {})
+        return {k: _coerce_value(v, props[k], root, f"{key}.{k}") if k in props else v for k, v in value.items()}
+    if kind == "array" and isinstance(value, list):
+        items = schema.get("items", {})
+        return [_coerce_value(v, items, root, f"{key}[{i}]") for i, v in enumerate(value)]
+    if kind == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def coerce(config, schema=None):
+    """Parse string values of list, mapping, number and boolean keys by the schema's types.
+
+    Parameters
+    ----------
+    config : dict
+        Configuration as Snakemake or the command line gives it.
+    schema : dict, optional
+        Defaults to :func:`load_schema`.
+
+    Returns
+    -------
+    dict
+        A new dict; keys unknown to the schema are left for validation to report.
+
+    Raises
+    ------
+    ConfigError
+        A value cannot be parsed; the message names the key and the value.
+    """
+    schema = schema or load_schema()
+    props = schema["properties"]
+    return {k: _coerce_value(v, props[k], schema, k) if k in props else v for k, v in config.items()}
+
+
+def _fill_defaults(config, schema, root):
+    for key, sub in schema.get("properties", {}).items():
+        sub = _resolve(sub, root)
+        if key not in config and "default" in sub:
+            config[key] = copy.deepcopy(sub["default"])
+        if isinstance(config.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(config[key], sub, root)
+    return config
+
+
+def _check_increasing(config, key):
+    values = config[key]
+    if not all(a < b for a, b in zip(values, values[1:])):
+        raise ConfigError(f"config key {key!r}: thresholds must increase strictly, got {values!r}")
+
+
+def validate(config, schema=None):
+    """Coerce, fill defaults and validate a configuration.
+
+    Parameters
+    ----------
+    config : dict
+        Partial configuration (overrides); missing keys take their defaults.
+
+    Returns
+    -------
+    dict
+        The effective configuration.
+
+    Raises
+    ------
+    ConfigError
+        Listing the key and the problem.
+    """
+    schema = schema or load_schema()
+    effective = _fill_defaults(coerce(copy.deepcopy(config), schema), schema, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(effective), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors:
+            where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+            lines.append(f"config key {where!r}: {err.message}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    for key in ("thresholds", "pixel_thresholds"):
+        _check_increasing(effective, key)
+    if effective["nuclei"]["min_area_um2"] >= effective["nuclei"]["max_area_um2"]:
+        raise ConfigError("config key 'nuclei': min_area_um2 must be below max_area_um2")
+    return effective
+
+
+def default_config():
+    """The effective configuration with every default."""
+    return validate({})

@@ -1,0 +1,196 @@
+"""Per-cell measurements from labels and RGB, wrapping the Numba kernels.
+
+No scoring thresholds are applied here: changing a threshold must never rerun pixel work.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pandas as pd
+
+from . import _kernels
+from ._kernels import HIST_BINS, N_SECTORS, Q_SCALE
+
+#: Compartment names in kernel order (codes 1, 2, 3).
+COMPARTMENT_NAMES = ("nucleus", "cytoplasm", "membrane")
+#: Column names of the membrane-band sector means.
+SECTOR_COLUMNS = tuple(f"dab_membrane_sector_{s:02d}" for s in range(N_SECTORS))
+#: Rows per parallel work item of the statistics kernel.
+_ROWS_PER_BAND = 16
+
+
+def _check_rgb(rgb):
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        shape = getattr(rgb, "shape", None)
+        dtype = getattr(rgb, "dtype", type(rgb).__name__)
+        raise ValueError(f"expected an (M, N, 3) uint8 RGB image, got shape {shape} dtype {dtype}")
+    return np.ascontiguousarray(rgb)
+
+
+def _check_tables(tables):
+    tables = np.ascontiguousarray(tables, dtype=np.float32)
+    if tables.shape != (2, 3, 256):
+        raise ValueError(f"concentration tables must have shape (2, 3, 256), got {tables.shape}")
+    return tables
+
+
+def deconvolve(rgb, tables):
+    """Hematoxylin and DAB concentration planes by lookup (one read of the RGB image).
+
+    Parameters
+    ----------
+    rgb : (M, N, 3) ndarray of uint8
+    tables : (2, 3, 256) ndarray of float32
+        From :func:`cxcr4score.stains.concentration_tables`.
+
+    Returns
+    -------
+    hematoxylin, dab : (M, N) ndarray of float32
+        Stain concentrations in OD units; negative values are kept.
+    """
+    rgb = _check_rgb(rgb)
+    tables = _check_tables(tables)
+    hematoxylin = np.empty(rgb.shape[:2], dtype=np.float32)
+    dab = np.empty(rgb.shape[:2], dtype=np.float32)
+    _kernels.deconvolve_kernel(rgb, tables, hematoxylin, dab)
+    return hematoxylin, dab
+
+
+def nucleus_centroids(nucleus_labels, n_cells):
+    """Centroid (row, col) and pixel area of every nucleus label 1..n_cells.
+
+    Returns
+    -------
+    rows, cols : (n_cells + 1,) ndarray of float64
+        Index 0 is unused (background); a label with no pixels gets NaN.
+    area : (n_cells + 1,) ndarray of int64
+    """
+    flat = nucleus_labels.ravel()
+    area = np.bincount(flat, minlength=n_cells + 1)[: n_cells + 1]
+    n_cols = nucleus_labels.shape[1]
+    index = np.flatnonzero(flat)
+    labels = flat[index]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rows = np.bincount(labels, weights=index // n_cols, minlength=n_cells + 1) / area
+        cols = np.bincount(labels, weights=index % n_cols, minlength=n_cells + 1) / area
+    return rows, cols, area
+
+
+def measure_cells(
+    rgb,
+    cell_labels,
+    compartments,
+    *,
+    n_cells,
+    tables,
+    alt_dab_table,
+    centroid_row,
+    centroid_col,
+    in_scope,
+    hematoxylin_min,
+):
+    """Per-cell DAB and hematoxylin statistics per compartment, in one pass over the pixels.
+
+    Parameters
+    ----------
+    rgb : (M, N, 3) ndarray of uint8
+    cell_labels : (M, N) ndarray of int32
+        0 outside cells, 1..n_cells inside.
+    compartments : (M, N) ndarray of uint8
+        0 background, 1 nucleus, 2 cytoplasm, 3 membrane.
+    n_cells : int
+    tables : (2, 3, 256) ndarray of float32
+        Concentration tables (hematoxylin, DAB).
+    alt_dab_table : (3, 256) ndarray of float32
+        DAB table under the alternative background choice (same as ``tables[1]`` when
+        there is none).
+    centroid_row, centroid_col : (n_cells + 1,) ndarray of float64
+        Nucleus centroids; the membrane band is split into 16 sectors about them.
+    in_scope : (n_cells + 1,) ndarray of bool
+        Cells whose pixels enter the pixel histogram (tumour region).
+    hematoxylin_min : float
+        Pixels at or above this hematoxylin OD go to row 1 of the histogram.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per label 1..n_cells (index ``label``): ``n_<compartment>`` pixel counts,
+        ``dab_<compartment>`` and ``dab_<compartment>_sd`` (mean and SD of DAB OD, NaN when
+        the compartment is empty), ``dab_<compartment>_alt``, ``dab_cell``, ``dab_cell_sd``,
+        ``dab_cell_alt``, ``hematoxylin_nucleus`` and the sector means ``dab_membrane_sector_SS``.
+    hist : (2, 800) ndarray of int64
+        DAB histogram of in-scope pixels (row 1: hematoxylin >= ``hematoxylin_min``); bins of
+        0.005 OD from -1 to 3, clamped at both ends.
+
+    Notes
+    -----
+    Sums are exact integers of OD quantised to ``rint(OD * 2**20)``, so the result does not
+    depend on the number of threads; means and SDs are taken once, in float64.
+    """
+    rgb = _check_rgb(rgb)
+    tables = _check_tables(tables)
+    shape = rgb.shape[:2]
+    for name, array in (("cell_labels", cell_labels), ("compartments", compartments)):
+        if array.shape != shape:
+            raise ValueError(f"{name} shape {array.shape} does not match image shape {shape}")
+    cells = np.ascontiguousarray(cell_labels, dtype=np.int32)
+    comps = np.ascontiguousarray(compartments, dtype=np.uint8)
+    alt = np.ascontiguousarray(alt_dab_table, dtype=np.float32)
+    scope = np.ascontiguousarray(in_scope, dtype=np.bool_)
+    rows = np.ascontiguousarray(centroid_row, dtype=np.float64)
+    cols = np.ascontiguousarray(centroid_col, dtype=np.float64)
+    for name, array in (("in_scope", scope), ("centroid_row", rows), ("centroid_col", cols)):
+        if array.shape != (n_cells + 1,):
+            raise ValueError(f"{name} must have shape ({n_cells + 1},), got {array.shape}")
+
+    n_threads = numba.get_num_threads()
+    per_cell3 = (n_threads, n_cells + 1, 3)
+    count = np.zeros(per_cell3, np.int64)
+    dab_sum = np.zeros(per_cell3, np.int64)
+    dab_sq = np.zeros(per_cell3, np.int64)
+    alt_sum = np.zeros(per_cell3, np.int64)
+    hem_sum = np.zeros((n_threads, n_cells + 1), np.int64)
+    sector_count = np.zeros((n_threads, n_cells + 1, N_SECTORS), np.int64)
+    sector_sum = np.zeros((n_threads, n_cells + 1, N_SECTORS), np.int64)
+    hist = np.zeros((n_threads, 2, HIST_BINS), np.int64)
+    row_bands = np.append(np.arange(0, shape[0], _ROWS_PER_BAND), shape[0]).astype(np.int64)
+    _kernels.cell_stats_kernel(
+        rgb, cells, comps, tables, alt, rows, cols, scope, float(hematoxylin_min), row_bands,
+        count, dab_sum, dab_sq, alt_sum, hem_sum, sector_count, sector_sum, hist,
+    )
+    totals = [a.sum(axis=0)[1:] for a in (count, dab_sum, dab_sq, alt_sum, hem_sum, sector_count, sector_sum)]
+    return _to_table(*totals), hist.sum(axis=0)
+
+
+def _mean(total, n):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / (Q_SCALE * n), np.nan)
+
+
+def _sd(total, sq, n):
+    # Population SD from exact integer sums: n * sum(q^2) - sum(q)^2 is exact in int64 for
+    # realistic cells, and is converted to float only once.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = (n * sq.astype(np.float64) - total.astype(np.float64) ** 2) / (n.astype(np.float64) ** 2)
+        return np.where(n > 0, np.sqrt(np.maximum(var, 0.0)) / Q_SCALE, np.nan)
+
+
+def _to_table(count, dab_sum, dab_sq, alt_sum, hem_sum, sector_count, sector_sum):
+    columns = {}
+    for c, name in enumerate(COMPARTMENT_NAMES):
+        n = count[:, c]
+        columns[f"n_{name}"] = n
+        columns[f"dab_{name}"] = _mean(dab_sum[:, c], n)
+        columns[f"dab_{name}_sd"] = _sd(dab_sum[:, c], dab_sq[:, c], n)
+        columns[f"dab_{name}_alt"] = _mean(alt_sum[:, c], n)
+    n_cell = count.sum(axis=1)
+    columns["dab_cell"] = _mean(dab_sum.sum(axis=1), n_cell)
+    columns["dab_cell_sd"] = _sd(dab_sum.sum(axis=1), dab_sq.sum(axis=1), n_cell)
+    columns["dab_cell_alt"] = _mean(alt_sum.sum(axis=1), n_cell)
+    columns["hematoxylin_nucleus"] = _mean(hem_sum, count[:, 0])
+    sector_means = _mean(sector_sum, sector_count)
+    for s, name in enumerate(SECTOR_COLUMNS):
+        columns[name] = sector_means[:, s]
+    index = pd.RangeIndex(1, count.shape[0] + 1, name="label")
+    return pd.DataFrame(columns, index=index)

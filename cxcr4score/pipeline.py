@@ -1,0 +1,285 @@
+"""The stages for one slide, shared by the Snakemake scripts and ``cxcr4score score``.
+
+``slide_info`` (metadata, pixel size, background, chunks) -> ``measure_chunk`` (pixels ->
+per-cell measurements, no thresholds) -> ``merge_slide`` (thresholds -> classes, additive
+class counts per 500 um block and per variant, slide summary). Scores and calls are made
+from the merged summaries by :mod:`cxcr4score.eligibility`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from . import __version__, io, roi, score, segment, stains, tissue
+from .measure import SECTOR_COLUMNS, deconvolve, measure_cells, nucleus_centroids
+
+#: Columns of the per-cell table that DESIGN section 4 fixes, in order.
+CELL_COLUMNS = (
+    "cell_id", "x", "y", "x_um", "y_um", "nucleus_area_um2", "cell_area_um2",
+    "hematoxylin_nucleus", "dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell",
+    "membrane_completeness", "membrane_exposed_fraction", "class_nucleus", "class_cytoplasm",
+    "class_membrane", "class_cell", "class", "cell_type",
+)
+#: Compartment DAB columns that have an alternative-background twin (``<name>_alt``).
+_ALT_COLUMNS = ("dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell")
+#: A glass region is eroded by this much before I0 is measured (um), away from tissue edges.
+_GLASS_MARGIN_UM = 10.0
+#: Per-compartment class columns counted into the block table (nominal variant only).
+_COMPARTMENT_MEASURES = ("class_membrane", "class_cytoplasm", "class_nucleus")
+
+
+@dataclass
+class AnalysisImage:
+    """An image at analysis resolution with the geometry that maps it to level 0."""
+
+    rgb: np.ndarray
+    mpp: float  # analysis pixel size actually reached
+    native_mpp: float
+    mpp_source: str
+    mpp_warning: str | None
+
+    @property
+    def to_level0(self):
+        """Level-0 pixels per analysis pixel."""
+        return self.mpp / self.native_mpp
+
+
+def load_analysis_image(path, *, sheet_mpp, config):
+    """Read an image and bring it to the analysis pixel size (area averaging)."""
+    image = io.read_image(path)
+    mpp, source, warning = io.resolve_mpp(image.mpp, sheet_mpp, config["default_mpp"])
+    rgb, analysis_mpp = io.to_analysis_resolution(image.rgb, mpp=mpp, analysis_mpp=config["analysis_mpp"])
+    return AnalysisImage(rgb, analysis_mpp, mpp, source, warning)
+
+
+def _tissue(image, config):
+    settings = config["tissue"]
+    return tissue.tissue_mask(
+        image.rgb, mpp=image.mpp, od_threshold=settings["od_threshold"], min_area_um2=settings["min_area_um2"]
+    )
+
+
+def _glass(tissue_mask, mpp):
+    margin = max(1, int(round(_GLASS_MARGIN_UM / mpp)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin + 1, 2 * margin + 1))
+    return cv2.erode((~tissue_mask).view(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE).astype(bool)
+
+
+def _vector_text(vectors):
+    return ";".join(",".join(f"{v:.5f}" for v in row) for row in vectors)
+
+
+def slide_info(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", config):
+    """Metadata, pixel size, tissue area, background I0 and the chunk list of one slide.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable; read back by :func:`measure_chunk` and :func:`merge_slide`.
+    """
+    image = load_analysis_image(path, sheet_mpp=sheet_mpp, config=config)
+    mask = _tissue(image, config)
+    background = stains.measure_background(
+        image.rgb, _glass(mask, image.mpp),
+        default_i0=config["default_i0"], min_glass_fraction=config["tissue"]["min_glass_fraction"],
+    )
+    warnings = [w for w in (image.mpp_warning, background.warning) if w]
+    tissue_mm2 = float(np.count_nonzero(mask)) * image.mpp**2 / 1e6
+    if tissue_mm2 == 0:
+        warnings.append("no tissue found")
+    matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
+    return {
+        "slide_id": slide_id,
+        "patient_id": patient_id,
+        "path": str(path),
+        "roi": str(roi_path or ""),
+        "mpp": image.native_mpp,
+        "mpp_source": image.mpp_source,
+        "analysis_mpp": image.mpp,
+        "shape": list(image.rgb.shape[:2]),
+        "tissue_mm2": tissue_mm2,
+        "i0": list(background.i0),
+        "i0_source": background.source,
+        "stain_vectors": _vector_text(matrix[:2]),
+        "stain_source": "default",
+        "chunks": ["0"],
+        "qc_status": "warning" if warnings else "ok",
+        "qc_message": "; ".join(warnings),
+        "cxcr4score_version": __version__,
+    }
+
+
+def _nucleus_params(config):
+    return segment.NucleusParams(**config["nuclei"])
+
+
+def _roi_mask(info, shape, to_level0):
+    if not info["roi"]:
+        return None
+    polygons = roi.read_roi(info["roi"])
+    return roi.roi_mask(polygons, shape, scale=1.0 / to_level0)
+
+
+def segment_cells(hematoxylin, *, mpp, mask, config):
+    """Nuclei, cells and compartments of one image at analysis resolution.
+
+    Returns
+    -------
+    nuclei, cells : (M, N) ndarray of int32
+    codes : (M, N) ndarray of uint8
+    exposed_fraction : (n + 1,) ndarray of float64
+    """
+    nuclei = segment.detect_nuclei(hematoxylin, mpp=mpp, mask=mask, params=_nucleus_params(config))
+    cells = segment.expand_cells(nuclei, mpp=mpp, expansion_um=config["cell_expansion_um"], mask=mask)
+    codes, exposed = segment.compartments(cells, nuclei, mpp=mpp, band_um=config["membrane_band_um"])
+    return nuclei, cells, codes, exposed
+
+
+def block_ids(x_um, y_um, block_um):
+    """Integer id of the ``block_um`` square block holding each point (row-major)."""
+    rows = np.floor(np.asarray(y_um) / block_um).astype(np.int64)
+    cols = np.floor(np.asarray(x_um) / block_um).astype(np.int64)
+    return rows * (1 << 20) + cols
+
+
+def measure_chunk(info, chunk, *, config):
+    """Pixels to per-cell measurements for one chunk of a slide (no scoring thresholds).
+
+    Parameters
+    ----------
+    info : dict
+        From :func:`slide_info`.
+    chunk : str
+        A chunk id from ``info["chunks"]`` (one chunk per image for now).
+    config : dict
+        Effective configuration.
+
+    Returns
+    -------
+    cells : pandas.DataFrame
+        One row per cell: identifiers, positions, areas, compartment DAB means (and SDs
+        and alternative-background twins), sector means, exposed fraction, ``block_id``,
+        ``in_roi``.
+    hist : (2, 800) ndarray of int64
+        DAB histogram of the pixels of in-scope cells (see :func:`measure.measure_cells`).
+    """
+    if chunk not in info["chunks"]:
+        raise ValueError(f"chunk {chunk!r} is not one of {info['chunks']!r} of slide {info['slide_id']}")
+    image = load_analysis_image(info["path"], sheet_mpp=str(info["mpp"]), config=config)
+    mpp = image.mpp
+    mask = _tissue(image, config)
+    matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
+    tables = stains.concentration_tables(info["i0"], matrix)
+    alt_i0 = (float(config["default_i0"]),) * 3
+    alt_dab = stains.concentration_tables(alt_i0, matrix)[stains.DAB]
+    hematoxylin, _ = deconvolve(image.rgb, tables)
+    nuclei, cells, codes, exposed = segment_cells(hematoxylin, mpp=mpp, mask=mask, config=config)
+    n = int(nuclei.max())
+    rows, cols, nucleus_px = nucleus_centroids(nuclei, n)
+    roi_mask = _roi_mask(info, image.rgb.shape[:2], image.to_level0)
+    in_roi = np.ones(n + 1, dtype=bool)
+    if roi_mask is not None and n:
+        in_roi[1:] = roi_mask[np.round(rows[1:]).astype(int), np.round(cols[1:]).astype(int)]
+    in_roi[0] = False
+    stats, hist = measure_cells(
+        image.rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=alt_dab,
+        centroid_row=rows, centroid_col=cols, in_scope=in_roi,
+        hematoxylin_min=config["pixel_hematoxylin_min"],
+    )
+    f = image.to_level0
+    x = (cols[1:] + 0.5) * f - 0.5
+    y = (rows[1:] + 0.5) * f - 0.5
+    x_um, y_um = x * image.native_mpp, y * image.native_mpp
+    cell_px = np.bincount(cells.ravel(), minlength=n + 1)[1 : n + 1]
+    table = pd.DataFrame({
+        "cell_id": np.arange(1, n + 1, dtype=np.int64) + int(chunk) * 10_000_000,
+        "x": x, "y": y, "x_um": x_um, "y_um": y_um,
+        "nucleus_area_um2": nucleus_px[1:] * mpp**2,
+        "cell_area_um2": cell_px * mpp**2,
+        "membrane_exposed_fraction": exposed[1 : n + 1] if n else np.empty(0),
+        "block_id": block_ids(x_um, y_um, config["intervals"]["block_um"]),
+        "in_roi": in_roi[1:],
+    })
+    return pd.concat([table, stats.reset_index(drop=True)], axis=1), hist
+
+
+def _with_alt_values(measurements):
+    swapped = measurements.copy()
+    for name in _ALT_COLUMNS:
+        swapped[name] = measurements[f"{name}_alt"]
+    return swapped
+
+
+def _classes(measurements, config, thresholds):
+    return score.assign_classes(
+        measurements, thresholds=thresholds, class_rule=config["class_rule"],
+        compartments=tuple(config["compartments"]), exposed_max=config["membrane_exposed_max"],
+    )
+
+
+def _count_rows(classes, blocks, *, variant, measure):
+    counts = score.count_classes(classes, blocks)
+    counts = counts.rename_axis("block_id").reset_index()
+    counts.insert(0, "measure", measure)
+    counts.insert(0, "variant", variant)
+    return counts
+
+
+def merge_slide(info, measurements, hists, *, config):
+    """Apply thresholds: per-cell classes, block class counts per variant, slide summary.
+
+    Parameters
+    ----------
+    info : dict
+        From :func:`slide_info`.
+    measurements : pandas.DataFrame
+        Concatenated outputs of :func:`measure_chunk` for the slide's chunks.
+    hists : sequence of (2, 800) ndarray
+        Pixel histograms of the chunks.
+    config : dict
+
+    Returns
+    -------
+    cells : pandas.DataFrame
+        The per-cell table of DESIGN section 4 (contract columns first).
+    blocks : pandas.DataFrame
+        Long table ``slide_id, variant, measure, block_id, n0..n3`` of scored cells.
+    summary : dict
+        The slide's row for :mod:`cxcr4score.eligibility` (without the pixel histogram,
+        which is returned in ``summary["pixel_hist"]`` as nested lists).
+    """
+    thresholds = np.asarray(config["thresholds"], dtype=np.float64)
+    tolerance = config["eligibility"]["threshold_tolerance"]
+    classified = _classes(measurements, config, thresholds)
+    scored = classified["in_roi"].to_numpy(bool)
+    blocks = classified["block_id"].to_numpy()[scored]
+    parts = [_count_rows(classified["class"].to_numpy()[scored], blocks, variant="nominal", measure="class")]
+    for measure in _COMPARTMENT_MEASURES:
+        parts.append(_count_rows(classified[measure].to_numpy()[scored], blocks, variant="nominal", measure=measure))
+    for variant, shift in (("thresholds_minus", -tolerance), ("thresholds_plus", tolerance)):
+        shifted = _classes(measurements, config, thresholds + shift)["class"].to_numpy()[scored]
+        parts.append(_count_rows(shifted, blocks, variant=variant, measure="class"))
+    if info["i0_source"] != "default":
+        alt = _classes(_with_alt_values(measurements), config, thresholds)["class"].to_numpy()[scored]
+        parts.append(_count_rows(alt, blocks, variant="alt_i0", measure="class"))
+    block_table = pd.concat(parts, ignore_index=True)
+    block_table.insert(0, "slide_id", info["slide_id"])
+
+    classified["cell_type"] = "unknown"
+    extra = [c for c in classified.columns if c not in CELL_COLUMNS and c not in SECTOR_COLUMNS]
+    cells = classified[list(CELL_COLUMNS) + extra]
+    hist = np.sum(hists, axis=0) if len(hists) else np.zeros((2, 800), np.int64)
+    summary = {
+        **{k: info[k] for k in ("slide_id", "patient_id", "path", "mpp", "tissue_mm2", "stain_vectors",
+                                "stain_source", "qc_status", "qc_message")},
+        "i0": ",".join(f"{v:.1f}" for v in info["i0"]),
+        "i0_source": info["i0_source"],
+        "has_roi": bool(info["roi"]),
+        "n_cells_detected": int(len(cells)),
+        "pixel_hist": np.asarray(hist, dtype=np.int64).tolist(),
+    }
+    return cells, block_table, summary

@@ -1,0 +1,252 @@
+"""Regions of interest from QuPath GeoJSON, rasterised to masks; cells back out as GeoJSON.
+
+A polygon is a list of rings, the exterior first and then its holes; each ring is a (K, 2)
+float64 array of level-0 pixel ``(x, y)`` coordinates (QuPath's image coordinates: x to the
+right, y down, the pixel ``(row i, column j)`` covering ``[j, j + 1) x [i, i + 1)``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from cxcr4score.io import InputError
+
+__all__ = ["Polygon", "cells_to_geojson", "read_roi", "roi_mask"]
+
+Polygon = list[np.ndarray]
+
+#: Feature ids of QuPath 0.2 exports (no ``objectType`` then) -> object type.
+_LEGACY_OBJECT_TYPES = {
+    "PathAnnotationObject": "annotation",
+    "PathDetectionObject": "detection",
+    "PathCellObject": "cell",
+    "PathTileObject": "tile",
+    "TMACoreObject": "tma_core",
+}
+#: Fractional bits for sub-pixel vertex positions in ``cv2.fillPoly``.
+_SHIFT = 8
+#: QuPath's intensity classification names and colours (``PathClass`` defaults), by class 0-3.
+_CLASS_NAMES = ("Negative", "1+", "2+", "3+")
+_CLASS_COLOURS = ((112, 112, 225), (255, 215, 0), (224, 142, 0), (200, 50, 50))
+#: Cell table columns exported as QuPath measurements, when present.
+_MEASUREMENTS = ("dab_membrane", "dab_cytoplasm", "dab_nucleus", "dab_cell", "membrane_completeness")
+
+
+def read_roi(path: str | os.PathLike) -> list[Polygon]:
+    """Read annotation polygons from a QuPath GeoJSON export.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A FeatureCollection, a single Feature, or a bare list of Features (older QuPath), with
+        Polygon or MultiPolygon geometries in level-0 pixel coordinates.
+
+    Returns
+    -------
+    list of Polygon
+        Each polygon a list of (K, 2) float64 rings ``(x, y)``, exterior first, then holes; a
+        repeated closing vertex is dropped.
+
+    Raises
+    ------
+    InputError
+        Naming the file, when it is missing, is not valid JSON, has malformed coordinates, or
+        holds no usable annotation polygon.
+
+    Notes
+    -----
+    Only annotations are kept: ``properties.objectType == 'annotation'``, or no
+    ``objectType`` and no QuPath 0.2 feature id naming another type (such as
+    ``PathDetectionObject``). Other geometry types (points, lines) and rings with fewer than 3 vertices are
+    skipped without error.
+    """
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError([f"{path}: ROI file not found"]) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError([f"{path}: not a readable GeoJSON file ({' '.join(str(exc).split())})"]) from None
+    polygons = []
+    for number, feature in enumerate(_features(document), start=1):
+        if _is_annotation(feature):
+            try:
+                polygons.extend(_geometry_polygons(feature.get("geometry")))
+            except (TypeError, ValueError, AttributeError):
+                raise InputError([f"{path}: feature {number} has malformed coordinates"]) from None
+    if not polygons:
+        raise InputError([f"{path}: no annotation polygons found (Polygon or MultiPolygon)"])
+    return polygons
+
+
+def _features(document) -> list:
+    if isinstance(document, list):
+        return [f for f in document if isinstance(f, dict)]
+    if not isinstance(document, dict):
+        return []
+    if document.get("type") == "FeatureCollection":
+        return [f for f in document.get("features") or [] if isinstance(f, dict)]
+    if document.get("type") == "Feature":
+        return [document]
+    return [{"type": "Feature", "geometry": document}]  # a bare geometry
+
+
+def _is_annotation(feature: dict) -> bool:
+    properties = feature.get("properties") or {}
+    object_type = properties.get("objectType") or _LEGACY_OBJECT_TYPES.get(feature.get("id"))
+    return object_type in (None, "annotation")
+
+
+def _geometry_polygons(geometry) -> list[Polygon]:
+    if not isinstance(geometry, dict):
+        return []
+    kind, coordinates = geometry.get("type"), geometry.get("coordinates")
+    if kind == "Polygon":
+        parts = [coordinates]
+    elif kind == "MultiPolygon":
+        parts = coordinates
+    else:
+        return []
+    polygons = [_rings(part) for part in parts]
+    return [polygon for polygon in polygons if polygon]
+
+
+def _rings(rings: list) -> Polygon:
+    """Rings of one polygon; empty when its exterior is degenerate."""
+    arrays = []
+    for ring in rings:
+        array = np.asarray(ring, dtype=np.float64)
+        if array.ndim != 2 or array.shape[1] < 2:
+            raise ValueError("a ring is not a list of [x, y] positions")
+        array = array[:, :2]
+        if len(array) > 1 and np.array_equal(array[0], array[-1]):
+            array = array[:-1]
+        if not np.isfinite(array).all():
+            raise ValueError("non-finite coordinate")
+        arrays.append(np.ascontiguousarray(array))
+    if not arrays or len(arrays[0]) < 3:
+        return []
+    return [arrays[0]] + [hole for hole in arrays[1:] if len(hole) >= 3]
+
+
+def roi_mask(polygons: list[Polygon], shape: tuple[int, int], *, scale: float) -> np.ndarray:
+    """Rasterise ROI polygons at analysis resolution.
+
+    Parameters
+    ----------
+    polygons : list of Polygon
+        From :func:`read_roi`, in level-0 pixel coordinates.
+    shape : tuple of int
+        ``(M, N)`` of the analysis-resolution image.
+    scale : float
+        Analysis pixels per level-0 pixel (e.g. 0.5 for a 0.25 um/px slide analysed at 0.5).
+
+    Returns
+    -------
+    (M, N) ndarray of bool
+        True inside any polygon's exterior and outside its holes.
+
+    Raises
+    ------
+    ValueError
+        If ``shape`` is not two positive integers or ``scale`` is not positive.
+
+    Notes
+    -----
+    Each polygon is drawn on its own bounding-box canvas (exterior filled with 1, then each
+    hole with 0) and OR-ed into the mask, so overlapping polygons add up and holes only cut
+    their own polygon. Vertices are placed with 1/256-pixel precision: the level-0 point
+    ``(x, y)`` is analysis-pixel centre coordinate ``(x * scale - 0.5, y * scale - 0.5)``.
+    OpenCV also sets the pixels its edges pass through, so a boundary may gain or lose one
+    pixel compared with a strict pixel-centre test.
+
+    Examples
+    --------
+    >>> square = [np.array([[0, 0], [4, 0], [4, 4], [0, 4]], float)]
+    >>> int(roi_mask([square], (8, 8), scale=1.0).sum())
+    16
+    """
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"shape must be (M, N) with M, N >= 1, got {shape!r}")
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    mask = np.zeros(shape, dtype=bool)
+    for polygon in polygons:
+        _draw_polygon(mask, polygon, scale)
+    return mask
+
+
+def _draw_polygon(mask: np.ndarray, polygon: Polygon, scale: float) -> None:
+    rings = [ring * scale - 0.5 for ring in polygon]
+    exterior = rings[0]
+    low = np.maximum(np.floor(exterior.min(axis=0)).astype(int) - 1, 0)
+    high = np.minimum(np.ceil(exterior.max(axis=0)).astype(int) + 2, mask.shape[::-1])
+    if np.any(high <= low):
+        return  # entirely outside the image
+    canvas = np.zeros((high[1] - low[1], high[0] - low[0]), dtype=np.uint8)
+    fixed = [np.round((ring - low) * (1 << _SHIFT)).astype(np.int32) for ring in rings]
+    cv2.fillPoly(canvas, fixed[:1], 1, lineType=cv2.LINE_8, shift=_SHIFT)
+    if len(fixed) > 1:
+        cv2.fillPoly(canvas, fixed[1:], 0, lineType=cv2.LINE_8, shift=_SHIFT)
+    mask[low[1]:high[1], low[0]:high[0]] |= canvas.astype(bool)
+
+
+def cells_to_geojson(cells: pd.DataFrame) -> dict:
+    """Cells as a QuPath-importable GeoJSON FeatureCollection of point detections.
+
+    Parameters
+    ----------
+    cells : DataFrame
+        Needs ``x`` and ``y`` (level-0 pixels). Optional: ``class`` (0-3), which becomes the
+        QuPath classification Negative / 1+ / 2+ / 3+, and ``dab_membrane``,
+        ``dab_cytoplasm``, ``dab_nucleus``, ``dab_cell``, ``membrane_completeness``, which
+        become measurements (missing values left out).
+
+    Returns
+    -------
+    dict
+        ``{"type": "FeatureCollection", "features": [...]}``, one Point feature per cell with
+        ``properties.objectType == "detection"``; ready for ``json.dump``.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` or ``y`` is missing, or a class is not 0-3.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"x": [10.0], "y": [20.0], "class": [2], "dab_membrane": [0.45]})
+    >>> feature = cells_to_geojson(table)["features"][0]
+    >>> feature["geometry"], feature["properties"]["classification"]["name"]
+    ({'type': 'Point', 'coordinates': [10.0, 20.0]}, '2+')
+    """
+    missing = [c for c in ("x", "y") if c not in cells.columns]
+    if missing:
+        raise ValueError(f"cells table lacks column(s) {missing}; it has {list(cells.columns)}")
+    columns = [c for c in _MEASUREMENTS if c in cells.columns]
+    classes = cells["class"].tolist() if "class" in cells.columns else [None] * len(cells)
+    bad = sorted({c for c in classes if not pd.isna(c) and c not in range(len(_CLASS_NAMES))})
+    if bad:
+        raise ValueError(f"cell classes must be 0, 1, 2 or 3, got {bad}")
+    features = [
+        _cell_feature(x, y, cls, dict(zip(columns, values)))
+        for x, y, cls, values in zip(cells["x"].tolist(), cells["y"].tolist(), classes,
+                                     cells[columns].itertuples(index=False, name=None))
+    ]
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _cell_feature(x: float, y: float, cls, measurements: dict) -> dict:
+    properties = {"objectType": "detection"}
+    if cls is not None and not pd.isna(cls):
+        properties["classification"] = {"name": _CLASS_NAMES[int(cls)], "color": list(_CLASS_COLOURS[int(cls)])}
+    properties["measurements"] = {k: float(v) for k, v in measurements.items() if not pd.isna(v)}
+    return {"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(x), float(y)]},
+            "properties": properties}

@@ -1,0 +1,161 @@
+"""Stain vectors, background intensity (I0) and optical-density lookup tables.
+
+Colour deconvolution follows Ruifrok & Johnston (2001) in the optical-density (OD) domain,
+with QuPath's "H-DAB default" stain vectors and a per-channel background intensity I0:
+
+    OD_c = -log10(clamp(I_c, 1, I0_c) / I0_c)            (Beer-Lambert, per channel c)
+    [c_H, c_DAB, c_res] = OD @ inv(M)                    (M: one unit stain vector per row)
+
+Concentrations are NOT clipped: negative values are kept, so means over a compartment stay
+unbiased. Because an 8-bit channel takes only 256 values, OD times each column of inv(M) is
+precomputed into six 256-entry tables (built in float64, stored float32); deconvolving a
+pixel is then three lookups and two additions per stain (DESIGN section 6).
+
+This is NOT ``skimage.color.rgb2hed``: that uses the H-E-DAB matrix, divides OD by
+ln(1e-6) (a factor of about 6) and clips at 0.
+
+References
+----------
+.. [1] Ruifrok AC, Johnston DA. Quantification of histochemical staining by color
+       deconvolution. Anal Quant Cytol Histol 2001;23:291-299.
+.. [2] Bankhead P et al. QuPath: open source software for digital pathology image
+       analysis. Sci Rep 2017;7:16878 (ColorDeconvolutionStains, "H-DAB default").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: QuPath "H-DAB default" hematoxylin OD direction (R, G, B).
+QUPATH_HEMATOXYLIN = (0.65111, 0.70119, 0.29049)
+#: QuPath "H-DAB default" DAB OD direction (R, G, B).
+QUPATH_DAB = (0.26917, 0.56824, 0.77759)
+#: Rows of the concentration tables: stain index of hematoxylin and DAB.
+HEMATOXYLIN, DAB = 0, 1
+#: Percentile of glass pixels taken as background intensity (QuPath practice).
+I0_PERCENTILE = 99.0
+
+
+def _unit(vector, name):
+    v = np.asarray(vector, dtype=np.float64)
+    if v.shape != (3,) or not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} stain vector must be 3 finite numbers, got {vector!r}")
+    norm = np.linalg.norm(v)
+    if norm == 0:
+        raise ValueError(f"{name} stain vector must not be all zero, got {vector!r}")
+    return v / norm
+
+
+def stain_matrix(hematoxylin=QUPATH_HEMATOXYLIN, dab=QUPATH_DAB):
+    """Build the 3x3 stain matrix: unit hematoxylin, unit DAB, residual = H x DAB.
+
+    Parameters
+    ----------
+    hematoxylin, dab : (3,) array_like
+        OD directions in RGB order; normalised to unit length here.
+
+    Returns
+    -------
+    matrix : (3, 3) ndarray of float64
+        One stain per row (hematoxylin, DAB, residual).
+
+    Raises
+    ------
+    ValueError
+        If a vector is not three finite numbers, is zero, or the two are parallel.
+    """
+    h = _unit(hematoxylin, "hematoxylin")
+    d = _unit(dab, "DAB")
+    residual = np.cross(h, d)
+    norm = np.linalg.norm(residual)
+    if norm < 1e-6:
+        raise ValueError(f"hematoxylin {hematoxylin!r} and DAB {dab!r} vectors are parallel")
+    return np.stack([h, d, residual / norm])
+
+
+def od_table(i0):
+    """Per-channel optical density for every 8-bit value.
+
+    Parameters
+    ----------
+    i0 : (3,) array_like
+        Background (glass) intensity per channel, in (1, 255].
+
+    Returns
+    -------
+    table : (3, 256) ndarray of float64
+        ``table[c, v] = -log10(clamp(v, 1, I0_c) / I0_c)``.
+    """
+    i0 = np.asarray(i0, dtype=np.float64)
+    if i0.shape != (3,) or not np.all((i0 > 1) & (i0 <= 255)):
+        raise ValueError(f"I0 must be 3 values in (1, 255], got {i0.tolist()!r}")
+    values = np.arange(256, dtype=np.float64)[None, :]
+    clamped = np.clip(values, 1.0, i0[:, None])
+    return -np.log10(clamped / i0[:, None])
+
+
+def concentration_tables(i0, matrix):
+    """Lookup tables folding OD and the inverse stain matrix for hematoxylin and DAB.
+
+    Parameters
+    ----------
+    i0 : (3,) array_like
+        Background intensity per channel.
+    matrix : (3, 3) ndarray
+        Stain matrix from :func:`stain_matrix`.
+
+    Returns
+    -------
+    tables : (2, 3, 256) ndarray of float32
+        ``tables[s, c, v]`` is the contribution of channel ``c`` at value ``v`` to the
+        concentration of stain ``s`` (0 hematoxylin, 1 DAB); a pixel's concentration is
+        the sum over its three channels. Built in float64, stored float32.
+    """
+    inverse = np.linalg.inv(np.asarray(matrix, dtype=np.float64))
+    od = od_table(i0)
+    tables = od[None, :, :] * inverse.T[:2, :, None]
+    return np.ascontiguousarray(tables, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Background:
+    """Per-channel background intensity of a slide and where it came from."""
+
+    i0: tuple[float, float, float]
+    source: str  # "glass" or "default"
+    warning: str | None = None
+
+
+def measure_background(rgb, glass, *, default_i0=255.0, min_glass_fraction=0.01):
+    """Per-channel I0 as the 99th percentile of glass pixels (QuPath practice).
+
+    Parameters
+    ----------
+    rgb : (M, N, 3) ndarray of uint8
+        Image at analysis resolution.
+    glass : (M, N) ndarray of bool
+        Tissue-free pixels.
+    default_i0 : float, optional
+        Used for every channel when there is too little glass.
+    min_glass_fraction : float, optional
+        Smallest share of glass pixels from which I0 is measured.
+
+    Returns
+    -------
+    Background
+        ``source`` is ``"glass"`` or ``"default"`` (the latter with a QC warning).
+    """
+    n_glass = int(np.count_nonzero(glass))
+    if n_glass == 0 or n_glass < min_glass_fraction * glass.size:
+        return Background(
+            (float(default_i0),) * 3,
+            "default",
+            f"too little glass to measure background ({n_glass} px); I0 = {default_i0:g} assumed",
+        )
+    values = rgb[glass]
+    i0 = np.percentile(values, I0_PERCENTILE, axis=0)
+    # A channel whose glass is nearly black cannot serve as background; fall back.
+    i0 = np.clip(i0, 2.0, 255.0)
+    return Background(tuple(float(v) for v in i0), "glass")

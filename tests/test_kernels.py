@@ -1,0 +1,176 @@
+"""Numba kernels against the plain NumPy references in tests/reference.py (DESIGN section 6)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+from skimage import data
+
+from cxcr4score import measure, stains
+from cxcr4score._kernels import CYTOPLASM, MEMBRANE, NUCLEUS
+
+from . import nojit_case, reference
+
+MATRIX = stains.stain_matrix()
+
+
+def _random_rgb(shape, seed):
+    return np.random.default_rng(seed).integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("i0", [(255.0, 255.0, 255.0), (241.3, 236.0, 247.9), (120.0, 200.0, 90.5)])
+def test_deconvolve_matches_float64_beer_lambert(i0):
+    """Reference: reference.deconvolve (float64 OD @ inv(M)), every 8-bit value, to 1e-5."""
+    rgb = _random_rgb((64, 257), seed=1)
+    rgb[0, :256] = np.arange(256)[:, None]  # every value in every channel
+    hem, dab = measure.deconvolve(rgb, stains.concentration_tables(i0, MATRIX))
+    ref_hem, ref_dab = reference.deconvolve(rgb, i0, MATRIX)
+    assert hem.dtype == np.float32 and dab.dtype == np.float32
+    np.testing.assert_allclose(hem, ref_hem, atol=1e-5, rtol=0, err_msg="hematoxylin")
+    np.testing.assert_allclose(dab, ref_dab, atol=1e-5, rtol=0, err_msg="DAB")
+
+
+def test_deconvolve_keeps_negative_concentrations_and_is_not_rgb2hed():
+    """Reference: hand-worked Beer-Lambert: a pure-DAB pixel has DAB OD > 0 and H near 0."""
+    i0 = np.array([250.0, 250.0, 250.0])
+    dab_vector = MATRIX[1]
+    pixel = np.round(i0 * 10 ** (-0.5 * dab_vector)).astype(np.uint8)
+    hem, dab = measure.deconvolve(pixel.reshape(1, 1, 3), stains.concentration_tables(i0, MATRIX))
+    assert abs(dab[0, 0] - 0.5) < 0.01  # rgb2hed would give about a sixth of this
+    assert abs(hem[0, 0]) < 0.01
+    white_ish = np.array([[[255, 255, 255]]], dtype=np.uint8)
+    _, dab_glass = measure.deconvolve(white_ish, stains.concentration_tables((240.0, 240.0, 240.0), MATRIX))
+    assert dab_glass[0, 0] == 0.0  # clamped at I0: glass brighter than I0 is OD 0, never negative OD
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 4), np.uint8)])
+def test_deconvolve_rejects_non_rgb(bad):
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        measure.deconvolve(bad, stains.concentration_tables((255, 255, 255), MATRIX))
+
+
+def _random_cells(shape, n, seed):
+    """Random blocky labels with random compartments (every code, every label arrangement)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, n + 1, size=(shape[0] // 4 + 1, shape[1] // 4 + 1))
+    cells = np.kron(coarse, np.ones((4, 4), dtype=np.int64))[: shape[0], : shape[1]].astype(np.int32)
+    codes = rng.choice([NUCLEUS, CYTOPLASM, MEMBRANE], size=shape).astype(np.uint8)
+    codes[cells == 0] = 0
+    return cells, codes
+
+
+def _run_measure(rgb, cells, codes, i0, scope=None):
+    n = int(cells.max())
+    rows, cols, _ = measure.nucleus_centroids(np.where(codes == NUCLEUS, cells, 0), n)
+    rows = np.nan_to_num(rows, nan=0.0)
+    cols = np.nan_to_num(cols, nan=0.0)
+    tables = stains.concentration_tables(i0, MATRIX)
+    alt = stains.concentration_tables((255.0, 255.0, 255.0), MATRIX)[1]
+    scope = np.ones(n + 1, dtype=bool) if scope is None else scope
+    table, hist = measure.measure_cells(
+        rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=alt, centroid_row=rows,
+        centroid_col=cols, in_scope=scope, hematoxylin_min=0.1,
+    )
+    return table, hist, rows, cols
+
+
+def test_cell_statistics_match_reference():
+    """Reference: reference.cell_statistics on float64 planes, random labels and compartments."""
+    rgb = _random_rgb((150, 170), seed=2)
+    cells, codes = _random_cells(rgb.shape[:2], 40, seed=3)
+    i0 = (243.0, 239.5, 250.0)
+    table, _, rows, cols = _run_measure(rgb, cells, codes, i0)
+    hem, dab = reference.deconvolve(rgb, i0, MATRIX)
+    ref = reference.cell_statistics(dab, hem, cells, codes, rows, cols)
+    present = np.bincount(cells.ravel(), minlength=41)[1:] > 0
+    for name in ("dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell", "hematoxylin_nucleus"):
+        np.testing.assert_allclose(table[name].to_numpy()[present], ref[name][present], atol=1e-5, err_msg=name)
+    for name in ("n_nucleus", "n_cytoplasm", "n_membrane"):
+        np.testing.assert_array_equal(table[name].to_numpy(), ref[name], err_msg=name)
+    sectors = table[list(measure.SECTOR_COLUMNS)].to_numpy()
+    np.testing.assert_allclose(sectors, ref["sectors"], atol=1e-5, err_msg="sector means")
+    _, ref_alt = reference.deconvolve(rgb, (255.0, 255.0, 255.0), MATRIX)
+    ref_alt_stats = reference.cell_statistics(ref_alt, hem, cells, codes, rows, cols)
+    np.testing.assert_allclose(table["dab_membrane_alt"].to_numpy()[present], ref_alt_stats["dab_membrane"][present], atol=1e-5)
+
+
+def test_cell_sd_matches_numpy():
+    """Reference: np.std of the float64 DAB values of each cell."""
+    rgb = _random_rgb((60, 60), seed=4)
+    cells, codes = _random_cells(rgb.shape[:2], 6, seed=5)
+    table, _, _, _ = _run_measure(rgb, cells, codes, (250.0, 250.0, 250.0))
+    _, dab = reference.deconvolve(rgb, (250.0, 250.0, 250.0), MATRIX)
+    for label in range(1, 7):
+        values = dab[cells == label]
+        if values.size:
+            assert abs(table.loc[label, "dab_cell_sd"] - values.std()) < 1e-5
+
+
+def test_pixel_histogram_matches_reference():
+    """Reference: np.histogram-style binning of float64 DAB of in-scope cell pixels."""
+    from cxcr4score.score import dab_bin_index
+
+    rgb = _random_rgb((120, 90), seed=6)
+    cells, codes = _random_cells(rgb.shape[:2], 20, seed=7)
+    scope = np.ones(21, dtype=bool)
+    scope[::3] = False
+    i0 = (245.0, 245.0, 245.0)
+    _, hist, _, _ = _run_measure(rgb, cells, codes, i0, scope=scope)
+    hem, dab = reference.deconvolve(rgb, i0, MATRIX)
+    where = (cells > 0) & scope[cells]
+    expected = np.zeros_like(hist)
+    np.add.at(expected, ((hem[where] >= 0.1).astype(int), dab_bin_index(dab[where])), 1)
+    assert hist.sum() == where.sum()
+    # float32 lookup vs float64 may put a pixel sitting on a bin edge into the next bin
+    assert np.abs(hist - expected).sum() <= 2 * max(1, where.sum() // 10_000)
+
+
+def test_results_identical_for_any_thread_count():
+    """Integer accumulators: 1 and 2 threads give bit-identical tables (DESIGN section 6)."""
+    rgb = _random_rgb((200, 160), seed=8)
+    cells, codes = _random_cells(rgb.shape[:2], 50, seed=9)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one, hist_one, _, _ = _run_measure(rgb, cells, codes, (240.0, 242.0, 244.0))
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two, hist_two, _, _ = _run_measure(rgb, cells, codes, (240.0, 242.0, 244.0))
+    finally:
+        numba.set_num_threads(before)
+    assert one.equals(two)
+    np.testing.assert_array_equal(hist_one, hist_two)
+
+
+def test_real_ihc_tile_statistics_match_reference():
+    """Reference: reference.cell_statistics on skimage's IHC tile with real segmentation."""
+    from cxcr4score import segment
+
+    rgb = np.ascontiguousarray(data.immunohistochemistry()[:256, :256])
+    i0 = (250.0, 250.0, 250.0)
+    hem, _ = measure.deconvolve(rgb, stains.concentration_tables(i0, MATRIX))
+    nuclei = segment.detect_nuclei(hem, mpp=0.5)
+    cells = segment.expand_cells(nuclei, mpp=0.5)
+    codes, _ = segment.compartments(cells, nuclei, mpp=0.5)
+    assert nuclei.max() > 10
+    table, _, rows, cols = _run_measure(rgb, cells, codes, i0)
+    ref_hem, ref_dab = reference.deconvolve(rgb, i0, MATRIX)
+    ref = reference.cell_statistics(ref_dab, ref_hem, cells, codes, rows, cols)
+    np.testing.assert_allclose(table["dab_membrane"], ref["dab_membrane"], atol=1e-5)
+
+
+def test_kernels_run_without_jit(tmp_path):
+    """The kernels' Python source gives the same result with NUMBA_DISABLE_JIT=1."""
+    out = tmp_path / "nojit.npz"
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    script = Path(__file__).with_name("nojit_case.py")
+    result = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    without_jit = np.load(out)
+    table, hist, dab = nojit_case.measure_small_case()
+    np.testing.assert_array_equal(without_jit["table"], table.to_numpy())
+    np.testing.assert_array_equal(without_jit["hist"], hist)
+    np.testing.assert_array_equal(without_jit["dab"], dab)
