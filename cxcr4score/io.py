@@ -15,6 +15,7 @@ import math
 import os
 import re
 import tempfile
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "SHEET_COLUMNS",
     "InputError",
     "SlideImage",
+    "image_stem",
     "load_slides",
     "read_image",
     "read_sheet",
@@ -139,7 +141,8 @@ def read_image(path: str | os.PathLike) -> SlideImage:
     TIFF-based files: the largest series (by level-0 area, first on ties) is read, which is the
     first series for SVS/NDPI/OME and skips label and macro images. Only level 0 is read.
     Pixel size is taken from OME-XML, else the Aperio description, else the TIFF resolution
-    tags (placeholders such as 72 or 96 dpi are ignored); PNG from ``pHYs`` in pixels per metre;
+    tags (ignored without a unit, or at 1 pixel per unit or the 72 / 96 dpi placeholders, in
+    inches or centimetres); PNG from ``pHYs`` in pixels per metre (same placeholders ignored);
     JPEG carries no trustworthy pixel size and gives None.
     """
     path = _existing_image_path(path)
@@ -228,11 +231,7 @@ def _inspect_image(path: Path) -> dict:
         return _info(width, height, image.mpp, image.mpp_source, fmt)
     try:
         with tifffile.TiffFile(path) as tif:
-            index, level = _tiff_level(tif)
-            shape, _ = _yxs_layout(path, level.shape, level.axes)
-            _check_rgb(path, shape, level.dtype)
-            _check_photometric(path, level)
-            mpp, source = _tiff_mpp(path, tif, index, level)
+            level, shape, _, mpp, source = _checked_tiff_level(path, tif)
             next(level.keyframe.segments())  # decode one tile: catches bad codecs and data
             return _info(shape[1], shape[0], mpp, source, _tiff_format(tif))
     except InputError:
@@ -262,14 +261,24 @@ def _read_raster(path: Path) -> SlideImage:
 
 def _read_tiff(path: Path) -> SlideImage:
     with tifffile.TiffFile(path) as tif:
-        index, level = _tiff_level(tif)
-        shape, order = _yxs_layout(path, level.shape, level.axes)
-        _check_rgb(path, shape, level.dtype)
-        _check_photometric(path, level)
-        mpp, source = _tiff_mpp(path, tif, index, level)
+        level, _, order, mpp, source = _checked_tiff_level(path, tif)
         pixels = level.asarray()
     squeezed = pixels.reshape([n for n, a in zip(level.shape, level.axes) if n > 1 or a in "YX"])
     return SlideImage(_to_rgb(squeezed.transpose(order)), mpp, source, path)
+
+
+def _checked_tiff_level(path: Path, tif: tifffile.TiffFile) -> tuple:
+    """Level 0 of the main series, checked from metadata only.
+
+    Returns ``(series_level, (M, N, C) shape, transpose order, mpp, mpp_source)``; raises
+    InputError when the level is not one 8-bit RGB(A) plane or its pixels are not square.
+    """
+    index, series_level = _tiff_level(tif, 0)
+    shape, order = _yxs_layout(path, series_level.shape, series_level.axes)
+    _check_rgb(path, shape, series_level.dtype)
+    _check_photometric(path, series_level)
+    mpp, source = _tiff_mpp(path, tif, index, series_level)
+    return series_level, shape, order, mpp, source
 
 
 def _tiff_level(tif: tifffile.TiffFile, level: int = 0) -> tuple[int, tifffile.TiffPageSeries]:
@@ -580,10 +589,15 @@ def _read_table_text(path: Path) -> pd.DataFrame:
         raise InputError([f"{path}: a sample sheet must be .tsv, .csv or .txt (got '{path.suffix}')"])
     try:
         sep = {".tsv": "\t", ".csv": ","}.get(suffix) or _sniff_separator(path)
-        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-                            encoding="utf-8-sig")
+        with warnings.catch_warnings():  # a row longer than the header would lose data
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+                                encoding="utf-8-sig", index_col=False)
     except pd.errors.EmptyDataError:
         raise InputError([f"{path}: the sample sheet is empty"]) from None
+    except pd.errors.ParserWarning:
+        raise InputError([f"{path}: a row has more values than the header has column names "
+                          "(check the separator and quoting)"]) from None
     except (csv.Error, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise InputError([_unreadable_sheet(path, exc)]) from None
     table.columns = [str(c).strip() for c in table.columns]
@@ -678,7 +692,7 @@ def slides_from_folder(folder: str | os.PathLike, *, patient_pattern: str = "") 
     -------
     DataFrame
         Columns ``patient_id, slide_id, path, mpp, roi, specimen, collected`` (strings; absolute
-        paths; '' where unknown), sorted by patient then file name.
+        paths; '' where unknown), sorted by patient_id then slide_id.
 
     Raises
     ------
@@ -731,7 +745,7 @@ def _folder_images(folder: Path) -> list[tuple[Path, str]]:
         if entry.is_dir() and entry.name not in companions:
             found.extend((image, entry.name) for image in _visible(entry) if _is_image(image))
         elif _is_image(entry):
-            found.append((entry, _stem(entry)))
+            found.append((entry, image_stem(entry)))
     return found
 
 
@@ -754,8 +768,15 @@ def _companion_folder_names(entries: list[Path]) -> set[str]:
     return names
 
 
-def _stem(path: Path) -> str:
-    stem = path.stem
+def image_stem(path: str | os.PathLike) -> str:
+    """File name without its extension and without a trailing ``.ome``.
+
+    Examples
+    --------
+    >>> image_stem("/slides/P7/A 1.ome.tif"), image_stem("b.svs")
+    ('A 1', 'b')
+    """
+    stem = Path(path).stem
     return stem[:-4] if stem.lower().endswith(".ome") else stem
 
 
@@ -791,7 +812,7 @@ def _folder_row(image: Path, patient: str) -> dict:
     patient_id = sanitise_id(patient)
     return {
         "patient_id": patient_id,
-        "slide_id": f"{patient_id}__{sanitise_id(_stem(image))}",
+        "slide_id": f"{patient_id}__{sanitise_id(image_stem(image))}",
         "path": os.path.abspath(image),
         "mpp": "",
         "roi": _sidecar_roi(image),
@@ -801,7 +822,7 @@ def _folder_row(image: Path, patient: str) -> dict:
 
 
 def _sidecar_roi(image: Path) -> str:
-    for name in (f"{_stem(image)}.roi.geojson", f"{_stem(image)}.geojson"):
+    for name in (f"{image_stem(image)}.roi.geojson", f"{image_stem(image)}.geojson"):
         candidate = image.with_name(name)
         if candidate.is_file():
             return os.path.abspath(candidate)

@@ -163,6 +163,13 @@ def measure_cells(
     return _to_table(*totals), hist.sum(axis=0)
 
 
+def empty_table():
+    """The table of :func:`measure_cells` for an image without cells (all columns, no rows)."""
+    zeros = np.zeros((0, 3), np.int64)
+    sectors = np.zeros((0, N_SECTORS), np.int64)
+    return _to_table(zeros, zeros, zeros, zeros, np.zeros(0, np.int64), sectors, sectors)
+
+
 def _mean(total, n):
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, total / (Q_SCALE * n), np.nan)

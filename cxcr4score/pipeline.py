@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from . import __version__, io, roi, score, segment, stains, tissue
+from . import __version__, eligibility, io, measure, qc, roi, score, segment, stains, tissue
 from .measure import SECTOR_COLUMNS, deconvolve, measure_cells, nucleus_centroids
 
 #: Columns of the per-cell table that DESIGN section 4 fixes, in order.
@@ -195,15 +195,15 @@ def measure_chunk(info, chunk, *, config):
     y = (rows[1:] + 0.5) * f - 0.5
     x_um, y_um = x * image.native_mpp, y * image.native_mpp
     cell_px = np.bincount(cells.ravel(), minlength=n + 1)[1 : n + 1]
-    table = pd.DataFrame({
-        "cell_id": np.arange(1, n + 1, dtype=np.int64) + int(chunk) * 10_000_000,
-        "x": x, "y": y, "x_um": x_um, "y_um": y_um,
-        "nucleus_area_um2": nucleus_px[1:] * mpp**2,
-        "cell_area_um2": cell_px * mpp**2,
-        "membrane_exposed_fraction": exposed[1 : n + 1] if n else np.empty(0),
-        "block_id": block_ids(x_um, y_um, config["intervals"]["block_um"]),
-        "in_roi": in_roi[1:],
-    })
+    table = _base_table(
+        cell_id=np.arange(1, n + 1, dtype=np.int64) + int(chunk) * 10_000_000,
+        x=x, y=y, x_um=x_um, y_um=y_um,
+        nucleus_area_um2=nucleus_px[1:] * mpp**2,
+        cell_area_um2=cell_px * mpp**2,
+        membrane_exposed_fraction=exposed[1 : n + 1] if n else np.empty(0),
+        block_id=block_ids(x_um, y_um, config["intervals"]["block_um"]),
+        in_roi=in_roi[1:],
+    )
     return pd.concat([table, stats.reset_index(drop=True)], axis=1), hist
 
 
@@ -283,3 +283,100 @@ def merge_slide(info, measurements, hists, *, config):
         "pixel_hist": np.asarray(hist, dtype=np.int64).tolist(),
     }
     return cells, block_table, summary
+
+
+def failed_info(*, slide_id, patient_id="", path="", roi_path="", message):
+    """The :func:`slide_info` record of a slide that could not be used (``qc_status`` failed)."""
+    return {
+        "slide_id": slide_id, "patient_id": patient_id, "path": str(path), "roi": str(roi_path or ""),
+        "mpp": float("nan"), "mpp_source": "", "analysis_mpp": float("nan"), "shape": [0, 0],
+        "tissue_mm2": 0.0, "i0": [float("nan")] * 3, "i0_source": "", "stain_vectors": "",
+        "stain_source": "", "chunks": [], "qc_status": "failed", "qc_message": message,
+        "cxcr4score_version": __version__,
+    }
+
+
+def _base_table(**columns):
+    return pd.DataFrame({name: columns[name] for name in (
+        "cell_id", "x", "y", "x_um", "y_um", "nucleus_area_um2", "cell_area_um2",
+        "membrane_exposed_fraction", "block_id", "in_roi")})
+
+
+def empty_measurements():
+    """The measurement table of a slide without cells (the columns of :func:`measure_chunk`)."""
+    empty = np.empty(0)
+    base = _base_table(cell_id=empty.astype(np.int64), x=empty, y=empty, x_um=empty, y_um=empty,
+                       nucleus_area_um2=empty, cell_area_um2=empty, membrane_exposed_fraction=empty,
+                       block_id=empty.astype(np.int64), in_roi=empty.astype(bool))
+    return pd.concat([base, measure.empty_table()], axis=1)
+
+
+def qc_slide(info, cells, *, config):
+    """The QC picture of a slide (see :func:`cxcr4score.qc.qc_picture`)."""
+    title = f"{info['slide_id']}  QC {info['qc_status']}"
+    if info["qc_message"]:
+        title += f": {info['qc_message']}"
+    if info["qc_status"] == "failed":
+        return qc.qc_picture(np.full((200, 200, 3), 255, np.uint8), cell_x=[], cell_y=[], cell_class=[],
+                             cell_radius=[], title=title)
+    image = load_analysis_image(info["path"], sheet_mpp=str(info["mpp"]), config=config)
+    f = image.to_level0
+    scored = cells["in_roi"].to_numpy(bool) if "in_roi" in cells else np.ones(len(cells), bool)
+    classes = np.where(scored, cells["class"].to_numpy(int), -1)
+    return qc.qc_picture(
+        image.rgb,
+        cell_x=(cells["x"].to_numpy() + 0.5) / f - 0.5,
+        cell_y=(cells["y"].to_numpy() + 0.5) / f - 0.5,
+        cell_class=classes,
+        cell_radius=np.sqrt(cells["cell_area_um2"].to_numpy() / np.pi) / image.mpp,
+        tissue_mask=_tissue(image, config),
+        roi_mask=_roi_mask(info, image.rgb.shape[:2], image.to_level0),
+        title=title,
+    )
+
+
+def score_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", config):
+    """All per-slide stages in one call (the ``cxcr4score score`` path).
+
+    Returns
+    -------
+    info : dict
+    cells : pandas.DataFrame
+    blocks : pandas.DataFrame
+    summary : dict
+    """
+    info = slide_info(path, slide_id=slide_id, patient_id=patient_id, sheet_mpp=sheet_mpp,
+                      roi_path=roi_path, config=config)
+    parts = [measure_chunk(info, chunk, config=config) for chunk in info["chunks"]]
+    measurements = pd.concat([p[0] for p in parts], ignore_index=True) if parts else empty_measurements()
+    cells, blocks, summary = merge_slide(info, measurements, [p[1] for p in parts], config=config)
+    return info, cells, blocks, summary
+
+
+#: slides.csv columns around the score columns (DESIGN section 4).
+SLIDES_HEAD = ("slide_id", "patient_id", "path", "mpp", "tissue_mm2")
+SLIDES_TAIL = ("i0", "stain_vectors", "stain_source", "qc_status", "qc_message")
+
+
+def slides_table(slides, blocks, config):
+    """The rows of ``slides.csv``: identity, scores (:func:`eligibility.slide_scores`), QC.
+
+    Parameters
+    ----------
+    slides : pandas.DataFrame
+        One row per slide: the summaries of :func:`merge_slide` (plus ``collected``).
+    blocks : pandas.DataFrame
+        The slides' block class counts.
+    config : dict
+
+    Returns
+    -------
+    pandas.DataFrame
+        Contract columns first; extra columns (``i0_source``, ``mpp_source``,
+        ``n_cells_detected``, ``has_roi``) after them.
+    """
+    scores = eligibility.slide_scores(slides, blocks, config)
+    head = slides[list(SLIDES_HEAD)].reset_index(drop=True)
+    tail = slides[list(SLIDES_TAIL)].reset_index(drop=True)
+    extra_names = [c for c in ("i0_source", "n_cells_detected", "has_roi") if c in slides]
+    return pd.concat([head, scores.drop(columns="slide_id"), tail, slides[extra_names].reset_index(drop=True)], axis=1)

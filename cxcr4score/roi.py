@@ -12,7 +12,6 @@ import math
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -30,8 +29,6 @@ _LEGACY_OBJECT_TYPES = {
     "PathTileObject": "tile",
     "TMACoreObject": "tma_core",
 }
-#: Fractional bits for sub-pixel vertex positions in ``cv2.fillPoly``.
-_SHIFT = 8
 #: QuPath's intensity classification names and colours (``PathClass`` defaults), by class 0-3.
 _CLASS_NAMES = ("Negative", "1+", "2+", "3+")
 _CLASS_COLOURS = ((112, 112, 225), (255, 215, 0), (224, 142, 0), (200, 50, 50))
@@ -64,8 +61,8 @@ def read_roi(path: str | os.PathLike) -> list[Polygon]:
     -----
     Only annotations are kept: ``properties.objectType == 'annotation'``, or no
     ``objectType`` and no QuPath 0.2 feature id naming another type (such as
-    ``PathDetectionObject``). Other geometry types (points, lines) and rings with fewer than 3 vertices are
-    skipped without error.
+    ``PathDetectionObject``). Other geometry types (points, lines) and rings with fewer than
+    3 vertices are skipped without error.
     """
     path = Path(path)
     try:
@@ -100,7 +97,7 @@ def _features(document) -> list:
 
 def _is_annotation(feature: dict) -> bool:
     properties = feature.get("properties") or {}
-    object_type = properties.get("objectType") or _LEGACY_OBJECT_TYPES.get(feature.get("id"))
+    object_type = properties.get("objectType") or _LEGACY_OBJECT_TYPES.get(str(feature.get("id")))
     return object_type in (None, "annotation")
 
 
@@ -151,7 +148,7 @@ def roi_mask(polygons: list[Polygon], shape: tuple[int, int], *, scale: float) -
     Returns
     -------
     (M, N) ndarray of bool
-        True inside any polygon's exterior and outside its holes.
+        True where a pixel's centre lies inside a polygon's exterior and outside its holes.
 
     Raises
     ------
@@ -160,12 +157,14 @@ def roi_mask(polygons: list[Polygon], shape: tuple[int, int], *, scale: float) -
 
     Notes
     -----
-    Each polygon is drawn on its own bounding-box canvas (exterior filled with 1, then each
-    hole with 0) and OR-ed into the mask, so overlapping polygons add up and holes only cut
-    their own polygon. Vertices are placed with 1/256-pixel precision: the level-0 point
-    ``(x, y)`` is analysis-pixel centre coordinate ``(x * scale - 0.5, y * scale - 0.5)``.
-    OpenCV also sets the pixels its edges pass through, so a boundary may gain or lose one
-    pixel compared with a strict pixel-centre test.
+    A scanline fill with the even-odd rule over all rings of one polygon, so a hole (inside
+    its exterior, as GeoJSON requires) is cut out; polygons are then OR-ed, so overlapping
+    polygons add up and a hole only cuts its own polygon. The level-0 point ``(x, y)`` lies at
+    analysis column ``x * scale - 0.5`` and row ``y * scale - 0.5`` (pixel centres at whole
+    numbers); a centre exactly on a left or top edge is inside, on a right or bottom edge
+    outside, so polygons that share an edge never share a pixel. This is the pixel-centre rule
+    of ``skimage.draw.polygon``, at a cost proportional to edge crossings rather than to the
+    bounding box times the number of vertices.
 
     Examples
     --------
@@ -179,23 +178,47 @@ def roi_mask(polygons: list[Polygon], shape: tuple[int, int], *, scale: float) -
         raise ValueError(f"scale must be a positive number, got {scale!r}")
     mask = np.zeros(shape, dtype=bool)
     for polygon in polygons:
-        _draw_polygon(mask, polygon, scale)
+        _fill_even_odd(mask, [ring * scale - 0.5 for ring in polygon])
     return mask
 
 
-def _draw_polygon(mask: np.ndarray, polygon: Polygon, scale: float) -> None:
-    rings = [ring * scale - 0.5 for ring in polygon]
-    exterior = rings[0]
-    low = np.maximum(np.floor(exterior.min(axis=0)).astype(int) - 1, 0)
-    high = np.minimum(np.ceil(exterior.max(axis=0)).astype(int) + 2, mask.shape[::-1])
-    if np.any(high <= low):
-        return  # entirely outside the image
-    canvas = np.zeros((high[1] - low[1], high[0] - low[0]), dtype=np.uint8)
-    fixed = [np.round((ring - low) * (1 << _SHIFT)).astype(np.int32) for ring in rings]
-    cv2.fillPoly(canvas, fixed[:1], 1, lineType=cv2.LINE_8, shift=_SHIFT)
-    if len(fixed) > 1:
-        cv2.fillPoly(canvas, fixed[1:], 0, lineType=cv2.LINE_8, shift=_SHIFT)
-    mask[low[1]:high[1], low[0]:high[0]] |= canvas.astype(bool)
+def _fill_even_odd(mask: np.ndarray, rings: list[np.ndarray]) -> None:
+    """OR the even-odd interior of ``rings`` (analysis pixel-centre coordinates) into mask."""
+    rows, xs = _crossings(rings, mask.shape[0])
+    if rows.size == 0:
+        return
+    order = np.lexsort((xs, rows))
+    rows, xs = rows[order], xs[order]
+    n_cols = mask.shape[1]
+    first = np.clip(np.ceil(xs[0::2]), 0, n_cols).astype(np.int64)
+    stop = np.clip(np.ceil(xs[1::2]), 0, n_cols).astype(np.int64)
+    keep = stop > first
+    for row, start_col, stop_col in zip(rows[0::2][keep].tolist(), first[keep].tolist(),
+                                        stop[keep].tolist()):
+        mask[row, start_col:stop_col] = True  # spans of one polygon never overlap
+
+
+def _crossings(rings: list[np.ndarray], n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and x positions where ring edges cross the pixel-centre lines ``y = row``.
+
+    An edge from y0 to y1 crosses the rows with ``min(y0, y1) <= row < max(y0, y1)``; this
+    half-open rule gives every closed ring an even number of crossings per row.
+    """
+    start = np.concatenate(rings)
+    end = np.concatenate([np.roll(ring, -1, axis=0) for ring in rings])
+    low = np.minimum(start[:, 1], end[:, 1])
+    high = np.maximum(start[:, 1], end[:, 1])
+    first = np.clip(np.ceil(low), 0, n_rows).astype(np.int64)
+    counts = np.clip(np.ceil(high), 0, n_rows).astype(np.int64) - first
+    counts[high == low] = 0
+    counts = np.maximum(counts, 0)
+    edge = np.repeat(np.arange(len(start)), counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    rows = first[edge] + offsets
+    y0, y1 = start[edge, 1], end[edge, 1]
+    x0, x1 = start[edge, 0], end[edge, 0]
+    xs = x0 + (rows - y0) / (y1 - y0) * (x1 - x0)
+    return rows, xs
 
 
 def cells_to_geojson(cells: pd.DataFrame) -> dict:

@@ -290,16 +290,15 @@ def count_classes(classes, groups):
         raise ValueError("groups must not contain NaN")
     keep = cls != MISSING_CLASS
     flat = np.bincount(codes[keep] * 4 + cls[keep].astype(np.int64), minlength=4 * len(uniques))
-    return pd.DataFrame(
-        flat.reshape(-1, 4).astype(np.int64), index=pd.Index(uniques, name="group"), columns=list(COUNT_COLUMNS)
-    )
+    index = pd.Index(uniques, name="group")
+    return pd.DataFrame(flat.reshape(-1, 4).astype(np.int64), index=index, columns=list(COUNT_COLUMNS))
 
 
 def _check_counts(counts):
     """Return counts as int64 (..., 4); ValueError if the last axis is not 4 or a count is negative."""
     c = np.asarray(counts)
     if c.ndim == 0 or c.shape[-1] != 4 or not np.issubdtype(c.dtype, np.integer) or (c < 0).any():
-        raise ValueError(f"counts must be non-negative integers with 4 classes on the last axis, got {counts!r}")
+        raise ValueError(f"counts must be non-negative integers, 4 classes on the last axis; got {counts!r}")
     return c.astype(np.int64)
 
 
@@ -507,7 +506,7 @@ def score_intervals(
     """
     bc = _check_counts(block_counts)
     if bc.ndim != 2 or len(strata) != bc.shape[0]:
-        raise ValueError(f"block_counts must be (B, 4) with one stratum per block, got {bc.shape} and {len(strata)}")
+        raise ValueError(f"block_counts must be (B, 4) with B strata; got {bc.shape} and {len(strata)} strata")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     if int(n_bootstrap) < 1 or int(min_blocks) < 1 or not design_effect > 0:

@@ -1,0 +1,145 @@
+"""Console entry points: ``cxcr4score score | synth | bench``.
+
+A thin shell over the package: ``score`` runs the same per-slide stages as the Snakemake
+workflow (:func:`cxcr4score.pipeline.score_slide`) without Snakemake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import INTENDED_USE, __version__
+
+
+def get_arg_parser():
+    """The ``cxcr4score`` argument parser (kept apart so documentation can render it)."""
+    parser = argparse.ArgumentParser(prog="cxcr4score", description=f"CXCR4 IHC scoring. {INTENDED_USE}")
+    parser.add_argument("--version", action="version", version=f"cxcr4score {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    score = commands.add_parser("score", help="score images without Snakemake (one summary line per image)")
+    score.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    score.add_argument("--out", required=True, type=Path, metavar="DIR", help="results folder")
+    score.add_argument("--mpp", type=float, metavar="UM", help="pixel size when the image metadata has none")
+    score.add_argument("--config", type=Path, metavar="YAML", help="configuration overrides (keys of config/config.yaml)")
+
+    synth = commands.add_parser("synth", help="write synthetic CXCR4 tiles with per-cell truth")
+    synth.add_argument("--out", required=True, type=Path, metavar="DIR")
+    synth.add_argument("--cohort", action="store_true", help="write the demo cohort (sample_slides layout) instead")
+    synth.add_argument("-n", "--count", type=int, default=1, metavar="N", help="tiles to write [%(default)s]")
+    synth.add_argument("--size", type=int, default=1024, metavar="PIXELS", help="tile side [%(default)s]")
+    synth.add_argument("--mpp", type=float, default=0.5, metavar="UM", help="pixel size [%(default)s]")
+    synth.add_argument("--positive-fraction", type=float, default=0.3, metavar="F",
+                       help="fraction of CXCR4-positive tumour cells [%(default)s]")
+    synth.add_argument("--seed", type=int, default=0, help="first seed [%(default)s]")
+    synth.add_argument("--jpeg-quality", type=int, metavar="Q", help="JPEG quality (default: lossless deflate)")
+
+    bench = commands.add_parser("bench", help="speed and accuracy benchmarks")
+    bench.add_argument("kind", choices=("speed", "accuracy"))
+    bench.add_argument("--size", type=int, default=2048, metavar="PIXELS", help="tile side [%(default)s]")
+    bench.add_argument("--repeats", type=int, default=3, metavar="N", help="timing repeats (median) [%(default)s]")
+    bench.add_argument("--tiles", type=int, default=4, metavar="N", help="accuracy: tiles per patient [%(default)s]")
+    bench.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    return parser
+
+
+def _load_config(path):
+    from . import config
+
+    overrides = {}
+    if path is not None:
+        try:
+            overrides = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise config.ConfigError(f"cannot read config {path}: {err}") from None
+    return config.validate(overrides)
+
+
+def _summary_line(row):
+    text = f"{row['slide_id']}: {row['n_cells']:,} cells"
+    if row["n_cells"]:
+        text += (f", pct_positive {row['pct_positive']:.1f}% "
+                 f"(95% CI {row['pct_positive_ci_low']:.1f}-{row['pct_positive_ci_high']:.1f}), "
+                 f"H-score {row['h_score']:.0f}")
+    return text + f", QC {row['qc_status']}" + (f" ({row['qc_message']})" if row["qc_message"] else "")
+
+
+def run_score(args):
+    """``cxcr4score score``: score each image; a bad image is reported and the rest go on."""
+    import pandas as pd
+
+    from . import io, pipeline
+
+    config = _load_config(args.config)
+    out = args.out
+    rows, blocks, failed = [], [], 0
+    for path in args.images:
+        slide_id = io.sanitise_id(io.image_stem(path))
+        try:
+            _, cells, block_table, summary = pipeline.score_slide(
+                path, slide_id=slide_id, patient_id=slide_id,
+                sheet_mpp="" if args.mpp is None else str(args.mpp), config=config,
+            )
+        except io.InputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        io.write_table(cells, out / "cells" / f"{slide_id}.parquet")
+        rows.append(summary)
+        blocks.append(block_table)
+    if not rows:
+        return 1
+    slides = pd.DataFrame(rows)
+    slides["collected"] = ""
+    table = pipeline.slides_table(slides, pd.concat(blocks, ignore_index=True), config)
+    io.write_table(table, out / "slides.csv")
+    for _, row in table.iterrows():
+        print(_summary_line(row))
+    return 1 if failed else 0
+
+
+def run_synth(args):
+    """``cxcr4score synth``: synthetic tiles with truth, or the demo cohort."""
+    from . import synthetic
+
+    if args.cohort:
+        expected = synthetic.write_demo_cohort(args.out)
+        print(f"wrote the demo cohort to {args.out} ({len(expected)} patients)")
+        return 0
+    spec = synthetic.TileSpec(size_px=args.size, mpp=args.mpp, positive_fraction=args.positive_fraction)
+    for k in range(args.count):
+        tile = synthetic.generate_tile(spec, seed=args.seed + k)
+        path = args.out / f"synthetic_{args.seed + k:04d}.tif"
+        synthetic.write_tile(tile, path, jpeg_quality=args.jpeg_quality)
+        print(f"{path}: {len(tile.truth)} cells")
+    return 0
+
+
+def run_bench(args):
+    """``cxcr4score bench``: see :mod:`cxcr4score.bench`."""
+    from . import bench
+
+    return bench.main(args)
+
+
+def main(argv=None):
+    """Entry point of the ``cxcr4score`` console script."""
+    from .config import ConfigError
+    from .io import InputError
+
+    args = get_arg_parser().parse_args(argv)
+    print(INTENDED_USE, file=sys.stderr)
+    runner = {"score": run_score, "synth": run_synth, "bench": run_bench}[args.command]
+    try:
+        return runner(args)
+    except (ConfigError, InputError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Tests for cxcr4score.roi: QuPath GeoJSON in, masks, cells out."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage.draw import polygon as draw_polygon
+
+from cxcr4score.io import InputError
+from cxcr4score.roi import cells_to_geojson, read_roi, roi_mask
+
+
+def _square(lo, hi):
+    return [[lo, lo], [hi, lo], [hi, hi], [lo, hi], [lo, lo]]
+
+
+def _feature(geometry, object_type="annotation", **extra):
+    properties = {"objectType": object_type} if object_type else {}
+    return {"type": "Feature", "geometry": geometry, "properties": properties, **extra}
+
+
+def _polygon(*rings):
+    return {"type": "Polygon", "coordinates": [list(r) for r in rings]}
+
+
+def _write(tmp_path, document, name="roi.geojson"):
+    path = tmp_path / name
+    path.write_text(json.dumps(document))
+    return path
+
+
+# --------------------------------------------------------------------------- read_roi
+
+
+def test_feature_collection_polygon_with_hole(tmp_path):
+    document = {"type": "FeatureCollection",
+                "features": [_feature(_polygon(_square(0, 20), _square(5, 15)))]}
+    (polygon,) = read_roi(_write(tmp_path, document))
+    exterior, hole = polygon
+    assert exterior.dtype == np.float64 and exterior.shape == (4, 2)  # closing vertex dropped
+    np.testing.assert_array_equal(exterior, [[0, 0], [20, 0], [20, 20], [0, 20]])
+    np.testing.assert_array_equal(hole[0], [5, 5])
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        _feature(_polygon(_square(0, 4))),  # single Feature
+        [_feature(_polygon(_square(0, 4)), object_type=None)],  # bare list, no objectType
+        _polygon(_square(0, 4)),  # bare geometry
+    ],
+)
+def test_other_containers(tmp_path, document):
+    (polygon,) = read_roi(_write(tmp_path, document))
+    assert len(polygon) == 1 and polygon[0].shape == (4, 2)
+
+
+def test_multipolygon_and_filtering(tmp_path):
+    multi = {"type": "MultiPolygon",
+             "coordinates": [[_square(0, 4)], [_square(10, 20), _square(12, 14)]]}
+    document = {"type": "FeatureCollection", "features": [
+        _feature(multi),
+        _feature(_polygon(_square(0, 50)), object_type="detection"),
+        _feature(_polygon(_square(0, 50)), object_type=None, id="PathCellObject"),  # QuPath 0.2
+        _feature({"type": "LineString", "coordinates": [[0, 0], [5, 5]]}),
+        _feature({"type": "Point", "coordinates": [1, 1]}),
+        _feature(_polygon([[0, 0], [1, 1], [0, 0]])),  # degenerate
+    ]}
+    polygons = read_roi(_write(tmp_path, document))
+    assert [len(p) for p in polygons] == [1, 2]
+    assert polygons[1][0].max() == 20
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("{not json", "not a readable GeoJSON"),
+        (json.dumps([_feature({"type": "Point", "coordinates": [1, 1]})]), "no annotation polygons"),
+        (json.dumps({"type": "FeatureCollection", "features": []}), "no annotation polygons"),
+        (json.dumps(_feature({"type": "Polygon", "coordinates": [[1, 2, 3]]})), "malformed coordinates"),
+        (json.dumps(_feature({"type": "Polygon", "coordinates": [[["a", "b"]] * 3]})),
+         "malformed coordinates"),
+    ],
+)
+def test_unusable_files_name_the_file(tmp_path, text, words):
+    path = tmp_path / "bad.geojson"
+    path.write_text(text)
+    with pytest.raises(InputError) as caught:
+        read_roi(path)
+    (problem,) = caught.value.problems
+    assert problem.startswith(str(path)) and words in problem
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match="ROI file not found"):
+        read_roi(tmp_path / "none.geojson")
+
+
+# --------------------------------------------------------------------------- roi_mask
+
+
+def _rings(*squares):
+    return [np.array(s[:-1], dtype=np.float64) for s in squares]
+
+
+def test_square_covers_exactly_its_pixels():
+    mask = roi_mask([_rings(_square(0, 10))], (20, 20), scale=1.0)
+    assert mask.dtype == bool and mask.shape == (20, 20)
+    assert mask[:10, :10].all() and mask.sum() == 100
+
+
+def test_hole_is_cut_out():
+    mask = roi_mask([_rings(_square(0, 20), _square(5, 15))], (30, 30), scale=1.0)
+    assert not mask[5:15, 5:15].any()
+    assert mask[:5, :20].all() and mask[15:20, :20].all()
+    assert mask.sum() == 400 - 100
+
+
+def test_holes_only_cut_their_own_polygon():
+    with_hole = _rings(_square(0, 20), _square(5, 15))
+    filler = _rings(_square(8, 12))
+    mask = roi_mask([with_hole, filler], (30, 30), scale=1.0)
+    assert mask[10, 10] and not mask[6, 6]
+    assert mask.sum() == 300 + 16
+
+
+def test_scale_maps_level0_to_analysis_pixels():
+    mask = roi_mask([_rings(_square(2, 22))], (30, 30), scale=0.5)  # -> analysis 1..11
+    assert mask[1:11, 1:11].all() and mask.sum() == 100
+
+
+def test_clipping_and_outside():
+    assert roi_mask([_rings(_square(-50, 500))], (30, 40), scale=0.5).all()
+    assert not roi_mask([_rings(_square(100, 500))], (30, 40), scale=0.5).any()
+    assert not roi_mask([], (3, 4), scale=1.0).any()
+
+
+def test_matches_skimage_pixel_centre_reference():
+    """Reference: skimage.draw.polygon, which tests each pixel centre."""
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        angles = np.sort(rng.uniform(0, 2 * np.pi, 40))
+        radii = rng.uniform(20, 60, 40)
+        ring = np.c_[100 + radii * np.cos(angles), 90 + radii * np.sin(angles)]
+        scale = rng.uniform(0.3, 1.0)
+        got = roi_mask([[ring]], (200, 200), scale=scale)
+        expected = np.zeros((200, 200), bool)
+        rows, cols = draw_polygon(ring[:, 1] * scale - 0.5, ring[:, 0] * scale - 0.5, (200, 200))
+        expected[rows, cols] = True
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(("shape", "scale"), [((0, 5), 1.0), ((5,), 1.0), ((5, 5), 0), ((5, 5), -1.0)])
+def test_roi_mask_validates(shape, scale):
+    with pytest.raises(ValueError):
+        roi_mask([_rings(_square(0, 4))], shape, scale=scale)
+
+
+def test_read_then_mask_multipolygon(tmp_path):
+    multi = {"type": "MultiPolygon",
+             "coordinates": [[_square(0, 4)], [_square(10, 20), _square(12, 14)]]}
+    mask = roi_mask(read_roi(_write(tmp_path, _feature(multi))), (25, 25), scale=1.0)
+    assert mask.sum() == 16 + 100 - 4
+
+
+# --------------------------------------------------------------------------- cells_to_geojson
+
+
+def test_cells_to_geojson():
+    cells = pd.DataFrame({
+        "cell_id": [1, 2, 3],
+        "x": [10.5, 20.0, 30.0],
+        "y": [1.0, 2.0, 3.0],
+        "class": [0, 3, 1],
+        "dab_membrane": [0.1, 0.7, np.nan],
+        "dab_cytoplasm": [0.05, 0.65, 0.25],
+    })
+    collection = cells_to_geojson(cells)
+    json.dumps(collection, allow_nan=False)  # strictly valid JSON
+    assert collection["type"] == "FeatureCollection" and len(collection["features"]) == 3
+    first, second, third = collection["features"]
+    assert first["geometry"] == {"type": "Point", "coordinates": [10.5, 1.0]}
+    assert first["properties"]["objectType"] == "detection"
+    assert [f["properties"]["classification"]["name"] for f in collection["features"]] == [
+        "Negative", "3+", "1+"]
+    assert second["properties"]["measurements"] == {"dab_membrane": 0.7, "dab_cytoplasm": 0.65}
+    assert third["properties"]["measurements"] == {"dab_cytoplasm": 0.25}
+
+
+def test_cells_are_not_read_back_as_roi(tmp_path):
+    cells = pd.DataFrame({"x": [1.0], "y": [2.0]})
+    collection = cells_to_geojson(cells)
+    assert "classification" not in collection["features"][0]["properties"]
+    with pytest.raises(InputError, match="no annotation polygons"):
+        read_roi(_write(tmp_path, collection))
+
+
+def test_cells_to_geojson_validates():
+    with pytest.raises(ValueError, match="lacks"):
+        cells_to_geojson(pd.DataFrame({"x": [1.0]}))
+    with pytest.raises(ValueError, match="0, 1, 2 or 3"):
+        cells_to_geojson(pd.DataFrame({"x": [1.0], "y": [1.0], "class": [4]}))

@@ -1,0 +1,94 @@
+# Sheet loading, typed --config coercion, and the get_* input functions.
+import json
+import os
+import sys
+from pathlib import Path
+
+import cxcr4score
+from cxcr4score import config as cx_config
+from cxcr4score import io as cx_io
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+onstart:
+    print(cxcr4score.INTENDED_USE, file=sys.stderr)
+
+# Snakemake passes --config lists and mappings as strings: coerce them by the schema's types,
+# fill defaults, validate (errors name the key). The effective config replaces `config`.
+try:
+    _effective = cx_config.validate(config)
+except cx_config.ConfigError as err:
+    raise WorkflowError(str(err)) from None
+config.clear()
+config.update(_effective)
+
+OUTDIR = config["outdir"].rstrip("/") or "."
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "cxcr4score" / "numba"))
+
+try:
+    SLIDES = cx_io.load_slides(config["slides"], patient_pattern=config["patient_pattern"])
+except cx_io.InputError as err:
+    raise WorkflowError(f"cannot use slides {config['slides']!r}:\n{err}") from None
+validate(SLIDES, "../schemas/slides.schema.yaml")
+SLIDES = SLIDES.set_index("slide_id", drop=False)
+
+wildcard_constraints:
+    slide=r"[A-Za-z0-9._-]+",
+    chunk=r"\d+",
+
+# Config subsets passed as params, so that a change reruns exactly the rules that use it.
+PIXEL_KEYS = ("analysis_mpp", "default_mpp", "default_i0", "stains", "tissue", "nuclei",
+              "cell_expansion_um", "membrane_band_um", "pixel_hematoxylin_min", "intervals")
+CLASS_KEYS = ("thresholds", "class_rule", "compartments", "membrane_exposed_max", "eligibility")
+CALL_KEYS = ("eligibility", "intervals", "patient_rule", "pixel_thresholds", "calibrated",
+             "thresholds", "class_rule", "compartments")
+
+
+def config_subset(keys):
+    return json.dumps({k: config[k] for k in keys}, sort_keys=True)
+
+
+def out(path):
+    """A path under the configured results folder."""
+    return f"{OUTDIR}/{path}"
+
+
+def get_slide(wildcards):
+    return SLIDES.loc[wildcards.slide]
+
+
+def get_slide_record(wildcards):
+    return get_slide(wildcards).to_dict()
+
+
+def get_slide_image(wildcards):
+    return get_slide(wildcards)["path"]
+
+
+def get_chunks(wildcards):
+    info_path = checkpoints.slide_info.get(slide=wildcards.slide).output.info
+    with open(info_path) as handle:
+        return json.load(handle)["chunks"]
+
+
+def get_chunk_measurements(wildcards):
+    return {
+        "tables": [out(f"slides/{wildcards.slide}/chunks/{c}.parquet") for c in get_chunks(wildcards)],
+        "hists": [out(f"slides/{wildcards.slide}/chunks/{c}.hist.npy") for c in get_chunks(wildcards)],
+    }
+
+
+def get_slide_summaries(wildcards):
+    return {
+        "summaries": [out(f"slides/{s}/summary.json") for s in SLIDES.index],
+        "blocks": [out(f"slides/{s}/blocks.parquet") for s in SLIDES.index],
+    }
+
+
+def get_final_output():
+    return [
+        out("eligibility.csv"),
+        out("slides.csv"),
+        out("report.html"),
+        *[out(f"qc/{s}.png") for s in SLIDES.index],
+    ]

@@ -1,0 +1,36 @@
+"""Shared start of every workflow script: log to snakemake.log, threads, effective config."""
+
+import json
+import logging
+import sys
+
+
+def start(snakemake):
+    """Send stderr to the rule's log (line-buffered), set thread counts, return a logger."""
+    log_file = open(snakemake.log[0], "w", buffering=1)
+    sys.stderr = log_file
+    logging.basicConfig(stream=log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    import cv2
+    import numba
+
+    threads = max(1, min(int(snakemake.threads), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    return logging.getLogger(snakemake.rule)
+
+
+def fail(message):
+    """Report a problem in the log and on the console, then stop the job."""
+    print(message, file=sys.stderr)
+    print(message, file=sys.__stderr__)
+    raise SystemExit(1)
+
+
+def read_json(path):
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def write_json(data, path):
+    with open(path, "w") as handle:
+        json.dump(data, handle, indent=1, allow_nan=True)
