@@ -110,7 +110,8 @@ def run_synth(args):
         expected = synthetic.write_demo_cohort(args.out)
         print(f"wrote the demo cohort to {args.out} ({len(expected)} patients)")
         return 0
-    spec = synthetic.TileSpec(size_px=args.size, mpp=args.mpp, positive_fraction=args.positive_fraction)
+    side_um = args.size * args.mpp
+    spec = synthetic.TileSpec(size_um=(side_um, side_um), mpp=args.mpp, positive_fraction=args.positive_fraction)
     for k in range(args.count):
         tile = synthetic.generate_tile(spec, seed=args.seed + k)
         path = args.out / f"synthetic_{args.seed + k:04d}.tif"

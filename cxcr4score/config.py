@@ -88,6 +88,22 @@ def coerce(config, schema=None):
     return {k: _coerce_value(v, props[k], schema, k) if k in props else v for k, v in config.items()}
 
 
+def merge(base, overrides):
+    """Deep-merge ``overrides`` into a copy of ``base`` (mappings key by key, the rest replaced).
+
+    ``--config eligibility='{cutoff: 5}'`` must change only the cutoff, keeping the other
+    ``eligibility`` keys of the config file; Snakemake itself replaces the whole mapping by the
+    string, so overrides are coerced (:func:`coerce`) and merged here.
+    """
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
 def _fill_defaults(config, schema, root):
     for key, sub in schema.get("properties", {}).items():
         sub = _resolve(sub, root)

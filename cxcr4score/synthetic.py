@@ -336,7 +336,8 @@ def beer_lambert(hematoxylin, dab, *, i0, stain_vectors):
     hematoxylin = np.asarray(hematoxylin, np.float32)
     dab = np.asarray(dab, np.float32)
     if hematoxylin.shape != dab.shape or hematoxylin.ndim != 2:
-        raise ValueError(f"hematoxylin and dab must be 2-D of one shape, got {hematoxylin.shape} and {dab.shape}")
+        raise ValueError("hematoxylin and dab must be 2-D of one shape, "
+                         f"got {hematoxylin.shape} and {dab.shape}")
     vectors = np.asarray(stain_vectors, np.float64)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True) if vectors.shape == (2, 3) else None
     if norms is None or np.any(norms == 0):
@@ -721,8 +722,9 @@ def _staining(cells, *, spec, rng):
     n = len(cells.kind)
     levels = np.zeros((n, 4))
     levels[:, 1:] = rng.uniform(0, spec.negative_dab_max, (n, 3))
-    pattern = np.zeros(n, np.int64)
+    pattern = np.full(n, _NEGATIVE)
     class_p = np.asarray(spec.class_weights) / sum(spec.class_weights)
+    pattern_p = np.asarray(spec.pattern_weights) / sum(spec.pattern_weights)
 
     tumour = np.flatnonzero(cells.kind == _TUMOUR)
     field = _smooth_field(cells.labels.shape, scale_px=spec.nest_scale_um / spec.mpp, rng=rng)
@@ -732,7 +734,7 @@ def _staining(cells, *, spec, rng):
     score = c * field[rows, cols] + math.sqrt(1 - c * c) * rng.standard_normal(len(tumour))
     positive = tumour[np.argsort(-score, kind="stable")[: round(spec.positive_fraction * len(tumour))]]
     klass = rng.choice(3, size=len(positive), p=class_p) + 1
-    pattern[positive] = rng.choice(3, size=len(positive), p=np.asarray(spec.pattern_weights) / sum(spec.pattern_weights)) + 1
+    pattern[positive] = rng.choice(3, size=len(positive), p=pattern_p) + 1
     level = _class_levels(klass, spec=spec, rng=rng)
     is_membrane = pattern[positive] == _PAT_MEMBRANE
     is_cytoplasm = pattern[positive] == _PAT_CYTOPLASM
@@ -761,7 +763,8 @@ def _hematoxylin_levels(cells, *, spec, rng):
         [kind == _TUMOUR, kind == _IMMUNE],
         [rng.uniform(*spec.nucleus_hematoxylin, n), rng.uniform(0.8, 1.1, n)],
         rng.uniform(0.35, 0.6, n))
-    cytoplasm = np.where(kind == _TUMOUR, rng.uniform(*spec.cytoplasm_hematoxylin, n), rng.uniform(0.08, 0.14, n))
+    cytoplasm = np.where(kind == _TUMOUR, rng.uniform(*spec.cytoplasm_hematoxylin, n),
+                         rng.uniform(0.08, 0.14, n))
     levels[:, CYTOPLASM] = cytoplasm
     levels[:, MEMBRANE] = cytoplasm
     return levels
@@ -834,7 +837,8 @@ def truth_class(value, *, thresholds=DEFAULT_THRESHOLDS):
     [0, 1, 2, 3, 0]
     """
     value = np.asarray(value, np.float64)
-    klass = np.searchsorted(np.asarray(thresholds, np.float64), np.nan_to_num(value, nan=-np.inf), side="right")
+    klass = np.searchsorted(np.asarray(thresholds, np.float64), np.nan_to_num(value, nan=-np.inf),
+                            side="right")
     return klass.astype(np.int64)
 
 
@@ -871,7 +875,7 @@ def _truth_table(cells, nucleus_labels, compartments, hematoxylin, dab, pattern,
         "class": np.maximum(class_membrane, class_cytoplasm),
         "membrane_exposed_fraction": exposed_fraction,
     })
-    return table.iloc[1:].reset_index(drop=True)
+    return table.loc[1:, list(TRUTH_COLUMNS)].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -983,7 +987,9 @@ def write_tile(tile, path, *, jpeg_quality=None):
 # Demo cohort
 # --------------------------------------------------------------------------------------
 
-_BIG = (1024.0, 1024.0)  # um: enough tumour cells for a 0 % patient to be confidently below 1 %
+# A 0 % slide needs more than about 1,900 tumour cells for its interval (Wilson on n / 5) to
+# lie below the 1 % cutoff, on its own as well (slides that disagree make a patient indeterminate).
+_BIG = (1024.0, 1024.0)
 
 
 @dataclass(frozen=True)
@@ -1021,7 +1027,8 @@ _DEMO_COHORT = (
                TileSpec(size_um=_BIG, glass_fraction=0.1, nest_fraction=0.75, positive_fraction=0.0),
                seed=601, specimen="primary core biopsy", collected="2022-11-08"),
     _DemoSlide("P06", "P06_B", "not_eligible",
-               TileSpec(mpp=0.25, glass_fraction=0.1, nest_fraction=0.75, positive_fraction=0.0),
+               TileSpec(size_um=(768.0, 768.0), mpp=0.25, glass_fraction=0.05, nest_fraction=0.85,
+                        cell_diameter_um=(11.0, 15.0), positive_fraction=0.0),
                seed=602, specimen="axillary lymph node metastasis", collected="2024-01-22"),
 )
 
@@ -1093,9 +1100,9 @@ def write_demo_cohort(out_dir):
     Expected calls follow from the design (truth), not from running the analysis. The sheet's
     ``slide_id`` is ``{patient_id}__{stem}``, the id the folder input derives, so the sheet
     and the folder give the same results. The ``mpp`` column is empty: the pixel size comes
-    from the TIFF tags. Patients with 0 % positive cells get 1 mm^2 fields: with the design
-    effect of 5 the Wilson interval of 0 positives lies below 1 % only beyond about 1,900
-    tumour cells.
+    from the TIFF tags. Slides of 0 % patients have larger fields (0.6-1 mm^2): with the
+    design effect of 5 the Wilson interval of 0 positives lies below 1 % only beyond about
+    1,900 tumour cells, and each slide must be below on its own or the slides disagree.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 import cxcr4score
 from cxcr4score import config as cx_config
 from cxcr4score import io as cx_io
@@ -13,16 +15,26 @@ from snakemake.utils import validate
 onstart:
     print(cxcr4score.INTENDED_USE, file=sys.stderr)
 
-# Snakemake passes --config lists and mappings as strings: coerce them by the schema's types,
-# fill defaults, validate (errors name the key). The effective config replaces `config`.
+# Snakemake passes --config lists and mappings as strings and lets them replace whole mappings
+# of the config file: coerce them by the schema's types, deep-merge them into the config files'
+# values, fill defaults, validate (errors name the key). The result replaces `config`.
+def _effective_config():
+    from_files = {}
+    for path in workflow.configfiles:
+        with open(path) as handle:
+            from_files = cx_config.merge(from_files, yaml.safe_load(handle) or {})
+    overrides = cx_config.coerce(dict(workflow.config_settings.overwrite_config))
+    return cx_config.validate(cx_config.merge(from_files, overrides))
+
+
 try:
-    _effective = cx_config.validate(config)
+    _effective = _effective_config()
 except cx_config.ConfigError as err:
     raise WorkflowError(str(err)) from None
 config.clear()
 config.update(_effective)
 
-OUTDIR = config["outdir"].rstrip("/") or "."
+OUTDIR = str(Path(config["outdir"]))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "cxcr4score" / "numba"))
 
 try:

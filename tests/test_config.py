@@ -1,0 +1,67 @@
+"""Configuration: schema defaults, typed coercion of --config strings, deep merge, errors."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cxcr4score import config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_config_yaml_equals_schema_defaults():
+    """config/config.yaml writes every schema default (snakemake#3614: cluster jobs may skip them)."""
+    written = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert config.validate(written) == config.default_config()
+    assert set(written) == set(config.load_schema()["properties"])
+
+
+def test_workflow_schema_is_the_package_schema():
+    linked = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert linked == config.load_schema()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "expected"),
+    [
+        ({"thresholds": "[0.25,0.5,0.75]"}, "thresholds", [0.25, 0.5, 0.75]),
+        ({"compartments": "[membrane]"}, "compartments", ["membrane"]),
+        ({"compartments": "membrane"}, "compartments", ["membrane"]),
+        ({"class_rule": "cell"}, "class_rule", "cell"),
+        ({"patient_rule": "most_recent"}, "patient_rule", "most_recent"),
+        ({"on_bad_slide": "skip"}, "on_bad_slide", "skip"),
+        ({"outdir": "elsewhere"}, "outdir", "elsewhere"),
+        ({"slides": "/data/cohort/"}, "slides", "/data/cohort/"),
+        ({"calibrated": "true"}, "calibrated", True),
+        ({"default_mpp": "0.25"}, "default_mpp", 0.25),
+    ],
+)
+def test_string_overrides_are_coerced_by_schema_type(overrides, key, expected):
+    """Reference: the documented --config syntax (README) and the schema's types."""
+    assert config.validate(overrides)[key] == expected
+
+
+def test_mapping_override_keeps_other_keys_of_the_file():
+    base = config.default_config() | {"eligibility": {"metric": "pct_positive", "cutoff": 1.0, "min_cells": 250,
+                                                      "threshold_tolerance": 0.05}}
+    merged = config.merge(base, config.coerce({"eligibility": "{metric: h_score, cutoff: 100}"}))
+    effective = config.validate(merged)["eligibility"]
+    assert effective == {"metric": "h_score", "cutoff": 100.0, "min_cells": 250, "threshold_tolerance": 0.05}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"thresholds": "[0.5, 0.4, 0.6]"}, "'thresholds': thresholds must increase"),
+        ({"thresholds": "[0.5, 0.4]"}, "'thresholds'"),
+        ({"eligibility": "{metric: hscore}"}, "'eligibility.metric'"),
+        ({"class_rule": "mean"}, "'class_rule'"),
+        ({"thresholds": "[0.2, 0.4"}, "'thresholds': cannot parse"),
+        ({"no_such_key": 1}, "no_such_key"),
+        ({"nuclei": "{min_area_um2: 500}"}, "min_area_um2"),
+    ],
+)
+def test_bad_config_names_the_key(overrides, message):
+    with pytest.raises(config.ConfigError, match=message.replace("[", r"\[")):
+        config.validate(overrides)

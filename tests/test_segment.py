@@ -1,0 +1,119 @@
+"""Segmentation and tissue against scikit-image references and the generator's truth."""
+
+import numpy as np
+import pytest
+
+from cxcr4score import config, measure, segment, stains, synthetic, tissue
+from cxcr4score._kernels import CYTOPLASM, MEMBRANE, NUCLEUS
+
+from . import reference
+
+
+@pytest.fixture(scope="module")
+def tile():
+    return synthetic.generate_tile(synthetic.TileSpec(size_um=(256.0, 256.0)), seed=5)
+
+
+@pytest.fixture(scope="module")
+def hematoxylin(tile):
+    hem, _ = measure.deconvolve(tile.rgb, stains.concentration_tables(tuple(tile.i0), stains.stain_matrix()))
+    return hem
+
+
+def _matched_fraction(labels_a, labels_b, min_iou=0.5):
+    """Share of objects of ``labels_a`` with an object of ``labels_b`` overlapping at IoU >= min_iou."""
+    a, b = labels_a.ravel(), labels_b.ravel()
+    both = (a > 0) & (b > 0)
+    pairs, overlap = np.unique(np.stack([a[both], b[both]]), axis=1, return_counts=True)
+    area_a, area_b = np.bincount(a), np.bincount(b)
+    iou = overlap / (area_a[pairs[0]] + area_b[pairs[1]] - overlap)
+    good = np.unique(pairs[0][iou >= min_iou])
+    return len(good) / max(1, np.count_nonzero(area_a[1:]))
+
+
+def test_nuclei_match_scikit_image_reference(hematoxylin):
+    """Reference: reference.detect_nuclei (skimage opening, gaussian, watershed): label overlap."""
+    ours = segment.detect_nuclei(hematoxylin, mpp=0.5, params=segment.NucleusParams())
+    ref = reference.detect_nuclei(hematoxylin, mpp=0.5)
+    assert ours.max() > 50
+    assert _matched_fraction(ours, ref) > 0.9
+    assert _matched_fraction(ref, ours) > 0.9
+
+
+def test_nuclei_match_generator_truth(tile, hematoxylin):
+    """Reference: the generator's truth nucleus labels (rendered with other stain vectors, blur, noise)."""
+    ours = segment.detect_nuclei(hematoxylin, mpp=0.5)
+    assert _matched_fraction(tile.nucleus_labels, ours) > 0.85
+
+
+def test_nucleus_area_filter_and_threshold():
+    """Hand-made: two discs of hematoxylin OD 0.5, one too small to keep (area < 10 um^2)."""
+    hem = np.zeros((120, 120), np.float32)
+    rows, cols = np.indices(hem.shape)
+    hem[(rows - 40) ** 2 + (cols - 40) ** 2 <= 8**2] = 0.5   # 201 px = 50 um^2 at 0.5 um/px
+    hem[(rows - 90) ** 2 + (cols - 90) ** 2 <= 1] = 0.5      # 5 px: below 10 um^2 after smoothing
+    labels = segment.detect_nuclei(hem, mpp=0.5)
+    assert labels.max() == 1
+    assert labels[40, 40] == 1 and labels[90, 90] == 0
+    area_um2 = np.count_nonzero(labels) * 0.25
+    assert 35 < area_um2 < 80
+
+
+def test_touching_nuclei_are_split():
+    """Hand-made: two overlapping discs (a figure of eight) become two nuclei."""
+    hem = np.zeros((80, 120), np.float32)
+    rows, cols = np.indices(hem.shape)
+    hem[((rows - 40) ** 2 + (cols - 45) ** 2 <= 10**2) | ((rows - 40) ** 2 + (cols - 70) ** 2 <= 10**2)] = 0.5
+    labels = segment.detect_nuclei(hem, mpp=0.5)
+    assert labels.max() == 2
+    assert labels[40, 42] != labels[40, 73]
+
+
+def test_expansion_never_crosses_a_neighbour():
+    nuclei = np.zeros((40, 60), np.int32)
+    nuclei[18:22, 10:14] = 1
+    nuclei[18:22, 30:34] = 2
+    cells = segment.expand_cells(nuclei, mpp=0.5, expansion_um=5.0)
+    assert np.all(cells[nuclei == 1] == 1) and np.all(cells[nuclei == 2] == 2)
+    # the boundary lies halfway between the nuclei; no pixel of cell 1 is right of it
+    assert np.max(np.nonzero(cells == 1)[1]) <= 22
+    assert np.min(np.nonzero(cells == 2)[1]) >= 22
+
+
+def test_membrane_band_matches_brute_force(tile):
+    """Reference: reference.membrane_band (explicit disk neighbourhood search)."""
+    cells, nuclei = tile.cell_labels, tile.nucleus_labels
+    codes, exposed = segment.compartments(cells, nuclei, mpp=0.5, band_um=1.0)
+    band, near_other = reference.membrane_band(cells, nuclei, band_px=2)
+    np.testing.assert_array_equal(codes == MEMBRANE, band)
+    np.testing.assert_array_equal(codes == NUCLEUS, (nuclei > 0) & (cells > 0))
+    np.testing.assert_array_equal(codes == CYTOPLASM, (cells > 0) & ~band & (nuclei == 0))
+    n = int(cells.max())
+    band_count = np.bincount(cells[band], minlength=n + 1)
+    exposed_ref = np.bincount(cells[band & ~near_other], minlength=n + 1)
+    has_band = band_count > 0
+    np.testing.assert_allclose(exposed[has_band], exposed_ref[has_band] / band_count[has_band])
+
+
+def test_tissue_mask_finds_glass(tile):
+    """Reference: the generator's tissue mask (area agreement)."""
+    mask = tissue.tissue_mask(tile.rgb, mpp=0.5)
+    agreement = np.mean(mask == tile.tissue_mask)
+    assert agreement > 0.95
+    assert 0.05 < 1 - mask.mean() < 0.5  # the generator leaves ~15% glass
+
+
+def test_background_measured_on_glass(tile):
+    """Reference: the generator's I0 per channel (rendered below 255)."""
+    glass = ~tissue.tissue_mask(tile.rgb, mpp=0.5)
+    background = stains.measure_background(tile.rgb, glass)
+    assert background.source == "glass"
+    np.testing.assert_allclose(background.i0, tile.i0, atol=6)
+    none = stains.measure_background(tile.rgb, np.zeros_like(glass))
+    assert none.source == "default" and none.i0 == (255.0, 255.0, 255.0) and "glass" in none.warning
+
+
+def test_default_config_params_are_qupath_defaults():
+    nuclei = config.default_config()["nuclei"]
+    assert segment.NucleusParams(**nuclei) == segment.NucleusParams()
+    assert (nuclei["background_radius_um"], nuclei["sigma_um"], nuclei["threshold"]) == (8, 1.5, 0.1)
