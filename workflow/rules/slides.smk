@@ -58,8 +58,10 @@ rule measure_chunk:
         info=out("slides/{slide}/info.json"),
         image=get_slide_image,
     output:
-        table=temp(out("slides/{slide}/chunks/{chunk}.parquet")),
-        hist=temp(out("slides/{slide}/chunks/{chunk}.hist.npy")),
+        # Kept, not temp(): merge_slide reruns on every threshold change and must not
+        # trigger pixel work again.
+        table=out("slides/{slide}/chunks/{chunk}.parquet"),
+        hist=out("slides/{slide}/chunks/{chunk}.hist.npy"),
     params:
         pixel_config=config_subset(PIXEL_KEYS),
         version=cxcr4score.__version__,
