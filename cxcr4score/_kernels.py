@@ -23,8 +23,12 @@ Q_SCALE = float(2**20)
 N_SECTORS = 16
 #: Compartment codes (DESIGN section 3).
 BACKGROUND, NUCLEUS, CYTOPLASM, MEMBRANE = 0, 1, 2, 3
-#: DAB histogram of tumour-region pixels: 800 bins of 0.005 OD from -1 to 3 (clamped).
-HIST_LOW, HIST_BINS_PER_OD, HIST_BINS = -1.0, 200.0, 800
+#: Joint histogram of tumour-region pixels: DAB in 800 bins of 0.005 OD and hematoxylin in
+#: 200 bins of 0.02 OD, both from -1 to 3 (clamped), so that pixel-score thresholds on either
+#: stain are applied after the pixel pass.
+HIST_LOW = -1.0
+HIST_BINS_PER_OD, HIST_BINS = 200.0, 800
+HEM_BINS_PER_OD, HEM_BINS = 50.0, 200
 
 
 @numba.njit(parallel=True, cache=True)
@@ -38,6 +42,13 @@ def deconvolve_kernel(rgb, tables, hematoxylin, dab):
             dab[i, j] = tables[1, 0, r] + tables[1, 1, g] + tables[1, 2, b]
 
 
+@numba.njit(cache=True)
+def _bin(value, bins_per_od, n_bins):
+    """floor((value - HIST_LOW) * bins_per_od) in float64, clamped to [0, n_bins - 1]."""
+    index = int(np.floor((np.float64(value) - HIST_LOW) * bins_per_od))
+    return min(max(index, 0), n_bins - 1)
+
+
 @numba.njit(parallel=True, cache=True)
 def cell_stats_kernel(
     rgb,
@@ -48,7 +59,6 @@ def cell_stats_kernel(
     centroid_row,
     centroid_col,
     in_scope,
-    hematoxylin_min,
     row_bands,
     count,
     dab_sum,
@@ -66,7 +76,7 @@ def cell_stats_kernel(
     count[t, k, m-1] += 1, dab_sum += q(DAB), dab_sq += q(DAB)**2, alt_sum += q(DAB under the
     alternative I0); nucleus pixels add q(hematoxylin) to hem_sum[t, k]; membrane pixels add
     to sector_count/sector_sum[t, k, s], s = floor((atan2(i - cy, j - cx) + pi) / (2 pi) * 16);
-    pixels of in-scope cells add to hist[t, hematoxylin >= hematoxylin_min, DAB bin].
+    pixels of in-scope cells add to hist[t, hematoxylin bin, DAB bin].
     Runs of equal (cell, compartment) along a row are summed locally and flushed at a change.
     ``row_bands`` holds the first row of each band of rows a loop iteration handles.
     """
@@ -122,9 +132,4 @@ def cell_stats_kernel(
                     sector_count[t, k, s] += 1
                     sector_sum[t, k, s] += q
                 if in_scope[k]:
-                    bin_ = int(np.floor((np.float64(d) - HIST_LOW) * HIST_BINS_PER_OD))
-                    if bin_ < 0:
-                        bin_ = 0
-                    elif bin_ >= HIST_BINS:
-                        bin_ = HIST_BINS - 1
-                    hist[t, 1 if h >= hematoxylin_min else 0, bin_] += 1
+                    hist[t, _bin(h, HEM_BINS_PER_OD, HEM_BINS), _bin(d, HIST_BINS_PER_OD, HIST_BINS)] += 1

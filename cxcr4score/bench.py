@@ -18,7 +18,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from . import config as cx_config
-from . import measure, pipeline, score, stains, synthetic
+from . import measure, pipeline, score, stains, synthetic, tissue
 
 #: A detected cell matches a truth cell when their nucleus centroids are this close (um).
 MATCH_UM = 4.0
@@ -69,23 +69,39 @@ def speed(*, size=2048, repeats=3, seed=0):
     i0 = np.array([240.0, 240.0, 240.0])
     tables = stains.concentration_tables(i0, matrix)
     hem, _ = measure.deconvolve(rgb, tables)  # warm-up (compilation)
-    nuclei, cells, codes, _ = pipeline.segment_cells(hem, mpp=mpp, mask=None, config=config)
+    nuclei, cells, codes, _ = pipeline.segment_cells(hem, mpp=mpp, config=config)
     n = int(nuclei.max())
     rows, cols, _ = measure.nucleus_centroids(nuclei, n)
 
     def ours_stats():
         measure.measure_cells(rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=tables[1],
                               centroid_row=rows, centroid_col=cols, in_scope=np.ones(n + 1, bool),
-                              hematoxylin_min=0.1)
+                              )
 
     ours_stats()
+
+    def ours_end_to_end():
+        tissue.tissue_mask(rgb, mpp=mpp)
+        h, _ = measure.deconvolve(rgb, tables)
+        nuc, cel, cod, _ = pipeline.segment_cells(h, mpp=mpp, config=config)
+        k = int(nuc.max())
+        r, c, _ = measure.nucleus_centroids(nuc, k)
+        measure.measure_cells(rgb, cel, cod, n_cells=k, tables=tables, alt_dab_table=tables[1],
+                              centroid_row=r, centroid_col=c, in_scope=np.ones(k + 1, bool))
+
+    def reference_end_to_end():
+        h, d = _reference_deconvolve(rgb, i0, matrix)
+        cel = _reference_segmentation(h, mpp, expand_labels)
+        _reference_statistics(d, cel, np.where(cel > 0, 2, 0))
+
     ref_hem, ref_dab = _reference_deconvolve(rgb, i0, matrix)
     stages = {
         "deconvolution": (lambda: measure.deconvolve(rgb, tables), lambda: _reference_deconvolve(rgb, i0, matrix)),
         "deconvolution_vs_rgb2hed": (lambda: measure.deconvolve(rgb, tables), lambda: rgb2hed(rgb)),
-        "segmentation": (lambda: pipeline.segment_cells(hem, mpp=mpp, mask=None, config=config),
+        "segmentation": (lambda: pipeline.segment_cells(hem, mpp=mpp, config=config),
                          lambda: _reference_segmentation(ref_hem, mpp, expand_labels)),
         "measurement": (ours_stats, lambda: _reference_statistics(ref_dab, cells, codes)),
+        "end_to_end": (ours_end_to_end, reference_end_to_end),
     }
     mpix = rgb.shape[0] * rgb.shape[1] / 1e6
     result = {"size": size, "mpix": mpix, "threads": 1, "repeats": repeats, "stages": {}}

@@ -76,9 +76,14 @@ def run_score(args):
 
     config = _load_config(args.config)
     out = args.out
+    slide_ids = [io.sanitise_id(io.image_stem(path)) for path in args.images]
+    seen = {}
+    clashes = [f"{path} and {seen[sid]} would both be slide {sid!r}"
+               for sid, path in zip(slide_ids, args.images) if seen.setdefault(sid, path) != path]
+    if clashes:
+        raise io.InputError(clashes)
     rows, blocks, failed = [], [], 0
-    for path in args.images:
-        slide_id = io.sanitise_id(io.image_stem(path))
+    for path, slide_id in zip(args.images, slide_ids):
         try:
             _, cells, block_table, summary = pipeline.score_slide(
                 path, slide_id=slide_id, patient_id=slide_id,

@@ -5,7 +5,7 @@ rule", "intervals"); the output columns are its section 4 contract.
 """
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -206,13 +206,20 @@ def _fmt_cutoff(settings):
     return f"{settings.cutoff:g}%" if settings.metric == "pct_positive" else f"{settings.cutoff:g}"
 
 
+def _bound_text(value, cutoff, digits):
+    """A CI bound with more digits where rounding would put it on the cutoff (0.96 -> '0.96', not '1.0')."""
+    while digits < 3 and value != cutoff and round(value, digits) == cutoff:
+        digits += 1
+    return f"{value:.{digits}f}"
+
+
 def _measurement(unit, settings):
     """'pct_positive 23.1% (95% CI 17.9-28.8)'."""
     m, stats = settings.metric, unit.stats
     digits = 1 if m == "pct_positive" else 0
-    low, high = stats[f"{m}_ci_low"], stats[f"{m}_ci_high"]
+    low, high = (_bound_text(stats[f"{m}_ci_{side}"], settings.cutoff, digits) for side in ("low", "high"))
     level = 100 * settings.intervals["confidence"]
-    return f"{m} {_fmt(stats[m], settings)} ({level:g}% CI {low:.{digits}f}-{high:.{digits}f})"
+    return f"{m} {_fmt(stats[m], settings)} ({level:g}% CI {low}-{high})"
 
 
 def _over(unit, units, settings):
@@ -262,13 +269,13 @@ class _Decision:
 
 
 def _collected_date(value, slide_id):
-    """The slide's collection date, or None when missing; ValueError if not YYYY-MM-DD."""
+    """The slide's collection date (an ISO date or date-time, as the sheet check accepts), or None."""
     if not isinstance(value, str) or not value.strip():
         return None
     try:
-        return date.fromisoformat(value.strip())
+        return datetime.fromisoformat(value.strip()).date()
     except ValueError:
-        raise ValueError(f"slide {slide_id}: collected {value!r} is not a YYYY-MM-DD date") from None
+        raise ValueError(f"slide {slide_id}: collected {value!r} is not an ISO date (YYYY-MM-DD)") from None
 
 
 def _most_recent(slide_ids, collected):
@@ -357,7 +364,8 @@ def _patient_row(rows, counts, hists, settings):
         review.append(f"tumour not delineated ({source})")
     if not settings.calibrated:
         review.append("thresholds not calibrated")
-    review += [f"QC {statuses[sid]} {sid}: {messages[sid]}" for sid in used if statuses[sid] != "ok"]
+    # Every slide that is not QC ok needs a look, used or excluded (DESIGN 5: review unless QC is ok).
+    review += [f"QC {statuses[sid]} {sid}: {messages[sid]}" for sid in rows["slide_id"] if statuses[sid] != "ok"]
 
     if not used:
         unit = _score_unit((), counts, NOMINAL, settings)

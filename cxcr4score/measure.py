@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import _kernels
-from ._kernels import HIST_BINS, N_SECTORS, Q_SCALE
+from ._kernels import HEM_BINS, HEM_BINS_PER_OD, HIST_BINS, HIST_LOW, N_SECTORS, Q_SCALE
 
 #: Compartment names in kernel order (codes 1, 2, 3).
 COMPARTMENT_NAMES = ("nucleus", "cytoplasm", "membrane")
@@ -88,7 +88,6 @@ def measure_cells(
     centroid_row,
     centroid_col,
     in_scope,
-    hematoxylin_min,
 ):
     """Per-cell DAB and hematoxylin statistics per compartment, in one pass over the pixels.
 
@@ -109,8 +108,6 @@ def measure_cells(
         Nucleus centroids; the membrane band is split into 16 sectors about them.
     in_scope : (n_cells + 1,) ndarray of bool
         Cells whose pixels enter the pixel histogram (tumour region).
-    hematoxylin_min : float
-        Pixels at or above this hematoxylin OD go to row 1 of the histogram.
 
     Returns
     -------
@@ -119,9 +116,10 @@ def measure_cells(
         ``dab_<compartment>`` and ``dab_<compartment>_sd`` (mean and SD of DAB OD, NaN when
         the compartment is empty), ``dab_<compartment>_alt``, ``dab_cell``, ``dab_cell_sd``,
         ``dab_cell_alt``, ``hematoxylin_nucleus`` and the sector means ``dab_membrane_sector_SS``.
-    hist : (2, 800) ndarray of int64
-        DAB histogram of in-scope pixels (row 1: hematoxylin >= ``hematoxylin_min``); bins of
-        0.005 OD from -1 to 3, clamped at both ends.
+    hist : (200, 800) ndarray of int64
+        Joint histogram of in-scope pixels: hematoxylin in bins of 0.02 OD (rows), DAB in bins
+        of 0.005 OD (columns), both from -1 to 3 and clamped at both ends; see
+        :func:`split_by_hematoxylin`.
 
     Notes
     -----
@@ -153,14 +151,42 @@ def measure_cells(
     hem_sum = np.zeros((n_threads, n_cells + 1), np.int64)
     sector_count = np.zeros((n_threads, n_cells + 1, N_SECTORS), np.int64)
     sector_sum = np.zeros((n_threads, n_cells + 1, N_SECTORS), np.int64)
-    hist = np.zeros((n_threads, 2, HIST_BINS), np.int64)
+    hist = np.zeros((n_threads, HEM_BINS, HIST_BINS), np.int64)
     row_bands = np.append(np.arange(0, shape[0], _ROWS_PER_BAND), shape[0]).astype(np.int64)
     _kernels.cell_stats_kernel(
-        rgb, cells, comps, tables, alt, rows, cols, scope, float(hematoxylin_min), row_bands,
+        rgb, cells, comps, tables, alt, rows, cols, scope, row_bands,
         count, dab_sum, dab_sq, alt_sum, hem_sum, sector_count, sector_sum, hist,
     )
     totals = [a.sum(axis=0)[1:] for a in (count, dab_sum, dab_sq, alt_sum, hem_sum, sector_count, sector_sum)]
     return _to_table(*totals), hist.sum(axis=0)
+
+
+def split_by_hematoxylin(hist, hematoxylin_min):
+    """Collapse a joint histogram to DAB histograms below / at or above a hematoxylin OD.
+
+    Parameters
+    ----------
+    hist : (200, 800) ndarray of int64
+        From :func:`measure_cells`.
+    hematoxylin_min : float
+        Effectively rounded up to the 0.02 OD grid of the hematoxylin bins.
+
+    Returns
+    -------
+    (2, 800) ndarray of int64
+        Row 0: pixels with hematoxylin below ``hematoxylin_min``; row 1: the others.
+    """
+    hist = np.asarray(hist, dtype=np.int64)
+    if hist.shape != (HEM_BINS, HIST_BINS):
+        raise ValueError(f"joint histogram must have shape ({HEM_BINS}, {HIST_BINS}), got {hist.shape}")
+    lower_edges = HIST_LOW + np.arange(HEM_BINS) / HEM_BINS_PER_OD
+    high = lower_edges >= hematoxylin_min - 1e-9
+    return np.stack([hist[~high].sum(axis=0), hist[high].sum(axis=0)])
+
+
+def empty_histogram():
+    """The joint histogram of a slide without in-scope pixels."""
+    return np.zeros((HEM_BINS, HIST_BINS), np.int64)
 
 
 def empty_table():

@@ -88,6 +88,9 @@ def slide_info(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", conf
         default_i0=config["default_i0"], min_glass_fraction=config["tissue"]["min_glass_fraction"],
     )
     warnings = [w for w in (image.mpp_warning, background.warning) if w]
+    if image.mpp > config["analysis_mpp"] * (1 + io.MPP_TOLERANCE):
+        warnings.append(f"pixel size {image.mpp:.3g} um is coarser than the analysis pixel size "
+                        f"{config['analysis_mpp']:g} um: compartments are less exact")
     tissue_mm2 = float(np.count_nonzero(mask)) * image.mpp**2 / 1e6
     if tissue_mm2 == 0:
         warnings.append("no tissue found")
@@ -124,7 +127,7 @@ def _roi_mask(info, shape, to_level0):
     return roi.roi_mask(polygons, shape, scale=1.0 / to_level0)
 
 
-def segment_cells(hematoxylin, *, mpp, mask, config):
+def segment_cells(hematoxylin, *, mpp, config):
     """Nuclei, cells and compartments of one image at analysis resolution.
 
     Returns
@@ -133,8 +136,8 @@ def segment_cells(hematoxylin, *, mpp, mask, config):
     codes : (M, N) ndarray of uint8
     exposed_fraction : (n + 1,) ndarray of float64
     """
-    nuclei = segment.detect_nuclei(hematoxylin, mpp=mpp, mask=mask, params=_nucleus_params(config))
-    cells = segment.expand_cells(nuclei, mpp=mpp, expansion_um=config["cell_expansion_um"], mask=mask)
+    nuclei = segment.detect_nuclei(hematoxylin, mpp=mpp, params=_nucleus_params(config))
+    cells = segment.expand_cells(nuclei, mpp=mpp, expansion_um=config["cell_expansion_um"])
     codes, exposed = segment.compartments(cells, nuclei, mpp=mpp, band_um=config["membrane_band_um"])
     return nuclei, cells, codes, exposed
 
@@ -164,20 +167,22 @@ def measure_chunk(info, chunk, *, config):
         One row per cell: identifiers, positions, areas, compartment DAB means (and SDs
         and alternative-background twins), sector means, exposed fraction, ``block_id``,
         ``in_roi``.
-    hist : (2, 800) ndarray of int64
-        DAB histogram of the pixels of in-scope cells (see :func:`measure.measure_cells`).
+    hist : (200, 800) ndarray of int64
+        Joint hematoxylin x DAB histogram of the pixels of in-scope cells (see
+        :func:`measure.measure_cells`).
     """
     if chunk not in info["chunks"]:
         raise ValueError(f"chunk {chunk!r} is not one of {info['chunks']!r} of slide {info['slide_id']}")
     image = load_analysis_image(info["path"], sheet_mpp=str(info["mpp"]), config=config)
     mpp = image.mpp
-    mask = _tissue(image, config)
     matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
     tables = stains.concentration_tables(info["i0"], matrix)
     alt_i0 = (float(config["default_i0"]),) * 3
     alt_dab = stains.concentration_tables(alt_i0, matrix)[stains.DAB]
     hematoxylin, _ = deconvolve(image.rgb, tables)
-    nuclei, cells, codes, exposed = segment_cells(hematoxylin, mpp=mpp, mask=mask, config=config)
+    # Cells are not restricted to the tissue mask: pale stroma can fall below the tissue
+    # threshold, and a nucleus is found on its own hematoxylin signal anyway.
+    nuclei, cells, codes, exposed = segment_cells(hematoxylin, mpp=mpp, config=config)
     n = int(nuclei.max())
     rows, cols, nucleus_px = nucleus_centroids(nuclei, n)
     roi_mask = _roi_mask(info, image.rgb.shape[:2], image.to_level0)
@@ -188,7 +193,6 @@ def measure_chunk(info, chunk, *, config):
     stats, hist = measure_cells(
         image.rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=alt_dab,
         centroid_row=rows, centroid_col=cols, in_scope=in_roi,
-        hematoxylin_min=config["pixel_hematoxylin_min"],
     )
     f = image.to_level0
     x = (cols[1:] + 0.5) * f - 0.5
@@ -238,7 +242,7 @@ def merge_slide(info, measurements, hists, *, config):
         From :func:`slide_info`.
     measurements : pandas.DataFrame
         Concatenated outputs of :func:`measure_chunk` for the slide's chunks.
-    hists : sequence of (2, 800) ndarray
+    hists : sequence of (200, 800) ndarray
         Pixel histograms of the chunks.
     config : dict
 
@@ -272,10 +276,17 @@ def merge_slide(info, measurements, hists, *, config):
     classified["cell_type"] = "unknown"
     extra = [c for c in classified.columns if c not in CELL_COLUMNS and c not in SECTOR_COLUMNS]
     cells = classified[list(CELL_COLUMNS) + extra]
-    hist = np.sum(hists, axis=0) if len(hists) else np.zeros((2, 800), np.int64)
+    joint = np.sum(hists, axis=0) if len(hists) else measure.empty_histogram()
+    hist = measure.split_by_hematoxylin(joint, config["pixel_hematoxylin_min"])
+    qc_status, qc_messages = info["qc_status"], [info["qc_message"]] if info["qc_message"] else []
+    if info["roi"] and qc_status != "failed" and not scored.any():
+        qc_status = "warning"
+        qc_messages.append(f"the ROI holds none of the {len(cells)} detected cells")
     summary = {
         **{k: info[k] for k in ("slide_id", "patient_id", "path", "mpp", "tissue_mm2", "stain_vectors",
-                                "stain_source", "qc_status", "qc_message")},
+                                "stain_source")},
+        "qc_status": qc_status,
+        "qc_message": "; ".join(qc_messages),
         "i0": ",".join(f"{v:.1f}" for v in info["i0"]),
         "i0_source": info["i0_source"],
         "has_roi": bool(info["roi"]),

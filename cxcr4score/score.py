@@ -490,11 +490,14 @@ def score_intervals(
 
     Notes
     -----
-    With at least ``min_blocks`` blocks: stratified block bootstrap (each replicate draws, per
-    stratum, as many blocks as observed, with replacement), statistic from the summed counts,
-    percentile interval. With fewer: Wilson score interval for the positive fraction on
+    Design-effect interval: Wilson score interval for the positive fraction on
     ``n_eff = n / design_effect`` cells, and ``100 * (mean_class +- z * sd_class / sqrt(n_eff))``
     for the H-score (``sd_class`` the population standard deviation of the cells' classes).
+    With fewer than ``min_blocks`` blocks it is the interval. With more, a stratified block
+    bootstrap (each replicate draws, per stratum, as many blocks as observed, with
+    replacement; statistic from the summed counts; percentile interval) is taken, joined with
+    the design-effect interval so that it is never the narrower of the two (a percentile
+    bootstrap is degenerate when all blocks agree, e.g. at 0% positive).
     Intervals are clamped to [0, 100] / [0, 300] and widened, if needed, to contain the point
     estimate (a percentile interval can exclude it in degenerate cases).
 
@@ -521,18 +524,22 @@ def score_intervals(
         return dict.fromkeys(keys, float("nan"))
     pct_point, h_point = _ratios(totals)
     alpha = 1.0 - confidence
+    z = NormalDist().inv_cdf(1.0 - alpha / 2)
+    n_eff = n / design_effect
+    pct_ci = 100.0 * np.array(_wilson(pct_point / 100.0, n_eff, z))
+    mean = h_point / 100.0
+    sd = np.sqrt(totals @ (np.arange(4.0) - mean) ** 2 / n)
+    h_ci = 100.0 * (mean + np.array([-1.0, 1.0]) * z * sd / np.sqrt(n_eff))
     if bc.shape[0] >= min_blocks:
         rng = np.random.default_rng(seed)
         pct_b, h_b = _ratios(_bootstrap_totals(bc, strata, n_bootstrap=int(n_bootstrap), rng=rng))
-        pct_ci = np.nanquantile(pct_b, [alpha / 2, 1 - alpha / 2])
-        h_ci = np.nanquantile(h_b, [alpha / 2, 1 - alpha / 2])
-    else:
-        z = NormalDist().inv_cdf(1.0 - alpha / 2)
-        n_eff = n / design_effect
-        pct_ci = 100.0 * np.array(_wilson(pct_point / 100.0, n_eff, z))
-        mean = h_point / 100.0
-        sd = np.sqrt(totals @ (np.arange(4.0) - mean) ** 2 / n)
-        h_ci = 100.0 * (mean + np.array([-1.0, 1.0]) * z * sd / np.sqrt(n_eff))
+        pct_boot = np.nanquantile(pct_b, [alpha / 2, 1 - alpha / 2])
+        h_boot = np.nanquantile(h_b, [alpha / 2, 1 - alpha / 2])
+        # Never narrower than the design-effect interval: a percentile bootstrap has zero
+        # width when every block has the same proportion (0% positive), and would otherwise
+        # jump from Wilson's [0, 15] to [0, 0] when a tenth block appears.
+        pct_ci = np.array([min(pct_ci[0], pct_boot[0]), max(pct_ci[1], pct_boot[1])])
+        h_ci = np.array([min(h_ci[0], h_boot[0]), max(h_ci[1], h_boot[1])])
     pct_lo, pct_hi = np.clip(pct_ci, 0.0, 100.0)
     h_lo, h_hi = np.clip(h_ci, 0.0, 300.0)
     return {

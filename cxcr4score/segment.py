@@ -79,7 +79,7 @@ def nucleus_signal(hematoxylin, *, mpp, params=NucleusParams()):
     return hem
 
 
-def detect_nuclei(hematoxylin, *, mpp, mask=None, params=NucleusParams()):
+def detect_nuclei(hematoxylin, *, mpp, params=NucleusParams()):
     """Label nuclei on a hematoxylin OD image.
 
     Parameters
@@ -88,8 +88,6 @@ def detect_nuclei(hematoxylin, *, mpp, mask=None, params=NucleusParams()):
         Hematoxylin concentration (OD units) at ``mpp``.
     mpp : float
         Pixel size in micrometres.
-    mask : (M, N) ndarray of bool, optional
-        Where nuclei may be (tissue); everywhere when omitted.
     params : NucleusParams
 
     Returns
@@ -108,8 +106,6 @@ def detect_nuclei(hematoxylin, *, mpp, mask=None, params=NucleusParams()):
     foreground = nucleus_signal(hematoxylin, mpp=mpp, params=params) >= params.threshold
     outline_params = replace(params, sigma_um=min(params.sigma_um, OUTLINE_SIGMA_UM))
     foreground &= nucleus_signal(hematoxylin, mpp=mpp, params=outline_params) >= params.threshold
-    if mask is not None:
-        foreground &= mask
     # Fill pinholes left by pale chromatin so the distance transform sees whole nuclei.
     foreground = cv2.morphologyEx(foreground.view(np.uint8), cv2.MORPH_CLOSE, _disk(1)).astype(bool)
     n, components = cv2.connectedComponents(foreground.view(np.uint8), connectivity=8)
@@ -149,21 +145,17 @@ def _filter_by_area(labels, *, mpp, params):
     return new_ids[labels]
 
 
-def expand_cells(nucleus_labels, *, mpp, expansion_um=5.0, mask=None):
+def expand_cells(nucleus_labels, *, mpp, expansion_um=5.0):
     """Grow each nucleus into its cell by ``expansion_um``, never into a neighbour.
 
-    Wraps :func:`skimage.segmentation.expand_labels` (each background pixel within the
-    distance goes to the nearest nucleus), then keeps expansion inside ``mask`` (tissue);
-    nucleus pixels are always kept.
+    Wraps :func:`skimage.segmentation.expand_labels`: each background pixel within the
+    distance goes to the nearest nucleus (ties as scikit-image resolves them).
 
     Returns
     -------
     (M, N) ndarray of int32
     """
-    cells = expand_labels(nucleus_labels, distance=expansion_um / mpp)
-    if mask is not None:
-        cells = np.where(mask | (nucleus_labels > 0), cells, 0)
-    return cells.astype(np.int32, copy=False)
+    return expand_labels(nucleus_labels, distance=expansion_um / mpp).astype(np.int32, copy=False)
 
 
 def compartments(cell_labels, nucleus_labels, *, mpp, band_um=1.0):

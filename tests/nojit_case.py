@@ -23,7 +23,7 @@ def measure_small_case():
     table, hist = measure.measure_cells(
         rgb, cells, codes, n_cells=8, tables=tables, alt_dab_table=tables[1],
         centroid_row=np.nan_to_num(rows), centroid_col=np.nan_to_num(cols),
-        in_scope=np.ones(9, dtype=bool), hematoxylin_min=0.1,
+        in_scope=np.ones(9, dtype=bool),
     )
     _, dab = measure.deconvolve(rgb, tables)
     return table, hist, dab

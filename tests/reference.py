@@ -62,7 +62,7 @@ def cell_statistics(dab, hematoxylin, cells, codes, centroid_row, centroid_col):
     return out
 
 
-def detect_nuclei(hematoxylin, *, mpp, mask=None, background_radius_um=8.0, sigma_um=1.5,
+def detect_nuclei(hematoxylin, *, mpp, background_radius_um=8.0, sigma_um=1.5,
                   threshold=0.1, min_area_um2=10.0, max_area_um2=400.0):
     """scikit-image nucleus detection with the same definitions as ``segment.detect_nuclei``.
 
@@ -75,8 +75,6 @@ def detect_nuclei(hematoxylin, *, mpp, mask=None, background_radius_um=8.0, sigm
     found = filters.gaussian(hem, sigma=sigma_um / mpp, preserve_range=True) >= threshold
     outlined = filters.gaussian(hem, sigma=min(sigma_um, 0.5) / mpp, preserve_range=True) >= threshold
     foreground = found & outlined
-    if mask is not None:
-        foreground &= mask
     foreground = morphology.closing(foreground, morphology.disk(1))
     components, _ = ndi.label(foreground, structure=np.ones((3, 3)))
     distance = filters.gaussian(ndi.distance_transform_edt(foreground), sigma=1.0, preserve_range=True)

@@ -115,7 +115,8 @@ def test_slide_scores_hand_worked(config):
     s1, s2, s3 = (out.iloc[i] for i in range(3))
     assert (s1["n_cells"], s1["pct_positive"], s1["h_score"]) == (2000, 20.0, 26.0)
     assert (s1["pct_1"], s1["pct_2"], s1["pct_3"]) == (15.0, 4.0, 1.0)
-    assert (s1["pct_positive_ci_low"], s1["pct_positive_ci_high"]) == (20.0, 20.0)  # identical blocks
+    # identical blocks: the bootstrap is degenerate, so Wilson on n / 5 = 400 (hand-worked 16.37-24.20)
+    assert (s1["pct_positive_ci_low"], s1["pct_positive_ci_high"]) == pytest.approx((16.37, 24.20), abs=0.01)
     assert (s1["h_score_membrane"], s1["h_score_cytoplasm"], s1["h_score_nucleus"]) == (200.0, 26.0, 26.0)
     assert s1["h_score_pixel"] == 200.0
     assert (s1["allred"], s1["irs"]) == (4, 2)
@@ -140,7 +141,7 @@ def test_eligible_reason_and_review(config):
     row = one(make_slides(S1, S2), make_blocks(("S1", POSITIVE), ("S2", [90, 10, 0, 0])), config)
     assert row["call"] == "eligible"
     assert row["reason"] == (
-        "pct_positive 15.0% (95% CI 15.0-15.0) >= cutoff 1% over 4,000 tumour cells in 2 slides (S1 20.0%, S2 10.0%)"
+        "pct_positive 15.0% (95% CI 12.7-17.6) >= cutoff 1% over 4,000 tumour cells in 2 slides (S1 20.0%, S2 10.0%)"
     )
     assert (row["n_slides"], row["n_cells"], row["tumour_source"]) == (2, 4000, "roi")
     assert row["review_required"] and row["review_reasons"] == "thresholds not calibrated"
@@ -156,7 +157,8 @@ def test_not_eligible(config):
     """not_eligible when the whole interval is below the cutoff."""
     row = one(make_slides(S1), make_blocks(("S1", NEGATIVE)), config)
     assert row["call"] == "not_eligible"
-    assert row["reason"] == "pct_positive 0.0% (95% CI 0.0-0.0) < cutoff 1% over 2,000 tumour cells in 1 slide (S1 0.0%)"
+    # Wilson on n / 5 = 400: upper 3.84 / 403.84 = 0.95%, written with two decimals so it does not read "1.0"
+    assert row["reason"] == "pct_positive 0.0% (95% CI 0.0-0.95) < cutoff 1% over 2,000 tumour cells in 1 slide (S1 0.0%)"
 
 
 def test_indeterminate_when_ci_spans_cutoff(config):
@@ -193,11 +195,11 @@ def test_failed_slide_excluded_when_others_suffice(config):
 
 
 def test_h_score_metric_wording(config):
-    """metric h_score: 'h_score 26 (95% CI 26-26) < cutoff 100 ...'."""
+    """metric h_score: 'h_score 26 (95% CI 20-32) < cutoff 100 ...' (26 +- 1.96 * 57.65 / sqrt(400))."""
     config["eligibility"] |= {"metric": "h_score", "cutoff": 100}
     row = one(make_slides(S1), make_blocks(("S1", POSITIVE)), config)
     assert row["call"] == "not_eligible"
-    assert row["reason"] == "h_score 26 (95% CI 26-26) < cutoff 100 over 2,000 tumour cells in 1 slide (S1 26)"
+    assert row["reason"] == "h_score 26 (95% CI 20-32) < cutoff 100 over 2,000 tumour cells in 1 slide (S1 26)"
     assert row["metric"] == "h_score" and row["cutoff"] == 100.0
 
 

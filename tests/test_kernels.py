@@ -73,7 +73,7 @@ def _run_measure(rgb, cells, codes, i0, scope=None):
     scope = np.ones(n + 1, dtype=bool) if scope is None else scope
     table, hist = measure.measure_cells(
         rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=alt, centroid_row=rows,
-        centroid_col=cols, in_scope=scope, hematoxylin_min=0.1,
+        centroid_col=cols, in_scope=scope,
     )
     return table, hist, rows, cols
 
@@ -111,7 +111,7 @@ def test_cell_sd_matches_numpy():
 
 
 def test_pixel_histogram_matches_reference():
-    """Reference: np.histogram-style binning of float64 DAB of in-scope cell pixels."""
+    """Reference: np.add.at binning of float64 H and DAB of in-scope cell pixels, then the split."""
     from cxcr4score.score import dab_bin_index
 
     rgb = _random_rgb((120, 90), seed=6)
@@ -122,11 +122,16 @@ def test_pixel_histogram_matches_reference():
     _, hist, _, _ = _run_measure(rgb, cells, codes, i0, scope=scope)
     hem, dab = reference.deconvolve(rgb, i0, MATRIX)
     where = (cells > 0) & scope[cells]
-    expected = np.zeros_like(hist)
-    np.add.at(expected, ((hem[where] >= 0.1).astype(int), dab_bin_index(dab[where])), 1)
     assert hist.sum() == where.sum()
+    hem_bins = np.clip(np.floor((hem[where] + 1.0) * 50.0), 0, 199).astype(int)
+    joint = np.zeros_like(hist)
+    np.add.at(joint, (hem_bins, dab_bin_index(dab[where])), 1)
     # float32 lookup vs float64 may put a pixel sitting on a bin edge into the next bin
-    assert np.abs(hist - expected).sum() <= 2 * max(1, where.sum() // 10_000)
+    assert np.abs(hist - joint).sum() <= 4 * max(1, where.sum() // 10_000)
+    split = measure.split_by_hematoxylin(hist, 0.1)
+    expected = np.zeros_like(split)
+    np.add.at(expected, ((hem[where] >= 0.1).astype(int), dab_bin_index(dab[where])), 1)
+    assert np.abs(split - expected).sum() <= 4 * max(1, where.sum() // 10_000)
 
 
 def test_results_identical_for_any_thread_count():

@@ -430,7 +430,8 @@ def test_bootstrap_matches_reference():
     block_counts = rng.integers(0, 40, size=(60, 4))
     strata = np.repeat(["S1", "S2", "S3"], [10, 20, 30])
     pct, h = _reference_bootstrap(block_counts, strata, 500, seed=7)
-    out = score_intervals(block_counts, strata, n_bootstrap=500, seed=7)
+    # design_effect ~0 makes the design-effect interval a point, isolating the bootstrap
+    out = score_intervals(block_counts, strata, n_bootstrap=500, seed=7, design_effect=1e-9)
     point_pct, point_h = (summarize_counts(block_counts.sum(axis=0))[k] for k in ("pct_positive", "h_score"))
     lo, hi = np.quantile(pct, [0.025, 0.975])
     assert out["pct_positive_ci_low"] == pytest.approx(min(lo, point_pct))
@@ -447,10 +448,10 @@ def test_bootstrap_is_stratified():
     """
     block_counts = np.array([[100, 0, 0, 0]] * 10 + [[0, 0, 100, 0]] * 10)
     strata = ["S1"] * 10 + ["S2"] * 10
-    out = score_intervals(block_counts, strata, n_bootstrap=300)
-    assert out == {
+    out = score_intervals(block_counts, strata, n_bootstrap=300, design_effect=1e-9)
+    assert out == pytest.approx({
         "pct_positive_ci_low": 50.0, "pct_positive_ci_high": 50.0, "h_score_ci_low": 100.0, "h_score_ci_high": 100.0,
-    }  # fmt: skip
+    }, abs=1e-3)  # fmt: skip
 
 
 def test_bootstrap_deterministic_for_seed():
@@ -484,13 +485,20 @@ def test_fallback_clamped():
     assert 0.0 <= out["pct_positive_ci_low"] < 50 < out["pct_positive_ci_high"] <= 100.0
 
 
-def test_min_blocks_switches_method():
-    """min_blocks decides bootstrap (>= min_blocks blocks) vs Wilson on n / design_effect."""
+def test_bootstrap_never_narrower_than_design_effect_interval():
+    """Identical blocks make the percentile bootstrap zero-width; the Wilson n/5 interval stays.
+
+    Hand-worked (Wilson 1927): 50 positive of 500 cells, n_eff = 100 -> 5.52-17.44%, whether
+    the 5 blocks are below min_blocks (Wilson alone) or not (bootstrap joined with Wilson).
+    """
     block_counts = np.array([[90, 10, 0, 0]] * 5)
-    wilson = score_intervals(block_counts, ["S1"] * 5, min_blocks=10)
-    bootstrap = score_intervals(block_counts, ["S1"] * 5, min_blocks=5)
-    assert wilson["pct_positive_ci_low"] < 10 < wilson["pct_positive_ci_high"]
-    assert bootstrap["pct_positive_ci_low"] == bootstrap["pct_positive_ci_high"] == 10.0  # identical blocks
+    below = score_intervals(block_counts, ["S1"] * 5, min_blocks=10)
+    above = score_intervals(block_counts, ["S1"] * 5, min_blocks=5)
+    assert below == above
+    assert below["pct_positive_ci_low"] == pytest.approx(5.52, abs=0.01)
+    assert below["pct_positive_ci_high"] == pytest.approx(17.44, abs=0.01)
+    zero = score_intervals(np.array([[120, 0, 0, 0]] * 12), ["S1"] * 12)
+    assert zero["pct_positive_ci_low"] == 0.0 and zero["pct_positive_ci_high"] > 0.9  # 0 of 288 effective cells
 
 
 def test_intervals_no_cells():

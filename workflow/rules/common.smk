@@ -48,16 +48,24 @@ wildcard_constraints:
     slide=r"[A-Za-z0-9._-]+",
     chunk=r"\d+",
 
-# Config subsets passed as params, so that a change reruns exactly the rules that use it.
-PIXEL_KEYS = ("analysis_mpp", "default_mpp", "default_i0", "stains", "tissue", "nuclei",
-              "cell_expansion_um", "membrane_band_um", "pixel_hematoxylin_min", "intervals")
-CLASS_KEYS = ("thresholds", "class_rule", "compartments", "membrane_exposed_max", "eligibility")
+# Config subsets passed as params, so that a change reruns exactly the rules that use it
+# (dotted names pick one key of a mapping).
+SLIDE_INFO_KEYS = ("analysis_mpp", "default_mpp", "default_i0", "stains", "tissue")
+PIXEL_KEYS = SLIDE_INFO_KEYS + ("nuclei", "cell_expansion_um", "membrane_band_um", "intervals.block_um")
+CLASS_KEYS = ("thresholds", "class_rule", "compartments", "membrane_exposed_max",
+              "eligibility.threshold_tolerance", "pixel_hematoxylin_min")
 CALL_KEYS = ("eligibility", "intervals", "patient_rule", "pixel_thresholds", "calibrated",
              "thresholds", "class_rule", "compartments")
 
 
 def config_subset(keys):
-    return json.dumps({k: config[k] for k in keys}, sort_keys=True)
+    values = {}
+    for key in keys:
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        values[key] = value
+    return json.dumps(values, sort_keys=True)
 
 
 def out(path):
@@ -73,8 +81,10 @@ def get_slide_record(wildcards):
     return get_slide(wildcards).to_dict()
 
 
-def get_slide_image(wildcards):
-    return get_slide(wildcards)["path"]
+def get_slide_inputs(wildcards):
+    """The image and, when given, its ROI file: editing either reruns the slide."""
+    slide = get_slide(wildcards)
+    return {"image": slide["path"], "roi": [slide["roi"]] if slide["roi"] else []}
 
 
 def get_chunks(wildcards):

@@ -31,13 +31,13 @@ rule validate_inputs:
 
 checkpoint slide_info:
     input:
-        image=get_slide_image,
+        unpack(get_slide_inputs),
         validation=out("validation.json"),
     output:
         info=out("slides/{slide}/info.json"),
     params:
         slide=get_slide_record,
-        pixel_config=config_subset(PIXEL_KEYS),
+        slide_config=config_subset(SLIDE_INFO_KEYS),
         on_bad_slide=config["on_bad_slide"],
         version=cxcr4score.__version__,
     conda:
@@ -55,8 +55,8 @@ checkpoint slide_info:
 
 rule measure_chunk:
     input:
+        unpack(get_slide_inputs),
         info=out("slides/{slide}/info.json"),
-        image=get_slide_image,
     output:
         # Kept, not temp(): merge_slide reruns on every threshold change and must not
         # trigger pixel work again.
@@ -105,12 +105,12 @@ rule merge_slide:
 rule qc_slide:
     input:
         info=out("slides/{slide}/info.json"),
+        unpack(get_slide_inputs),
         cells=out("cells/{slide}.parquet"),
-        image=get_slide_image,
     output:
         report(out("qc/{slide}.png"), caption="../report/qc.rst", category="QC pictures"),
     params:
-        pixel_config=config_subset(PIXEL_KEYS),
+        slide_config=config_subset(SLIDE_INFO_KEYS),
         version=cxcr4score.__version__,
     conda:
         "../envs/cxcr4score.yaml"
