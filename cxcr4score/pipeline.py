@@ -262,8 +262,8 @@ def merge_slide(info, measurements, hists, *, config):
     scored = classified["in_roi"].to_numpy(bool)
     blocks = classified["block_id"].to_numpy()[scored]
     parts = [_count_rows(classified["class"].to_numpy()[scored], blocks, variant="nominal", measure="class")]
-    for measure in _COMPARTMENT_MEASURES:
-        parts.append(_count_rows(classified[measure].to_numpy()[scored], blocks, variant="nominal", measure=measure))
+    for name in _COMPARTMENT_MEASURES:
+        parts.append(_count_rows(classified[name].to_numpy()[scored], blocks, variant="nominal", measure=name))
     for variant, shift in (("thresholds_minus", -tolerance), ("thresholds_plus", tolerance)):
         shifted = _classes(measurements, config, thresholds + shift)["class"].to_numpy()[scored]
         parts.append(_count_rows(shifted, blocks, variant=variant, measure="class"))

@@ -1,0 +1,106 @@
+"""One slide through every stage (pipeline.score_slide) against the generator's truth."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from cxcr4score import bench, config, pipeline, synthetic
+
+CONFIG = config.default_config()
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(300.0, 300.0), positive_fraction=0.4), seed=21)
+    path = tmp_path_factory.mktemp("slide") / "tile.tif"
+    synthetic.write_tile(tile, path, jpeg_quality=90)
+    return tile, pipeline.score_slide(path, slide_id="S1", patient_id="P1", config=CONFIG)
+
+
+def test_cells_found_where_the_truth_has_them(scored):
+    """Reference: truth nucleus centroids; a detection within 4 um matches."""
+    tile, (_, cells, _, _) = scored
+    truth_idx, _ = bench._match(cells, tile.truth, tile.mpp)
+    assert len(truth_idx) / len(tile.truth) > 0.95
+    assert len(cells) < 1.1 * len(tile.truth)
+
+
+def test_negative_cells_stay_negative(scored):
+    """Truth-negative tumour cells (DAB <= 0.05) must not be called positive at threshold 0.2."""
+    tile, (_, cells, _, _) = scored
+    truth_idx, cell_idx = bench._match(cells, tile.truth, tile.mpp)
+    truth = tile.truth.iloc[truth_idx].reset_index(drop=True)
+    classes = cells["class"].to_numpy()[cell_idx]
+    negative = (truth["class"] == 0).to_numpy()
+    assert np.mean(classes[negative] == 0) > 0.97
+    positive = (truth["class"] >= 2).to_numpy()
+    assert np.mean(classes[positive] >= 1) > 0.8
+
+
+def test_cells_table_contract_and_blocks_add_up(scored):
+    _, (info, cells, blocks, summary) = scored
+    assert list(cells.columns[: len(pipeline.CELL_COLUMNS)]) == list(pipeline.CELL_COLUMNS)
+    assert cells["class"].between(0, 3).all()
+    nominal = blocks[(blocks["variant"] == "nominal") & (blocks["measure"] == "class")]
+    totals = nominal[["n0", "n1", "n2", "n3"]].sum()
+    assert totals.sum() == len(cells)  # no ROI: every cell is scored
+    assert np.bincount(cells["class"], minlength=4).tolist() == totals.tolist()
+    assert {"thresholds_minus", "thresholds_plus", "alt_i0"} <= set(blocks["variant"])
+    assert info["i0_source"] == "glass" and summary["qc_status"] == "ok"
+    json.dumps(summary)  # the summary goes to JSON as it is
+    assert np.asarray(summary["pixel_hist"]).shape == (2, 800)
+
+
+def test_merge_is_additive_over_chunks(scored):
+    """HistomicsTK-style totals: merging measurements split in two gives the same counts."""
+    _, (info, _, blocks, _) = scored
+    measurements, hist = pipeline.measure_chunk(info, "0", config=CONFIG)
+    half = len(measurements) // 2
+    _, split_blocks, _ = pipeline.merge_slide(
+        info, pd.concat([measurements.iloc[half:], measurements.iloc[:half]]), [hist // 2, hist - hist // 2],
+        config=CONFIG)
+    key = ["variant", "measure", "block_id"]
+    pd.testing.assert_frame_equal(split_blocks.sort_values(key).reset_index(drop=True),
+                                  blocks.sort_values(key).reset_index(drop=True))
+
+
+def test_roi_restricts_scoring(tmp_path):
+    tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(200.0, 200.0)), seed=22)
+    path = tmp_path / "t.tif"
+    synthetic.write_tile(tile, path)
+    roi = tmp_path / "t.roi.geojson"
+    square = [[0, 0], [200, 0], [200, 400], [0, 400], [0, 0]]  # left half, level-0 px
+    roi.write_text(json.dumps({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
+                               "properties": {"objectType": "annotation"}}))
+    _, cells, blocks, summary = pipeline.score_slide(path, slide_id="S", roi_path=str(roi), config=CONFIG)
+    inside = cells["in_roi"].to_numpy()
+    assert inside.any() and not inside.all()
+    assert (cells.loc[inside, "x"] < 201).all()
+    nominal = blocks[(blocks["variant"] == "nominal") & (blocks["measure"] == "class")]
+    assert nominal[["n0", "n1", "n2", "n3"]].to_numpy().sum() == inside.sum()
+    assert summary["has_roi"]
+
+
+def test_finer_image_is_resampled_and_mapped_to_level0(tmp_path):
+    """A 0.25 um/px image is analysed at 0.5 um/px; cell x, y come back in level-0 pixels."""
+    tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(150.0, 150.0), mpp=0.25), seed=23)
+    path = tmp_path / "fine.tif"
+    synthetic.write_tile(tile, path)
+    info, cells, _, _ = pipeline.score_slide(path, slide_id="F", config=CONFIG)
+    assert info["mpp"] == pytest.approx(0.25) and info["analysis_mpp"] == pytest.approx(0.5)
+    truth_idx, _ = bench._match(cells, tile.truth, tile.mpp)
+    assert len(truth_idx) / len(tile.truth) > 0.9
+    np.testing.assert_allclose(cells["x_um"], cells["x"] * 0.25)
+
+
+def test_blank_glass_gives_no_cells_and_a_warning(tmp_path):
+    path = tmp_path / "glass.tif"
+    rng = np.random.default_rng(0)
+    glass = np.clip(240 + rng.normal(0, 2, (300, 300, 3)), 0, 255).astype(np.uint8)
+    tifffile.imwrite(path, glass, photometric="rgb", resolution=(20000, 20000), resolutionunit="CENTIMETER")
+    info, cells, blocks, summary = pipeline.score_slide(path, slide_id="G", config=CONFIG)
+    assert len(cells) == 0 and list(cells.columns[:3]) == ["cell_id", "x", "y"]
+    assert summary["qc_status"] == "warning" and "no tissue" in summary["qc_message"]
