@@ -52,11 +52,8 @@ def _densest_window(x, y, shape, side):
 
 
 def _legend(canvas, lines):
-    y = 22
-    for text, colour in lines:
-        cv2.putText(canvas, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(canvas, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, colour, 1, cv2.LINE_AA)
-        y += 22
+    for row, text in enumerate(lines):
+        cv2.putText(canvas, text, (10, 22 + 22 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (30, 30, 30), 1, cv2.LINE_AA)
 
 
 def qc_picture(rgb, *, cell_x, cell_y, cell_class, cell_radius, tissue_mask=None, roi_mask=None, title=""):
@@ -106,9 +103,9 @@ def qc_picture(rgb, *, cell_x, cell_y, cell_class, cell_radius, tissue_mask=None
     canvas[120 : 120 + crop.shape[0], thumb.shape[1] + 10 :] = crop
     counts = np.bincount(classes[(classes >= 0) & (classes <= 3)], minlength=4)
     _legend(canvas, [
-        (title, (40, 40, 40)),
-        ("tissue outline green, ROI cyan; right: densest region at full resolution", (40, 40, 40)),
-        ("cells per class: " + ", ".join(f"{_class_name(k)} {n}" for k, n in enumerate(counts)), (40, 40, 40)),
+        title,
+        "tissue outline green, ROI cyan; right: densest region at full resolution",
+        "scored cells per class: " + ", ".join(f"{_class_name(k)} {n}" for k, n in enumerate(counts)),
     ])
     for k, colour in enumerate(CLASS_COLOURS):
         cv2.circle(canvas, (20 + 60 * k, 95), 8, colour, -1)

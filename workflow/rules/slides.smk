@@ -104,8 +104,8 @@ rule merge_slide:
 
 rule qc_slide:
     input:
-        info=out("slides/{slide}/info.json"),
         unpack(get_slide_inputs),
+        info=out("slides/{slide}/info.json"),
         cells=out("cells/{slide}.parquet"),
     output:
         report(out("qc/{slide}.png"), caption="../report/qc.rst", category="QC pictures"),
