@@ -115,6 +115,7 @@ def run_synth(args):
         expected = synthetic.write_demo_cohort(args.out)
         print(f"wrote the demo cohort to {args.out} ({len(expected)} patients)")
         return 0
+    args.out.mkdir(parents=True, exist_ok=True)
     side_um = args.size * args.mpp
     spec = synthetic.TileSpec(size_um=(side_um, side_um), mpp=args.mpp, positive_fraction=args.positive_fraction)
     for k in range(args.count):
@@ -142,7 +143,7 @@ def main(argv=None):
     runner = {"score": run_score, "synth": run_synth, "bench": run_bench}[args.command]
     try:
         return runner(args)
-    except (ConfigError, InputError) as err:
+    except (ConfigError, InputError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
