@@ -66,15 +66,15 @@ def detect_nuclei(hematoxylin, *, mpp, background_radius_um=8.0, sigma_um=1.5,
                   threshold=0.1, min_area_um2=10.0, max_area_um2=400.0):
     """scikit-image nucleus detection with the same definitions as ``segment.detect_nuclei``.
 
-    White top-hat (opening with a disk), Gaussian smoothing (sigma_um to find nuclei, at most
-    0.5 um to outline them), threshold, closing, distance transform watershed seeded at maxima
-    >= 2 um apart and >= 1 um deep, area filter.
+    White top-hat (opening with a disk), Gaussian smoothing, threshold and half of the
+    maximum within 5 um (grey dilation), closing, distance transform watershed seeded at
+    maxima >= 2 um apart and >= 1 um deep, area filter.
     """
     radius = max(1, int(round(background_radius_um / mpp)))
     hem = hematoxylin - morphology.opening(hematoxylin, morphology.disk(radius))
-    found = filters.gaussian(hem, sigma=sigma_um / mpp, preserve_range=True) >= threshold
-    outlined = filters.gaussian(hem, sigma=min(sigma_um, 0.5) / mpp, preserve_range=True) >= threshold
-    foreground = found & outlined
+    hem = filters.gaussian(hem, sigma=sigma_um / mpp, preserve_range=True)
+    local_peak = morphology.dilation(hem, morphology.disk(int(round(5.0 / mpp))))
+    foreground = (hem >= threshold) & (hem >= 0.5 * local_peak)
     foreground = morphology.closing(foreground, morphology.disk(1))
     components, _ = ndi.label(foreground, structure=np.ones((3, 3)))
     distance = filters.gaussian(ndi.distance_transform_edt(foreground), sigma=1.0, preserve_range=True)
