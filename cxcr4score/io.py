@@ -12,9 +12,11 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import math
+import operator
 import os
 import re
 import tempfile
+import threading
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -30,9 +32,12 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "SHEET_COLUMNS",
     "InputError",
+    "Level",
     "SlideImage",
+    "SlideReader",
     "image_stem",
     "load_slides",
+    "open_slide",
     "read_image",
     "read_sheet",
     "resolve_mpp",
@@ -344,6 +349,266 @@ def _tiff_format(tif: tifffile.TiffFile) -> str:
         if getattr(tif, flag, False):
             return name
     return "tiff"
+
+
+# --------------------------------------------------------------------------- regions
+
+
+@dataclass(frozen=True)
+class Level:
+    """One pyramid level of a slide.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(rows, cols)`` of the level in its own pixels.
+    downsample : float
+        Level-0 pixels per pixel of this level: the mean over both axes of the level-0 size
+        divided by this level's size (exactly 1.0 for level 0).
+    """
+
+    shape: tuple[int, int]
+    downsample: float
+
+
+class SlideReader:
+    """Read regions of a slide's pyramid levels without decoding the whole slide.
+
+    Open one reader per process with :func:`open_slide` and close it when done (it is a
+    context manager). A reader holds an open file and cannot be pickled: each Snakemake job or
+    worker process opens its own.
+
+    Parameters
+    ----------
+    path : str or path-like
+        PNG, JPEG, TIFF, OME-TIFF, or a tiled whole-slide TIFF (SVS, NDPI, SCN, BIF).
+
+    Attributes
+    ----------
+    path : Path
+        The file.
+    levels : tuple of Level
+        Pyramid levels, finest (level 0) first. PNG and JPEG files have one level.
+    mpp : float or None
+        Level-0 micrometres per pixel from the file's metadata, by the same rules and sources
+        as :func:`read_image`; None when the file does not say.
+    mpp_source : {'ome', 'tiff', 'svs', 'png'} or None
+        Which metadata gave ``mpp``.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_image`: missing, unsupported, unreadable or corrupt file, not 8-bit
+        RGB(A), anisotropic pixels. The message names the file.
+
+    Notes
+    -----
+    TIFF-based files: the same series as :func:`read_image` (largest level-0 area), its
+    pyramid levels from tifffile (``series.levels``; thumbnail, label and macro images are
+    separate series, not levels). Each level is opened as a tifffile zarr store the first time
+    it is read (level 0 on open, which also catches unknown compressions early), so a region
+    read decodes only the tiles or strips it touches. Missing (sparse) tiles read as the file's
+    no-data value, as in :func:`read_image`. PNG and JPEG files are small: they are decoded
+    once on open with :func:`read_image` and sliced.
+
+    Examples
+    --------
+    >>> with open_slide("slide.svs") as slide:  # doctest: +SKIP
+    ...     tile = slide.read_region(0, top=1024, left=2048, height=512, width=512)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = _existing_image_path(path)
+        self._rgb = None  # whole image of a PNG / JPEG
+        self._tif = None
+        self._series = None
+        self._tiff_levels: list = []  # tifffile level series, finest first
+        self._layouts: list = []  # per level: (kept-axis mask, transpose order)
+        self._arrays: dict = {}  # level -> zarr array, opened lazily
+        self._stores: list = []
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            if self.path.suffix.lower() in _RASTER_SUFFIXES:
+                self._open_raster()
+            else:
+                self._open_tiff()
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, (InputError, MemoryError)) or not isinstance(exc, Exception):
+                raise
+            raise InputError([_unreadable(self.path, exc)]) from None
+
+    def _open_raster(self) -> None:
+        image = read_image(self.path)
+        self._rgb = image.rgb
+        self.levels = (Level((image.rgb.shape[0], image.rgb.shape[1]), 1.0),)
+        self.mpp, self.mpp_source = image.mpp, image.mpp_source
+
+    def _open_tiff(self) -> None:
+        self._tif = tifffile.TiffFile(self.path)
+        level0, _, _, self.mpp, self.mpp_source = _checked_tiff_level(self.path, self._tif)
+        index, _ = _tiff_level(self._tif, 0)
+        self._series = self._tif.series[index]
+        # finest first, whatever order the file stores them in (stable for equal areas)
+        shapes = []
+        for tiff_index, level in enumerate(self._series.levels):
+            shape, order = _yxs_layout(self.path, level.shape, level.axes)
+            _check_rgb(self.path, shape, level.dtype)
+            _check_photometric(self.path, level)
+            keep = tuple(n > 1 or a in "YX" for n, a in zip(level.shape, level.axes))
+            shapes.append((shape[:2], tiff_index, level, (keep, order)))
+        shapes.sort(key=lambda item: -item[0][0] * item[0][1])
+        if shapes[0][2] is not level0:
+            raise InputError([f"{self.path}: the first pyramid level is not the largest; "
+                              "the pyramid cannot be read"])
+        rows0, cols0 = shapes[0][0]
+        self.levels = tuple(
+            Level((int(rows), int(cols)), 1.0 if i == 0 else (rows0 / rows + cols0 / cols) / 2)
+            for i, ((rows, cols), *_) in enumerate(shapes)
+        )
+        self._tiff_index = [tiff_index for _, tiff_index, _, _ in shapes]
+        self._tiff_levels = [level for _, _, level, _ in shapes]
+        self._layouts = [layout for *_, layout in shapes]
+        self._tiff_array(0)
+
+    def _tiff_array(self, level: int):
+        """The zarr array of one level, opening its store on first use."""
+        import zarr  # ~0.3 s to import; only region reads of TIFF files need it
+
+        with self._lock:
+            if level not in self._arrays:
+                store = self._series.aszarr(level=self._tiff_index[level])
+                self._stores.append(store)
+                array = zarr.open_array(store, mode="r")
+                expected = tuple(self._tiff_levels[level].shape)
+                if tuple(array.shape) != expected:
+                    raise InputError([f"{self.path}: level {level} has shape {tuple(array.shape)} "
+                                      f"as an array but {expected} in its metadata"])
+                self._arrays[level] = array
+            return self._arrays[level]
+
+    def read_region(self, level: int, top: int, left: int, height: int, width: int) -> np.ndarray:
+        """Read a rectangle of one pyramid level.
+
+        Parameters
+        ----------
+        level : int
+            Index into :attr:`levels` (0 is full resolution).
+        top, left : int
+            First row and column in that level's pixels; may be negative.
+        height, width : int
+            Size of the region in that level's pixels; non-negative.
+
+        Returns
+        -------
+        (height, width, 3) ndarray of uint8
+            C-contiguous RGB of the level's pixels ``[top:top + height, left:left + width]``
+            (alpha composited over white); parts outside the image are white (255).
+
+        Raises
+        ------
+        ValueError
+            A level out of range, a negative size, a non-integer argument, or a closed reader.
+        InputError
+            The pixels cannot be decoded (corrupt data, unknown compression); names the file.
+
+        Notes
+        -----
+        Only the tiles or strips that overlap the region are decoded.
+        """
+        level, top, left, height, width = self._checked_region(level, top, left, height, width)
+        out = np.full((height, width, 3), 255, np.uint8)
+        rows, cols = self.levels[level].shape
+        r0, r1 = max(top, 0), min(top + height, rows)
+        c0, c1 = max(left, 0), min(left + width, cols)
+        if r0 >= r1 or c0 >= c1:
+            return out
+        target = (slice(r0 - top, r1 - top), slice(c0 - left, c1 - left))
+        if self._rgb is not None:
+            out[target] = self._rgb[r0:r1, c0:c1]
+            return out
+        try:
+            out[target] = self._read_tiff_pixels(level, r0, r1, c0, c1)
+        except (InputError, MemoryError):
+            raise
+        except Exception as exc:  # decoding errors surface here, not on open
+            raise InputError([_unreadable(self.path, exc)]) from None
+        return out
+
+    def _checked_region(self, *values) -> tuple[int, ...]:
+        names = ("level", "top", "left", "height", "width")
+        described = ", ".join(f"{n}={v!r}" for n, v in zip(names, values))
+        if self._closed:
+            raise ValueError(f"{self.path}: read_region on a closed slide ({described})")
+        try:
+            level, top, left, height, width = (operator.index(v) for v in values)
+        except TypeError:
+            raise ValueError(f"read_region arguments must be integers, got {described}") from None
+        if not 0 <= level < len(self.levels):
+            raise ValueError(f"level must be in 0..{len(self.levels) - 1} for {self.path}, "
+                             f"got {described}")
+        if height < 0 or width < 0:
+            raise ValueError(f"height and width must not be negative, got {described}")
+        return level, top, left, height, width
+
+    def _read_tiff_pixels(self, level: int, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        array = self._tiff_array(level)
+        keep, order = self._layouts[level]
+        axes = self._tiff_levels[level].axes
+        index = tuple(slice(r0, r1) if a == "Y" else slice(c0, c1) if a == "X" else slice(None)
+                      for a in axes)
+        pixels = np.asarray(array[index])
+        squeezed = pixels.reshape([n for n, k in zip(pixels.shape, keep) if k])
+        return _to_rgb(squeezed.transpose(order))
+
+    def close(self) -> None:
+        """Close the file and its stores; further reads raise ValueError. Safe to repeat."""
+        self._closed = True
+        self._rgb = None
+        self._arrays = {}
+        stores, self._stores = self._stores, []
+        for store in stores:
+            store.close()
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
+
+    def __enter__(self) -> SlideReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __reduce__(self):
+        raise TypeError(f"a SlideReader cannot be pickled ({self.path}); "
+                        "open the slide in each process with open_slide(path)")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self.levels)} level(s)"
+        return f"<SlideReader {str(self.path)!r} {state}>"
+
+
+def open_slide(path: str | os.PathLike) -> SlideReader:
+    """Open a slide for reading regions by pyramid level.
+
+    Parameters
+    ----------
+    path : str or path-like
+        PNG, JPEG, TIFF, OME-TIFF, or a tiled whole-slide TIFF (SVS, NDPI, SCN, BIF).
+
+    Returns
+    -------
+    SlideReader
+        Use as a context manager (or call ``close()``); see :class:`SlideReader`.
+
+    Raises
+    ------
+    InputError
+        The file is missing, of an unsupported type, unreadable or corrupt, not 8-bit RGB(A),
+        or has anisotropic pixels. The message names the file.
+    """
+    return SlideReader(path)
 
 
 # --------------------------------------------------------------------------- pixel size

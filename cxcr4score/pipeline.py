@@ -8,13 +8,14 @@ from the merged summaries by :mod:`cxcr4score.eligibility`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from . import __version__, eligibility, io, measure, qc, roi, score, segment, stains, tissue
+from . import __version__, eligibility, io, measure, qc, roi, score, segment, stains, tiling, tissue
+from . import grid as grid_module
 from .measure import SECTOR_COLUMNS, deconvolve, measure_cells, nucleus_centroids
 
 #: Columns of the per-cell table that DESIGN section 4 fixes, in order.
@@ -28,39 +29,44 @@ CELL_COLUMNS = (
 _ALT_COLUMNS = ("dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell")
 #: A glass region is eroded by this much before I0 is measured (um), away from tissue edges.
 _GLASS_MARGIN_UM = 10.0
+#: cell_id = chunk index x this + label within the chunk (unique within a slide).
+_CELL_ID_STRIDE = 10_000_000
 #: Per-compartment class columns counted into the block table (nominal variant only).
 _COMPARTMENT_MEASURES = ("class_membrane", "class_cytoplasm", "class_nucleus")
 
 
-@dataclass
-class AnalysisImage:
-    """An image at analysis resolution with the geometry that maps it to level 0."""
+def open_grid(path, *, sheet_mpp, config):
+    """Open a slide and fix its analysis grid.
 
-    rgb: np.ndarray
-    mpp: float  # analysis pixel size actually reached
-    native_mpp: float
-    mpp_source: str
-    mpp_warning: str | None
-
-    @property
-    def to_level0(self):
-        """Level-0 pixels per analysis pixel."""
-        return self.mpp / self.native_mpp
-
-
-def load_analysis_image(path, *, sheet_mpp, config):
-    """Read an image and bring it to the analysis pixel size (area averaging)."""
-    image = io.read_image(path)
-    mpp, source, warning = io.resolve_mpp(image.mpp, sheet_mpp, config["default_mpp"])
-    rgb, analysis_mpp = io.to_analysis_resolution(image.rgb, mpp=mpp, analysis_mpp=config["analysis_mpp"])
-    return AnalysisImage(rgb, analysis_mpp, mpp, source, warning)
+    Returns
+    -------
+    reader : io.SlideReader
+        Open; the caller closes it (``with reader:``).
+    grid : grid.Grid
+    mpp_source : str
+    mpp_warning : str or None
+    """
+    reader = io.open_slide(path)
+    try:
+        native, source, warning = io.resolve_mpp(reader.mpp, sheet_mpp, config["default_mpp"])
+        chosen = grid_module.choose_grid(reader.levels, native_mpp=native, analysis_mpp=config["analysis_mpp"])
+    except BaseException:
+        reader.close()
+        raise
+    return reader, chosen, source, warning
 
 
-def _tissue(image, config):
-    settings = config["tissue"]
-    return tissue.tissue_mask(
-        image.rgb, mpp=image.mpp, od_threshold=settings["od_threshold"], min_area_um2=settings["min_area_um2"]
+def grid_from_info(info):
+    """The analysis grid recorded by :func:`slide_info`."""
+    return grid_module.Grid(
+        level=info["level"], level_shape=tuple(info["level_shape"]), level_mpp=info["level_mpp"],
+        mpp=info["analysis_mpp"], shape=tuple(info["shape"]), native_mpp=info["mpp"],
     )
+
+
+def _tissue(rgb, mpp, config):
+    settings = config["tissue"]
+    return tissue.tissue_mask(rgb, mpp=mpp, od_threshold=settings["od_threshold"], min_area_um2=settings["min_area_um2"])
 
 
 def _glass(tissue_mask, mpp):
@@ -81,35 +87,44 @@ def slide_info(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", conf
     dict
         JSON-serialisable; read back by :func:`measure_chunk` and :func:`merge_slide`.
     """
-    image = load_analysis_image(path, sheet_mpp=sheet_mpp, config=config)
-    mask = _tissue(image, config)
+    reader, grid, mpp_source, mpp_warning = open_grid(path, sheet_mpp=sheet_mpp, config=config)
+    with reader:
+        overview, overview_mpp = grid_module.read_overview(reader, grid)
+    mask = _tissue(overview, overview_mpp, config)
     background = stains.measure_background(
-        image.rgb, _glass(mask, image.mpp),
+        overview, _glass(mask, overview_mpp),
         default_i0=config["default_i0"], min_glass_fraction=config["tissue"]["min_glass_fraction"],
     )
-    warnings = [w for w in (image.mpp_warning, background.warning) if w]
-    if image.mpp > config["analysis_mpp"] * (1 + io.MPP_TOLERANCE):
-        warnings.append(f"pixel size {image.mpp:.3g} um is coarser than the analysis pixel size "
+    warnings = [w for w in (mpp_warning, background.warning) if w]
+    if grid.mpp > config["analysis_mpp"] * (1 + io.MPP_TOLERANCE):
+        warnings.append(f"pixel size {grid.mpp:.3g} um is coarser than the analysis pixel size "
                         f"{config['analysis_mpp']:g} um: compartments are less exact")
-    tissue_mm2 = float(np.count_nonzero(mask)) * image.mpp**2 / 1e6
+    tissue_mm2 = float(np.count_nonzero(mask)) * overview_mpp**2 / 1e6
     if tissue_mm2 == 0:
         warnings.append("no tissue found")
+    halo_px = math.ceil(tiling.halo_um(config) / grid.mpp)
+    chunks = tiling.plan_chunks(grid.shape, halo_px=halo_px, core_px=tiling.CORE_PX, tissue=mask if tissue_mm2 else None)
     matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
     return {
         "slide_id": slide_id,
         "patient_id": patient_id,
         "path": str(path),
         "roi": str(roi_path or ""),
-        "mpp": image.native_mpp,
-        "mpp_source": image.mpp_source,
-        "analysis_mpp": image.mpp,
-        "shape": list(image.rgb.shape[:2]),
+        "mpp": grid.native_mpp,
+        "mpp_source": mpp_source,
+        "level": grid.level,
+        "level_shape": list(grid.level_shape),
+        "level_mpp": grid.level_mpp,
+        "analysis_mpp": grid.mpp,
+        "shape": list(grid.shape),
+        "overview_mpp": overview_mpp,
         "tissue_mm2": tissue_mm2,
         "i0": list(background.i0),
         "i0_source": background.source,
         "stain_vectors": _vector_text(matrix[:2]),
         "stain_source": "default",
-        "chunks": ["0"],
+        "chunks": [str(c.index) for c in chunks],
+        "chunk_boxes": [c.to_json() for c in chunks],
         "qc_status": "warning" if warnings else "ok",
         "qc_message": "; ".join(warnings),
         "cxcr4score_version": __version__,
@@ -120,11 +135,17 @@ def _nucleus_params(config):
     return segment.NucleusParams(**config["nuclei"])
 
 
-def _roi_mask(info, shape, to_level0):
+def _roi_mask(info, box, to_level0):
+    """The ROI on an analysis-grid box ``(top, left, bottom, right)``, or None without ROI.
+
+    Level-0 and analysis coordinates are continuous here (pixel k spans [k, k + 1)), so the
+    box's corner is ``(left, top) * to_level0`` in level-0 units.
+    """
     if not info["roi"]:
         return None
-    polygons = roi.read_roi(info["roi"])
-    return roi.roi_mask(polygons, shape, scale=1.0 / to_level0)
+    corner = np.array([box[1], box[0]], dtype=np.float64) * to_level0
+    shifted = [[ring - corner for ring in polygon] for polygon in roi.read_roi(info["roi"])]
+    return roi.roi_mask(shifted, (box[2] - box[0], box[3] - box[1]), scale=1.0 / to_level0)
 
 
 def segment_cells(hematoxylin, *, mpp, config):
@@ -173,42 +194,48 @@ def measure_chunk(info, chunk, *, config):
     """
     if chunk not in info["chunks"]:
         raise ValueError(f"chunk {chunk!r} is not one of {info['chunks']!r} of slide {info['slide_id']}")
-    image = load_analysis_image(info["path"], sheet_mpp=str(info["mpp"]), config=config)
-    mpp = image.mpp
+    box = tiling.Chunk.from_json(info["chunk_boxes"][info["chunks"].index(chunk)])
+    grid = grid_from_info(info)
+    with io.open_slide(info["path"]) as reader:
+        rgb = grid_module.read_box(reader, grid, box.read)
+    mpp = grid.mpp
     matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
     tables = stains.concentration_tables(info["i0"], matrix)
     alt_i0 = (float(config["default_i0"]),) * 3
     alt_dab = stains.concentration_tables(alt_i0, matrix)[stains.DAB]
-    hematoxylin, _ = deconvolve(image.rgb, tables)
+    hematoxylin, _ = deconvolve(rgb, tables)
     # Cells are not restricted to the tissue mask: pale stroma can fall below the tissue
     # threshold, and a nucleus is found on its own hematoxylin signal anyway.
     nuclei, cells, codes, exposed = segment_cells(hematoxylin, mpp=mpp, config=config)
     n = int(nuclei.max())
     rows, cols, nucleus_px = nucleus_centroids(nuclei, n)
-    roi_mask = _roi_mask(info, image.rgb.shape[:2], image.to_level0)
-    in_roi = np.ones(n + 1, dtype=bool)
+    # A cell belongs to the chunk whose core holds its nucleus centroid (DESIGN section 6).
+    owned = np.zeros(n + 1, dtype=bool)
+    owned[1:] = tiling.in_core(rows[1:], cols[1:], box)
+    in_roi = owned.copy()
+    roi_mask = _roi_mask(info, box.read, grid.to_level0)
     if roi_mask is not None and n:
-        in_roi[1:] = roi_mask[np.round(rows[1:]).astype(int), np.round(cols[1:]).astype(int)]
-    in_roi[0] = False
+        in_roi[1:] &= roi_mask[np.round(rows[1:]).astype(int), np.round(cols[1:]).astype(int)]
     stats, hist = measure_cells(
-        image.rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=alt_dab,
+        rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=alt_dab,
         centroid_row=rows, centroid_col=cols, in_scope=in_roi,
     )
-    f = image.to_level0
-    x = (cols[1:] + 0.5) * f - 0.5
-    y = (rows[1:] + 0.5) * f - 0.5
-    x_um, y_um = x * image.native_mpp, y * image.native_mpp
+    keep = owned[1:]
+    f = grid.to_level0
+    x = (cols[1:][keep] + box.read[1] + 0.5) * f
+    y = (rows[1:][keep] + box.read[0] + 0.5) * f
+    x_um, y_um = x * grid.native_mpp, y * grid.native_mpp
     cell_px = np.bincount(cells.ravel(), minlength=n + 1)[1 : n + 1]
     table = _base_table(
-        cell_id=np.arange(1, n + 1, dtype=np.int64) + int(chunk) * 10_000_000,
+        cell_id=np.flatnonzero(keep).astype(np.int64) + 1 + int(chunk) * _CELL_ID_STRIDE,
         x=x, y=y, x_um=x_um, y_um=y_um,
-        nucleus_area_um2=nucleus_px[1:] * mpp**2,
-        cell_area_um2=cell_px * mpp**2,
-        membrane_exposed_fraction=exposed[1 : n + 1] if n else np.empty(0),
+        nucleus_area_um2=nucleus_px[1:][keep] * mpp**2,
+        cell_area_um2=cell_px[keep] * mpp**2,
+        membrane_exposed_fraction=exposed[1 : n + 1][keep] if n else np.empty(0),
         block_id=block_ids(x_um, y_um, config["intervals"]["block_um"]),
-        in_roi=in_roi[1:],
+        in_roi=in_roi[1:][keep],
     )
-    return pd.concat([table, stats.reset_index(drop=True)], axis=1), hist
+    return pd.concat([table, stats[keep].reset_index(drop=True)], axis=1), hist
 
 
 def _with_alt_values(measurements):
@@ -327,21 +354,26 @@ def qc_slide(info, cells, *, config):
     title = f"{info['slide_id']}  QC {info['qc_status']}"
     if info["qc_message"]:
         title += f": {info['qc_message']}"
+    blank = np.full((200, 200, 3), 255, np.uint8)
     if info["qc_status"] == "failed":
-        return qc.qc_picture(np.full((200, 200, 3), 255, np.uint8), cell_x=[], cell_y=[], cell_class=[],
-                             cell_radius=[], title=title)
-    image = load_analysis_image(info["path"], sheet_mpp=str(info["mpp"]), config=config)
-    f = image.to_level0
+        return qc.qc_picture(blank, overview_scale=1.0, crop=blank, crop_origin=(0, 0), cell_x=[], cell_y=[],
+                             cell_class=[], cell_radius=[], title=title)
+    grid = grid_from_info(info)
+    f = grid.to_level0
+    x, y = cells["x"].to_numpy() / f - 0.5, cells["y"].to_numpy() / f - 0.5
     scored = cells["in_roi"].to_numpy(bool) if "in_roi" in cells else np.ones(len(cells), bool)
-    classes = np.where(scored, cells["class"].to_numpy(int), -1)
+    top, left = qc.densest_window(x, y, grid.shape)
+    crop_box = (top, left, min(grid.shape[0], top + qc.CROP_PX), min(grid.shape[1], left + qc.CROP_PX))
+    with io.open_slide(info["path"]) as reader:
+        overview, overview_mpp = grid_module.read_overview(reader, grid)
+        crop = grid_module.read_box(reader, grid, crop_box)
+    overview_box = (0, 0, *overview.shape[:2])
     return qc.qc_picture(
-        image.rgb,
-        cell_x=(cells["x"].to_numpy() + 0.5) / f - 0.5,
-        cell_y=(cells["y"].to_numpy() + 0.5) / f - 0.5,
-        cell_class=classes,
-        cell_radius=np.sqrt(cells["cell_area_um2"].to_numpy() / np.pi) / image.mpp,
-        tissue_mask=_tissue(image, config),
-        roi_mask=_roi_mask(info, image.rgb.shape[:2], image.to_level0),
+        overview, overview_scale=overview_mpp / grid.mpp, crop=crop, crop_origin=(top, left),
+        cell_x=x, cell_y=y, cell_class=np.where(scored, cells["class"].to_numpy(int), -1),
+        cell_radius=np.sqrt(cells["cell_area_um2"].to_numpy() / np.pi) / grid.mpp,
+        tissue_mask=_tissue(overview, overview_mpp, config),
+        roi_mask=_roi_mask(info, overview_box, overview_mpp / grid.native_mpp),
         title=title,
     )
 

@@ -29,14 +29,18 @@ def _scaled(rgb, factor):
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
-def _outline(canvas, mask, colour, factor):
+def _outline(canvas, mask, colour):
     small = cv2.resize(mask.astype(np.uint8), (canvas.shape[1], canvas.shape[0]), interpolation=cv2.INTER_NEAREST)
     contours, _ = cv2.findContours(small, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(canvas, contours, -1, colour, 2)
 
 
-def _densest_window(x, y, shape, side):
-    """Top-left corner of the ``side`` square holding most cells (coarse 2-D histogram)."""
+def densest_window(x, y, shape, side=CROP_PX):
+    """Top-left corner of the ``side`` square of an image of ``shape`` holding most cells.
+
+    ``x``, ``y`` are cell positions in the image's pixels (coarse 2-D histogram of half-side
+    bins, so the answer is within a quarter of a side of the best).
+    """
     if len(x) == 0:
         return 0, 0
     step = max(1, side // 2)
@@ -56,20 +60,28 @@ def _legend(canvas, lines):
         cv2.putText(canvas, text, (10, 22 + 22 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (30, 30, 30), 1, cv2.LINE_AA)
 
 
-def qc_picture(rgb, *, cell_x, cell_y, cell_class, cell_radius, tissue_mask=None, roi_mask=None, title=""):
+def qc_picture(overview, *, overview_scale, crop, crop_origin, cell_x, cell_y, cell_class, cell_radius,
+               tissue_mask=None, roi_mask=None, title=""):
     """Compose the QC picture of one slide.
 
     Parameters
     ----------
-    rgb : (M, N, 3) ndarray of uint8
-        The slide at analysis resolution.
+    overview : (P, Q, 3) ndarray of uint8
+        The whole slide at low resolution.
+    overview_scale : float
+        Analysis pixels per overview pixel.
+    crop : (R, S, 3) ndarray of uint8
+        A region at analysis resolution (the densest, see :func:`densest_window`).
+    crop_origin : (int, int)
+        Its top-left corner in analysis pixels.
     cell_x, cell_y : (K,) array_like
         Cell centroids in analysis pixels.
     cell_class : (K,) array_like of int
-        Scored class 0..3 of each cell (-1 or other values: not scored, drawn grey).
+        Scored class 0..3 of each cell (other values: not scored, not drawn).
     cell_radius : (K,) array_like
         Radius of each cell in analysis pixels (for the rings of the crop).
-    tissue_mask, roi_mask : (M, N) ndarray of bool, optional
+    tissue_mask, roi_mask : (P, Q) ndarray of bool, optional
+        On the overview grid.
     title : str
         First legend line (slide id, QC status).
 
@@ -80,15 +92,16 @@ def qc_picture(rgb, *, cell_x, cell_y, cell_class, cell_radius, tissue_mask=None
     """
     x, y = np.asarray(cell_x, float), np.asarray(cell_y, float)
     classes, radius = np.asarray(cell_class, int), np.asarray(cell_radius, float)
-    factor = min(1.0, THUMBNAIL_PX / max(rgb.shape[:2]))
-    thumb = _scaled(rgb, factor).copy()
+    shrink = min(1.0, THUMBNAIL_PX / max(overview.shape[:2]))
+    thumb = _scaled(overview, shrink).copy()
+    factor = shrink / overview_scale  # thumbnail px per analysis px
     if tissue_mask is not None:
-        _outline(thumb, tissue_mask, TISSUE_COLOUR, factor)
+        _outline(thumb, tissue_mask, TISSUE_COLOUR)
     if roi_mask is not None:
-        _outline(thumb, roi_mask, ROI_COLOUR, factor)
-    top, left = _densest_window(x, y, rgb.shape, CROP_PX)
-    crop = rgb[top : top + CROP_PX, left : left + CROP_PX].copy()
-    dot = max(1, round(2 * factor / 0.5))
+        _outline(thumb, roi_mask, ROI_COLOUR)
+    top, left = crop_origin
+    crop = crop.copy()
+    dot = max(1, round(4 * factor))
     for k, colour in enumerate(CLASS_COLOURS):
         for xi, yi, ri in zip(x[classes == k], y[classes == k], radius[classes == k]):
             cv2.circle(thumb, (round(xi * factor), round(yi * factor)), dot, colour, -1)

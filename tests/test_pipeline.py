@@ -104,3 +104,22 @@ def test_blank_glass_gives_no_cells_and_a_warning(tmp_path):
     info, cells, blocks, summary = pipeline.score_slide(path, slide_id="G", config=CONFIG)
     assert len(cells) == 0 and list(cells.columns[:3]) == ["cell_id", "x", "y"]
     assert summary["qc_status"] == "warning" and "no tissue" in summary["qc_message"]
+
+
+def test_tiles_with_halo_give_the_whole_image_result(tmp_path, monkeypatch):
+    """DESIGN 6: totals over tiles = whole image; each cell once, measured as on the whole image."""
+    tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(350.0, 350.0), positive_fraction=0.5), seed=24)
+    path = tmp_path / "t.tif"
+    synthetic.write_tile(tile, path)
+    _, whole, whole_blocks, whole_summary = pipeline.score_slide(path, slide_id="W", config=CONFIG)
+    monkeypatch.setattr("cxcr4score.tiling.CORE_PX", 256)
+    info, tiled, tiled_blocks, tiled_summary = pipeline.score_slide(path, slide_id="W", config=CONFIG)
+    assert len(info["chunks"]) == 9
+    key = ["y", "x"]
+    a = whole.drop(columns="cell_id").sort_values(key).reset_index(drop=True)
+    b = tiled.drop(columns="cell_id").sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    assert tiled["cell_id"].is_unique
+    assert whole_blocks.groupby(["variant", "measure"])[["n0", "n1", "n2", "n3"]].sum().equals(
+        tiled_blocks.groupby(["variant", "measure"])[["n0", "n1", "n2", "n3"]].sum())
+    assert whole_summary["pixel_hist"] == tiled_summary["pixel_hist"]

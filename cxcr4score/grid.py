@@ -1,0 +1,112 @@
+"""The analysis grid of a slide: which pyramid level is read, at what pixel size, and how.
+
+Coordinates: *level-0* pixels of the file, *level* pixels of the pyramid level that is read,
+and *analysis* pixels of the grid the science runs on (DESIGN section 3: the coarsest level
+with mpp <= analysis_mpp x 1.05, area-averaged down to analysis_mpp). Pixel centres sit at
+integer coordinates in every plane, so a point maps as ``(a + 0.5) * f - 0.5``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from . import io
+
+#: A level within this fraction of the analysis pixel size is used as it is (no resampling).
+MPP_TOLERANCE = io.MPP_TOLERANCE
+#: Longest side of the overview (tissue mask, background, QC thumbnail), in pixels.
+OVERVIEW_PX = 2048
+#: Rows of a level decoded at once while building the overview.
+_BAND_ROWS = 2048
+
+
+@dataclass(frozen=True)
+class Grid:
+    """How a slide maps onto the analysis grid."""
+
+    level: int
+    level_shape: tuple[int, int]
+    level_mpp: float  # um per level pixel
+    mpp: float  # um per analysis pixel (effective)
+    shape: tuple[int, int]  # analysis grid (rows, cols)
+    native_mpp: float  # um per level-0 pixel
+
+    @property
+    def level_per_analysis(self):
+        """Level pixels per analysis pixel (1.0 when the level is used as it is)."""
+        return self.mpp / self.level_mpp
+
+    @property
+    def to_level0(self):
+        """Level-0 pixels per analysis pixel."""
+        return self.mpp / self.native_mpp
+
+
+def choose_grid(levels, *, native_mpp, analysis_mpp):
+    """The level to read and the analysis grid it gives.
+
+    Parameters
+    ----------
+    levels : sequence of io.Level
+        Pyramid levels, finest first.
+    native_mpp : float
+        Level-0 pixel size (um).
+    analysis_mpp : float
+
+    Returns
+    -------
+    Grid
+        The coarsest level with mpp <= ``analysis_mpp`` x 1.05 (level 0 if all are coarser);
+        a level finer than ``analysis_mpp`` x 0.95 is area-averaged to ``analysis_mpp``.
+    """
+    fine_enough = [k for k, lv in enumerate(levels) if native_mpp * lv.downsample <= analysis_mpp * (1 + MPP_TOLERANCE)]
+    level = max(fine_enough, key=lambda k: levels[k].downsample) if fine_enough else 0
+    shape = tuple(int(v) for v in levels[level].shape)
+    level_mpp = native_mpp * levels[level].downsample
+    if level_mpp >= analysis_mpp * (1 - MPP_TOLERANCE):
+        return Grid(level, shape, level_mpp, level_mpp, shape, native_mpp)
+    out = tuple(max(1, round(v * level_mpp / analysis_mpp)) for v in shape)
+    effective = level_mpp * (shape[0] / out[0] + shape[1] / out[1]) / 2
+    return Grid(level, shape, level_mpp, effective, out, native_mpp)
+
+
+def read_box(reader, grid, box):
+    """RGB of an analysis-grid box ``(top, left, bottom, right)``, area-averaged as needed.
+
+    Returns
+    -------
+    (bottom - top, right - left, 3) ndarray of uint8
+    """
+    top, left, bottom, right = (int(v) for v in box)
+    f = grid.level_per_analysis
+    if f == 1.0:
+        return reader.read_region(grid.level, top, left, bottom - top, right - left)
+    sy, sx = grid.level_shape[0] / grid.shape[0], grid.level_shape[1] / grid.shape[1]
+    l_top, l_left = math.floor(top * sy), math.floor(left * sx)
+    l_bottom, l_right = math.ceil(bottom * sy), math.ceil(right * sx)
+    region = reader.read_region(grid.level, l_top, l_left, l_bottom - l_top, l_right - l_left)
+    return cv2.resize(region, (right - left, bottom - top), interpolation=cv2.INTER_AREA)
+
+
+def read_overview(reader, grid, *, max_px=OVERVIEW_PX):
+    """A low-resolution RGB of the whole slide, from the coarsest fitting level, band by band.
+
+    Returns
+    -------
+    rgb : (P, Q, 3) ndarray of uint8
+    mpp : float
+        Its pixel size: the analysis pixel size when the whole grid fits in ``max_px`` (then
+        the overview *is* the analysis image), else coarser.
+    """
+    factor = max(grid.shape) / max_px
+    if factor <= 1.0:
+        return read_box(reader, grid, (0, 0, *grid.shape)), grid.mpp
+    overview = choose_grid(reader.levels, native_mpp=grid.native_mpp, analysis_mpp=grid.mpp * factor)
+    band = max(1, int(_BAND_ROWS / overview.level_per_analysis))  # overview rows per read
+    rows = [read_box(reader, overview, (top, 0, min(top + band, overview.shape[0]), overview.shape[1]))
+            for top in range(0, overview.shape[0], band)]
+    return np.concatenate(rows, axis=0), overview.mpp

@@ -1,0 +1,103 @@
+"""Tiles with a halo, so that a job's memory is bounded by the tile, never by the slide.
+
+The analysis grid (the slide at the analysis pixel size) is cut into square cores; each is
+read with a halo wide enough that every cell whose nucleus centroid lies in the core is
+segmented and measured exactly as on the whole image, and a cell belongs to the tile whose
+core holds its nucleus centroid (DESIGN section 6). Pure geometry: no pixels here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .segment import OUTLINE_WINDOW_UM
+
+#: Side of a tile core at analysis resolution (pixels): 2048^2 keeps a job near 1 GB.
+CORE_PX = 2048
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One tile: its core (owned cells) and the halo-expanded box that is read, in analysis px.
+
+    Boxes are ``(top, left, bottom, right)``, bottom/right exclusive; the read box is clipped
+    to the slide.
+    """
+
+    index: int
+    core: tuple[int, int, int, int]
+    read: tuple[int, int, int, int]
+
+    def to_json(self):
+        """A JSON-serialisable dict (for the slide_info checkpoint)."""
+        return {"index": self.index, "core": list(self.core), "read": list(self.read)}
+
+    @classmethod
+    def from_json(cls, data):
+        """Inverse of :meth:`to_json`."""
+        return cls(int(data["index"]), tuple(data["core"]), tuple(data["read"]))
+
+
+def halo_um(config):
+    """Halo width (um) from the configuration.
+
+    The largest nucleus kept (diameter of a disc of ``max_area_um2``), the cell expansion and
+    membrane band around it, and the reach of the filters that decide its outline: 3 sigma of
+    the smoothing, the background radius and the outline window. About 46 um at defaults.
+    """
+    nuclei = config["nuclei"]
+    diameter = 2.0 * math.sqrt(nuclei["max_area_um2"] / math.pi)
+    return (diameter + config["cell_expansion_um"] + config["membrane_band_um"]
+            + 3.0 * nuclei["sigma_um"] + nuclei["background_radius_um"] + OUTLINE_WINDOW_UM)
+
+
+def plan_chunks(shape, *, halo_px, core_px=CORE_PX, tissue=None):
+    """Tiles covering an analysis grid of ``shape``, skipping those with no tissue.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Rows and columns of the slide at analysis resolution.
+    halo_px : int
+        Halo width in analysis pixels.
+    core_px : int
+        Core side in analysis pixels.
+    tissue : (P, Q) ndarray of bool, optional
+        Tissue mask on a coarser grid spanning the same slide; a tile is kept when its read
+        box (core plus halo) holds any tissue. Every tile is kept when omitted.
+
+    Returns
+    -------
+    list of Chunk
+        Row-major; indices 0..k-1 in that order.
+    """
+    rows, cols = int(shape[0]), int(shape[1])
+    if rows <= 0 or cols <= 0 or core_px <= 0 or halo_px < 0:
+        raise ValueError(f"need a positive shape and core and a non-negative halo, got {shape}, {core_px}, {halo_px}")
+    chunks = []
+    for top in range(0, rows, core_px):
+        for left in range(0, cols, core_px):
+            core = (top, left, min(top + core_px, rows), min(left + core_px, cols))
+            read = (max(0, core[0] - halo_px), max(0, core[1] - halo_px),
+                    min(rows, core[2] + halo_px), min(cols, core[3] + halo_px))
+            if tissue is None or _has_tissue(tissue, read, (rows, cols)):
+                chunks.append(Chunk(len(chunks), core, read))
+    return chunks
+
+
+def _has_tissue(tissue, box, shape):
+    scale_r, scale_c = tissue.shape[0] / shape[0], tissue.shape[1] / shape[1]
+    top, left = int(box[0] * scale_r), int(box[1] * scale_c)
+    bottom, right = max(top + 1, math.ceil(box[2] * scale_r)), max(left + 1, math.ceil(box[3] * scale_c))
+    return bool(np.any(tissue[top:bottom, left:right]))
+
+
+def in_core(rows, cols, chunk):
+    """Which centroids (analysis px, relative to the read box) lie in the chunk's core."""
+    top, left = chunk.core[0] - chunk.read[0], chunk.core[1] - chunk.read[1]
+    bottom, right = chunk.core[2] - chunk.read[0], chunk.core[3] - chunk.read[1]
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    return (rows >= top - 0.5) & (rows < bottom - 0.5) & (cols >= left - 0.5) & (cols < right - 0.5)
