@@ -22,7 +22,6 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import imageio.v3 as iio
 import numpy as np
 import pandas as pd
@@ -43,7 +42,6 @@ __all__ = [
     "resolve_mpp",
     "sanitise_id",
     "slides_from_folder",
-    "to_analysis_resolution",
     "validate_slide",
     "write_table",
 ]
@@ -744,59 +742,6 @@ def resolve_mpp(
         f"pixel size not in the image metadata or the sheet; assumed default_mpp "
         f"{float(default_mpp):g} um/px"
     )
-
-
-def to_analysis_resolution(
-    rgb: np.ndarray, *, mpp: float, analysis_mpp: float
-) -> tuple[np.ndarray, float]:
-    """Area-average an image down to the analysis pixel size.
-
-    Parameters
-    ----------
-    rgb : (M, N, 3) ndarray of uint8
-        The image.
-    mpp : float
-        Its pixel size (um/px).
-    analysis_mpp : float
-        The target pixel size (config ``analysis_mpp``, 0.5 by default).
-
-    Returns
-    -------
-    rgb_out : (P, Q, 3) ndarray of uint8
-        With ``P = round(M * mpp / analysis_mpp)`` (at least 1), likewise Q; the input itself
-        when no resampling is done.
-    mpp_out : float
-        The effective pixel size, ``mpp * M / P`` and ``mpp * N / Q`` averaged.
-
-    Raises
-    ------
-    ValueError
-        If ``rgb`` is not (M, N, 3) uint8 or a pixel size is not positive.
-
-    Notes
-    -----
-    Images finer than ``analysis_mpp * (1 - 0.05)`` are reduced with OpenCV ``INTER_AREA``;
-    images within 5% of it, or coarser, are returned unchanged with their own ``mpp``
-    (DESIGN section 3; QuPath ``requestedPixelSizeMicrons``).
-
-    Examples
-    --------
-    >>> rgb = np.zeros((100, 80, 3), np.uint8)
-    >>> out, mpp_out = to_analysis_resolution(rgb, mpp=0.25, analysis_mpp=0.5)
-    >>> out.shape, mpp_out
-    ((50, 40, 3), 0.5)
-    """
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"rgb must be (M, N, 3) uint8, got shape {rgb.shape} and dtype {rgb.dtype}")
-    if not (_positive(mpp) and _positive(analysis_mpp)):
-        raise ValueError(f"pixel sizes must be positive, got mpp={mpp!r}, analysis_mpp={analysis_mpp!r}")
-    if mpp >= analysis_mpp * (1 - MPP_TOLERANCE):
-        return rgb, float(mpp)
-    in_shape = np.array(rgb.shape[:2])
-    out_shape = np.maximum(1, np.round(in_shape * mpp / analysis_mpp).astype(int))
-    resized = cv2.resize(rgb, (int(out_shape[1]), int(out_shape[0])), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(resized), float(np.mean(mpp * in_shape / out_shape))
 
 
 # --------------------------------------------------------------------------- sheets

@@ -307,37 +307,6 @@ def test_resolve_mpp_rejects_bad_values(sheet, default):
         io.resolve_mpp(None, sheet, default)
 
 
-# --------------------------------------------------------------------------- to_analysis_resolution
-
-
-def test_area_averaging_halves_and_averages():
-    rgb = np.zeros((4, 6, 3), np.uint8)
-    rgb[0::2, 0::2] = 200  # every 2x2 block holds one 200 and three 0s
-    out, mpp = io.to_analysis_resolution(rgb, mpp=0.25, analysis_mpp=0.5)
-    assert out.shape == (2, 3, 3) and mpp == 0.5 and out.flags.c_contiguous
-    assert (out == 50).all()
-
-
-def test_output_size_and_effective_mpp():
-    rgb = np.zeros((2202, 1000, 3), np.uint8)
-    out, mpp = io.to_analysis_resolution(rgb, mpp=0.227, analysis_mpp=0.5)
-    assert out.shape == (1000, 454, 3)  # round(2202 * 0.454), round(1000 * 0.454)
-    assert mpp == pytest.approx((0.227 * 2202 / 1000 + 0.227 * 1000 / 454) / 2)
-
-
-@pytest.mark.parametrize("mpp", [0.48, 0.5, 0.52, 1.0])
-def test_close_or_coarser_images_are_unchanged(rgb, mpp):
-    out, mpp_out = io.to_analysis_resolution(rgb, mpp=mpp, analysis_mpp=0.5)
-    assert out is rgb and mpp_out == mpp
-
-
-def test_to_analysis_resolution_validates(rgb):
-    with pytest.raises(ValueError, match="uint8"):
-        io.to_analysis_resolution(rgb.astype(np.float32), mpp=0.25, analysis_mpp=0.5)
-    with pytest.raises(ValueError, match="positive"):
-        io.to_analysis_resolution(rgb, mpp=0, analysis_mpp=0.5)
-
-
 # --------------------------------------------------------------------------- sheets
 
 

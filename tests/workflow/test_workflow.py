@@ -1,6 +1,7 @@
 """The real `snakemake` command on sample_slides/: expected calls, the output contract,
 --config overrides, what a threshold change reruns, and bad input (DESIGN section 4)."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,8 @@ def test_output_contract(demo):
     slides = pd.read_csv(demo / "slides.csv", dtype=str)
     for slide_id in slides["slide_id"]:
         assert (demo / "cells" / f"{slide_id}.parquet").is_file()
+        detections = json.loads((demo / "cells" / f"{slide_id}.geojson").read_text())["features"]
+        assert len(detections) == len(pd.read_parquet(demo / "cells" / f"{slide_id}.parquet"))
         assert (demo / "qc" / f"{slide_id}.png").stat().st_size > 10_000
     assert "Research use only" in (demo / "report.html").read_text()
     if not CHECK_CONTRACT.is_file():

@@ -84,6 +84,8 @@ rule merge_slide:
         info=out("slides/{slide}/info.json"),
     output:
         cells=out("cells/{slide}.parquet"),
+        # The same cells as QuPath detections (File > Import objects), for a look on the slide.
+        geojson=out("cells/{slide}.geojson"),
         blocks=out("slides/{slide}/blocks.parquet"),
         summary=out("slides/{slide}/summary.json"),
     params:

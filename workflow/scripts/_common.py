@@ -31,6 +31,6 @@ def read_json(path):
         return json.load(handle)
 
 
-def write_json(data, path):
+def write_json(data, path, indent=1):
     with open(path, "w") as handle:
-        json.dump(data, handle, indent=1, allow_nan=True)
+        json.dump(data, handle, indent=indent, allow_nan=True)
