@@ -8,13 +8,12 @@ integer coordinates in every plane, so a point maps as ``(a + 0.5) * f - 0.5``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from . import io
+from ._kernels import area_resize_kernel
 
 #: A level within this fraction of the analysis pixel size is used as it is (no resampling).
 MPP_TOLERANCE = io.MPP_TOLERANCE
@@ -77,19 +76,28 @@ def choose_grid(levels, *, native_mpp, analysis_mpp):
 def read_box(reader, grid, box):
     """RGB of an analysis-grid box ``(top, left, bottom, right)``, area-averaged as needed.
 
+    Analysis pixel (i, j) is the area average of the level pixels under
+    ``[i * Ly / Gy, (i + 1) * Ly / Gy) x [j * Lx / Gx, (j + 1) * Lx / Gx)`` (L level, G grid
+    sizes), computed from global indices, so a box equals the same crop of the whole slide:
+    tiles agree with the whole image exactly. (OpenCV's INTER_AREA resizes one array as a
+    whole, so a tile resized on its own would be sampled on a shifted grid.)
+
     Returns
     -------
     (bottom - top, right - left, 3) ndarray of uint8
     """
     top, left, bottom, right = (int(v) for v in box)
-    f = grid.level_per_analysis
-    if f == 1.0:
+    if grid.level_per_analysis == 1.0:
         return reader.read_region(grid.level, top, left, bottom - top, right - left)
-    sy, sx = grid.level_shape[0] / grid.shape[0], grid.level_shape[1] / grid.shape[1]
-    l_top, l_left = math.floor(top * sy), math.floor(left * sx)
-    l_bottom, l_right = math.ceil(bottom * sy), math.ceil(right * sx)
+    (level_rows, level_cols), (rows, cols) = grid.level_shape, grid.shape
+    # Level pixels under the box, in integer arithmetic (floor and ceil of k * L / G).
+    l_top, l_left = top * level_rows // rows, left * level_cols // cols
+    l_bottom, l_right = -(-bottom * level_rows // rows), -(-right * level_cols // cols)
     region = reader.read_region(grid.level, l_top, l_left, l_bottom - l_top, l_right - l_left)
-    return cv2.resize(region, (right - left, bottom - top), interpolation=cv2.INTER_AREA)
+    out = np.empty((bottom - top, right - left, 3), np.uint8)
+    area_resize_kernel(np.ascontiguousarray(region), out, top, left, l_top, l_left,
+                       level_rows / rows, level_cols / cols)
+    return out
 
 
 def read_overview(reader, grid, *, max_px=OVERVIEW_PX):

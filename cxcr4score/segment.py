@@ -97,7 +97,7 @@ def detect_nuclei(hematoxylin, *, mpp, params=NucleusParams()):
     Returns
     -------
     labels : (M, N) ndarray of int32
-        0 background, 1..n nuclei, numbered in raster order of their first pixel.
+        0 background, 1..n nuclei (numbered by the splitting, not in raster order).
 
     Notes
     -----

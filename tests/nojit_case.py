@@ -8,10 +8,11 @@ import sys
 import numpy as np
 
 from cxcr4score import measure, stains
+from cxcr4score._kernels import area_resize_kernel
 
 
 def measure_small_case():
-    """Deconvolve and measure a fixed random 40 x 48 image with 8 blocky cells."""
+    """Deconvolve, measure and area-resize a fixed random 40 x 48 image with 8 blocky cells."""
     rng = np.random.default_rng(11)
     rgb = rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
     cells = np.kron(rng.integers(0, 9, size=(10, 12)), np.ones((4, 4), dtype=np.int64)).astype(np.int32)
@@ -26,9 +27,11 @@ def measure_small_case():
         in_scope=np.ones(9, dtype=bool),
     )
     _, dab = measure.deconvolve(rgb, tables)
-    return table, hist, dab
+    resized = np.empty((13, 17, 3), np.uint8)
+    area_resize_kernel(rgb, resized, 2, 3, 4, 6, 1.37, 1.41)
+    return table, hist, dab, resized
 
 
 if __name__ == "__main__":
-    table, hist, dab = measure_small_case()
-    np.savez(sys.argv[1], table=table.to_numpy(), hist=hist, dab=dab)
+    table, hist, dab, resized = measure_small_case()
+    np.savez(sys.argv[1], table=table.to_numpy(), hist=hist, dab=dab, resized=resized)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numba
 import numpy as np
 import pytest
@@ -167,6 +168,19 @@ def test_real_ihc_tile_statistics_match_reference():
     np.testing.assert_allclose(table["dab_membrane"], ref["dab_membrane"], atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(64, 64), (221, 173), (1167, 90)])
+def test_area_resize_matches_opencv_inter_area(shape):
+    """Reference: cv2.resize INTER_AREA of the whole image (same area weights; rounding may differ by 1)."""
+    from cxcr4score._kernels import area_resize_kernel
+
+    rgb = _random_rgb(shape, seed=12)
+    out_shape = (max(1, round(shape[0] * 0.3 / 0.5)), max(1, round(shape[1] * 0.3 / 0.5)))
+    ours = np.empty((*out_shape, 3), np.uint8)
+    area_resize_kernel(rgb, ours, 0, 0, 0, 0, shape[0] / out_shape[0], shape[1] / out_shape[1])
+    ref = cv2.resize(rgb, out_shape[::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1
+
+
 def test_kernels_run_without_jit(tmp_path):
     """The kernels' Python source gives the same result with NUMBA_DISABLE_JIT=1."""
     out = tmp_path / "nojit.npz"
@@ -175,7 +189,8 @@ def test_kernels_run_without_jit(tmp_path):
     result = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     without_jit = np.load(out)
-    table, hist, dab = nojit_case.measure_small_case()
+    table, hist, dab, resized = nojit_case.measure_small_case()
     np.testing.assert_array_equal(without_jit["table"], table.to_numpy())
     np.testing.assert_array_equal(without_jit["hist"], hist)
     np.testing.assert_array_equal(without_jit["dab"], dab)
+    np.testing.assert_array_equal(without_jit["resized"], resized)

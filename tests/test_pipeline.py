@@ -106,9 +106,14 @@ def test_blank_glass_gives_no_cells_and_a_warning(tmp_path):
     assert summary["qc_status"] == "warning" and "no tissue" in summary["qc_message"]
 
 
-def test_tiles_with_halo_give_the_whole_image_result(tmp_path, monkeypatch):
-    """DESIGN 6: totals over tiles = whole image; each cell once, measured as on the whole image."""
-    tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(350.0, 350.0), positive_fraction=0.5), seed=24)
+@pytest.mark.parametrize("mpp", [0.5, 0.3])
+def test_tiles_with_halo_give_the_whole_image_result(tmp_path, monkeypatch, mpp):
+    """DESIGN 6: totals over tiles = whole image; each cell once, measured as on the whole image.
+
+    At 0.3 um/px every tile is area-averaged by a non-integer factor (0.6 grid px per level px).
+    """
+    tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(350.0, 350.0), mpp=mpp, positive_fraction=0.5),
+                                   seed=24)
     path = tmp_path / "t.tif"
     synthetic.write_tile(tile, path)
     _, whole, whole_blocks, whole_summary = pipeline.score_slide(path, slide_id="W", config=CONFIG)
