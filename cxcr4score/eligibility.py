@@ -4,7 +4,7 @@ Pure functions on pandas tables; no I/O. The rules are DESIGN.md section 5 ("Cal
 rule", "intervals"); the output columns are its section 4 contract.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -86,6 +86,7 @@ class _Settings:
     compartments_label: str
     pixel_thresholds: tuple
     intervals: dict
+    cells_noun: str = "tumour cells"  # "cells" when every cell is scored (tumour not delineated)
 
 
 def _settings(config):
@@ -226,7 +227,7 @@ def _over(unit, units, settings):
     """'over 18,204 tumour cells in 2 slides (S1 25.0%, S2 20.2%)'."""
     k = len(unit.slide_ids)
     values = ", ".join(f"{sid} {_fmt(units[sid].stats[settings.metric], settings)}" for sid in unit.slide_ids)
-    return f"over {unit.stats['n_cells']:,} tumour cells in {k} slide{'s' * (k != 1)} ({values})"
+    return f"over {unit.stats['n_cells']:,} {settings.cells_noun} in {k} slide{'s' * (k != 1)} ({values})"
 
 
 def _describe(unit, units, settings):
@@ -235,7 +236,7 @@ def _describe(unit, units, settings):
         k = len(unit.slide_ids)
         cells = ", ".join(f"{sid} {units[sid].stats['n_cells']:,} cells" for sid in unit.slide_ids)
         return (
-            f"only {unit.stats['n_cells']:,} tumour cells (< {settings.min_cells:,} required) "
+            f"only {unit.stats['n_cells']:,} {settings.cells_noun} (< {settings.min_cells:,} required) "
             f"in {k} slide{'s' * (k != 1)} ({cells})"
         )
     comparison = f"{_COMPARISON[unit.call]} cutoff {_fmt_cutoff(settings)}"
@@ -309,7 +310,7 @@ def _decide(used, collected, counts, variant, settings):
             return _Decision("indeterminate", reason, pooled)
         return _Decision(pooled.call, _describe(pooled, units, settings), pooled)
     if not adequate:
-        reason = f"no slide has at least {settings.min_cells:,} tumour cells ({slide_calls})"
+        reason = f"no slide has at least {settings.min_cells:,} {settings.cells_noun} ({slide_calls})"
         return _Decision("inadequate", reason, pooled)
     if settings.rule == "most_recent":
         sid, when, note = _most_recent(adequate, collected)
@@ -359,6 +360,8 @@ def _patient_row(rows, counts, hists, settings):
     statuses = dict(zip(rows["slide_id"], rows["qc_status"]))
     failed = [sid for sid in rows["slide_id"] if sid not in used]
     source = _tumour_source(rows[rows["slide_id"].isin(used)] if used else rows)
+    if source == "all_cells":
+        settings = replace(settings, cells_noun="cells")
     review = []
     if source not in _DELINEATED:
         review.append(f"tumour not delineated ({source})")

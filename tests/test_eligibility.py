@@ -352,6 +352,7 @@ def test_all_cells_source(config):
     row = one(slides, make_blocks(("S1", POSITIVE), ("S2", POSITIVE)), config, calibrated=True)
     assert row["tumour_source"] == "all_cells"
     assert row["reason"].endswith("; tumour not delineated, all cells scored")
+    assert " over 4,000 cells in 2 slides" in row["reason"]  # not "tumour cells": none were delineated
     assert row["review_reasons"] == "tumour not delineated (all_cells)"
 
 
