@@ -169,7 +169,8 @@ def accuracy(*, tiles=4, size=1024, seed=100, tmp_dir=None):
     pandas.DataFrame
         One row per tile: detection precision, recall and F1 (all cells), tumour-cell
         recall, per-cell class agreement and quadratic kappa of matched tumour cells,
-        Pearson r of membrane and cytoplasm DAB, truth and measured H-scores.
+        Pearson r of membrane DAB, truth and measured H-scores (matched tumour cells; the
+        scored cells, as reported), and the precision and recall of the tumour cell type.
     """
     import tempfile
     from pathlib import Path
@@ -178,7 +179,8 @@ def accuracy(*, tiles=4, size=1024, seed=100, tmp_dir=None):
     rows = []
     with tempfile.TemporaryDirectory(dir=tmp_dir) as folder:
         for k in range(tiles):
-            spec = synthetic.TileSpec(size_um=(size * 0.5, size * 0.5), positive_fraction=(0.1, 0.3, 0.5, 0.7)[k % 4])
+            spec = synthetic.TileSpec(size_um=(size * 0.5, size * 0.5), positive_fraction=(0.1, 0.3, 0.5, 0.7)[k % 4],
+                                      lymphocyte_positive_fraction=0.3)
             tile = synthetic.generate_tile(spec, seed=seed + k)
             path = Path(folder) / f"tile_{k}.tif"
             synthetic.write_tile(tile, path, jpeg_quality=90)
@@ -205,7 +207,9 @@ def _compare(cells, truth, mpp):
         "membrane_r": float(np.corrcoef(t["dab_membrane"][tumour], c["dab_membrane"][tumour].fillna(0))[0, 1]),
         "h_score_truth_tumour": _h_score(truth["class"][tumour_truth]),
         "h_score_matched_tumour": _h_score(c["class"][tumour]),
-        "h_score_all_cells": _h_score(cells["class"]),
+        "h_score_scored": _h_score(cells["class"][cells["scored"]]),
+        "type_tumour_precision": float(np.mean(t["cell_type"][c["cell_type"] == "tumour"] == "tumour")),
+        "type_tumour_recall": float(np.mean(c["cell_type"][tumour] == "tumour")),
     }
 
 

@@ -77,6 +77,41 @@ def nucleus_centroids(nucleus_labels, n_cells):
     return rows, cols, area
 
 
+def nucleus_axis_ratio(nucleus_labels, n_cells, rows, cols):
+    """Long-to-short axis ratio of every nucleus from its second moments.
+
+    Parameters
+    ----------
+    nucleus_labels : (M, N) ndarray of int
+    n_cells : int
+    rows, cols : (n_cells + 1,) ndarray of float64
+        Centroids from :func:`nucleus_centroids`.
+
+    Returns
+    -------
+    (n_cells + 1,) ndarray of float64
+        sqrt(lambda_max / lambda_min) of the pixel-coordinate covariance, each eigenvalue
+        plus 1/12 (the variance of a uniform unit pixel) so that one-pixel-wide nuclei stay
+        finite; index 0 and empty labels are NaN. As ``regionprops``' major / minor axis.
+    """
+    flat = nucleus_labels.ravel()
+    index = np.flatnonzero(flat)
+    labels = flat[index]
+    n_cols = nucleus_labels.shape[1]
+    dr = index // n_cols - rows[labels]
+    dc = index % n_cols - cols[labels]
+    area = np.bincount(labels, minlength=n_cells + 1)[: n_cells + 1].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var_r = np.bincount(labels, weights=dr * dr, minlength=n_cells + 1) / area + 1 / 12
+        var_c = np.bincount(labels, weights=dc * dc, minlength=n_cells + 1) / area + 1 / 12
+        cov = np.bincount(labels, weights=dr * dc, minlength=n_cells + 1) / area
+        half_gap = np.sqrt(((var_r - var_c) / 2) ** 2 + cov**2)
+        mean = (var_r + var_c) / 2
+        ratio = np.sqrt((mean + half_gap) / (mean - half_gap))
+    ratio[0] = np.nan
+    return ratio
+
+
 def measure_cells(
     rgb,
     cell_labels,

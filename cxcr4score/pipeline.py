@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from . import __version__, eligibility, io, measure, qc, roi, score, segment, stains, tiling, tissue
+from . import __version__, celltype, eligibility, io, measure, qc, roi, score, segment, stains, tiling, tissue
 from . import grid as grid_module
 from .measure import SECTOR_COLUMNS, deconvolve, measure_cells, nucleus_centroids
 
@@ -209,6 +209,7 @@ def measure_chunk(info, chunk, *, config):
     nuclei, cells, codes, exposed = segment_cells(hematoxylin, mpp=mpp, config=config)
     n = int(nuclei.max())
     rows, cols, nucleus_px = nucleus_centroids(nuclei, n)
+    axis_ratio = measure.nucleus_axis_ratio(nuclei, n, rows, cols)
     # A cell belongs to the chunk whose core holds its nucleus centroid (DESIGN section 6).
     owned = np.zeros(n + 1, dtype=bool)
     owned[1:] = tiling.in_core(rows[1:], cols[1:], box)
@@ -230,6 +231,7 @@ def measure_chunk(info, chunk, *, config):
         cell_id=np.flatnonzero(keep).astype(np.int64) + 1 + int(chunk) * _CELL_ID_STRIDE,
         x=x, y=y, x_um=x_um, y_um=y_um,
         nucleus_area_um2=nucleus_px[1:][keep] * mpp**2,
+        nucleus_axis_ratio=axis_ratio[1:][keep],
         cell_area_um2=cell_px[keep] * mpp**2,
         membrane_exposed_fraction=exposed[1 : n + 1][keep] if n else np.empty(0),
         block_id=block_ids(x_um, y_um, config["intervals"]["block_um"]),
@@ -286,7 +288,12 @@ def merge_slide(info, measurements, hists, *, config):
     thresholds = np.asarray(config["thresholds"], dtype=np.float64)
     tolerance = config["eligibility"]["threshold_tolerance"]
     classified = _classes(measurements, config, thresholds)
-    scored = classified["in_roi"].to_numpy(bool)
+    classified["cell_type"] = celltype.classify_cell_types(measurements)
+    in_region = classified["in_roi"].to_numpy(bool)
+    by_morphology = config["tumour_cells"] == "morphology"
+    scored = in_region & ((classified["cell_type"] == "tumour").to_numpy() if by_morphology else True)
+    classified["scored"] = scored
+    immune = in_region & (classified["cell_type"] == "immune").to_numpy()
     blocks = classified["block_id"].to_numpy()[scored]
     parts = [_count_rows(classified["class"].to_numpy()[scored], blocks, variant="nominal", measure="class")]
     for name in _COMPARTMENT_MEASURES:
@@ -300,15 +307,15 @@ def merge_slide(info, measurements, hists, *, config):
     block_table = pd.concat(parts, ignore_index=True)
     block_table.insert(0, "slide_id", info["slide_id"])
 
-    classified["cell_type"] = "unknown"
     extra = [c for c in classified.columns if c not in CELL_COLUMNS and c not in SECTOR_COLUMNS]
     cells = classified[list(CELL_COLUMNS) + extra]
     joint = np.sum(hists, axis=0) if len(hists) else measure.empty_histogram()
     hist = measure.split_by_hematoxylin(joint, config["pixel_hematoxylin_min"])
     qc_status, qc_messages = info["qc_status"], [info["qc_message"]] if info["qc_message"] else []
-    if info["roi"] and qc_status != "failed" and not scored.any():
+    if info["roi"] and qc_status != "failed" and not in_region.any():
         qc_status = "warning"
         qc_messages.append(f"the ROI holds none of the {len(cells)} detected cells")
+    immune_classes = classified["class"].to_numpy()[immune]
     summary = {
         **{k: info[k] for k in ("slide_id", "patient_id", "path", "mpp", "tissue_mm2", "stain_vectors",
                                 "stain_source")},
@@ -317,7 +324,11 @@ def merge_slide(info, measurements, hists, *, config):
         "i0": ",".join(f"{v:.1f}" for v in info["i0"]),
         "i0_source": info["i0_source"],
         "has_roi": bool(info["roi"]),
+        "tumour_source": "roi" if info["roi"] else ("morphology" if by_morphology else "all_cells"),
         "n_cells_detected": int(len(cells)),
+        # CXCR4 on lymphocytes, reported apart from the tumour score
+        "n_immune_cells": int(immune.sum()),
+        "pct_immune_positive": float(100 * np.mean(immune_classes >= 1)) if immune.any() else float("nan"),
         "pixel_hist": np.asarray(hist, dtype=np.int64).tolist(),
     }
     return cells, block_table, summary
@@ -336,7 +347,7 @@ def failed_info(*, slide_id, patient_id="", path="", roi_path="", message):
 
 def _base_table(**columns):
     return pd.DataFrame({name: columns[name] for name in (
-        "cell_id", "x", "y", "x_um", "y_um", "nucleus_area_um2", "cell_area_um2",
+        "cell_id", "x", "y", "x_um", "y_um", "nucleus_area_um2", "nucleus_axis_ratio", "cell_area_um2",
         "membrane_exposed_fraction", "block_id", "in_roi")})
 
 
@@ -344,7 +355,8 @@ def empty_measurements():
     """The measurement table of a slide without cells (the columns of :func:`measure_chunk`)."""
     empty = np.empty(0)
     base = _base_table(cell_id=empty.astype(np.int64), x=empty, y=empty, x_um=empty, y_um=empty,
-                       nucleus_area_um2=empty, cell_area_um2=empty, membrane_exposed_fraction=empty,
+                       nucleus_area_um2=empty, nucleus_axis_ratio=empty, cell_area_um2=empty,
+                       membrane_exposed_fraction=empty,
                        block_id=empty.astype(np.int64), in_roi=empty.astype(bool))
     return pd.concat([base, measure.empty_table()], axis=1)
 
@@ -361,7 +373,7 @@ def qc_slide(info, cells, *, config):
     grid = grid_from_info(info)
     f = grid.to_level0
     x, y = cells["x"].to_numpy() / f - 0.5, cells["y"].to_numpy() / f - 0.5
-    scored = cells["in_roi"].to_numpy(bool) if "in_roi" in cells else np.ones(len(cells), bool)
+    scored = cells["scored"].to_numpy(bool)
     top, left = qc.densest_window(x, y, grid.shape)
     crop_box = (top, left, min(grid.shape[0], top + qc.CROP_PX), min(grid.shape[1], left + qc.CROP_PX))
     with io.open_slide(info["path"]) as reader:
@@ -421,5 +433,6 @@ def slides_table(slides, blocks, config):
     scores = eligibility.slide_scores(slides, blocks, config)
     head = slides[list(SLIDES_HEAD)].reset_index(drop=True)
     tail = slides[list(SLIDES_TAIL)].reset_index(drop=True)
-    extra_names = [c for c in ("i0_source", "n_cells_detected", "has_roi") if c in slides]
+    extra_names = [c for c in ("n_immune_cells", "pct_immune_positive", "tumour_source", "i0_source",
+                               "n_cells_detected", "has_roi") if c in slides]
     return pd.concat([head, scores.drop(columns="slide_id"), tail, slides[extra_names].reset_index(drop=True)], axis=1)

@@ -46,8 +46,9 @@ def test_cells_table_contract_and_blocks_add_up(scored):
     assert cells["class"].between(0, 3).all()
     nominal = blocks[(blocks["variant"] == "nominal") & (blocks["measure"] == "class")]
     totals = nominal[["n0", "n1", "n2", "n3"]].sum()
-    assert totals.sum() == len(cells)  # no ROI: every cell is scored
-    assert np.bincount(cells["class"], minlength=4).tolist() == totals.tolist()
+    scored = cells["scored"].to_numpy()
+    assert totals.sum() == scored.sum() == (cells["cell_type"] == "tumour").sum()  # no ROI: tumour cells
+    assert np.bincount(cells["class"][scored], minlength=4).tolist() == totals.tolist()
     assert {"thresholds_minus", "thresholds_plus", "alt_i0"} <= set(blocks["variant"])
     assert info["i0_source"] == "glass" and summary["qc_status"] == "ok"
     json.dumps(summary)  # the summary goes to JSON as it is
@@ -80,8 +81,9 @@ def test_roi_restricts_scoring(tmp_path):
     assert inside.any() and not inside.all()
     assert (cells.loc[inside, "x"] < 201).all()
     nominal = blocks[(blocks["variant"] == "nominal") & (blocks["measure"] == "class")]
-    assert nominal[["n0", "n1", "n2", "n3"]].to_numpy().sum() == inside.sum()
-    assert summary["has_roi"]
+    tumour_inside = inside & (cells["cell_type"] == "tumour").to_numpy()
+    assert nominal[["n0", "n1", "n2", "n3"]].to_numpy().sum() == tumour_inside.sum() == cells["scored"].sum()
+    assert summary["has_roi"] and summary["tumour_source"] == "roi"
 
 
 def test_finer_image_is_resampled_and_mapped_to_level0(tmp_path):

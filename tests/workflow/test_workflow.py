@@ -66,8 +66,8 @@ def test_output_contract(demo):
 def test_reasons_and_review(demo):
     calls = read_calls(demo).set_index("patient_id")
     assert calls.loc["P05", "tumour_source"] == "roi"
-    assert calls.loc["P01", "tumour_source"] == "all_cells"
-    assert "tumour not delineated" in calls.loc["P01", "reason"]
+    assert calls.loc["P01", "tumour_source"] == "morphology"
+    assert "tumour not delineated, tumour cells by morphology" in calls.loc["P01", "reason"]
     assert "P01__P01_A" in calls.loc["P01", "reason"] and "P01__P01_B" in calls.loc["P01", "reason"]
     assert calls["review_required"].all()  # thresholds are not calibrated
     assert calls["review_reasons"].str.contains("thresholds not calibrated").all()
@@ -182,4 +182,4 @@ def test_cli_score_same_code_path(tmp_path):
     slides = pd.read_csv(tmp_path / "o" / "slides.csv")
     assert list(slides["slide_id"]) == ["small"]
     cells = pd.read_parquet(tmp_path / "o" / "cells" / "small.parquet")
-    assert int(slides.loc[0, "n_cells"]) == len(cells) > 0
+    assert int(slides.loc[0, "n_cells"]) == cells["scored"].sum() > 0  # tumour cells by morphology

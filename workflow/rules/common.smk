@@ -52,7 +52,7 @@ wildcard_constraints:
 # (dotted names pick one key of a mapping).
 SLIDE_INFO_KEYS = ("analysis_mpp", "default_mpp", "default_i0", "stains", "tissue")
 PIXEL_KEYS = SLIDE_INFO_KEYS + ("nuclei", "cell_expansion_um", "membrane_band_um", "intervals.block_um")
-CLASS_KEYS = ("thresholds", "class_rule", "compartments", "membrane_exposed_max",
+CLASS_KEYS = ("thresholds", "class_rule", "compartments", "membrane_exposed_max", "tumour_cells",
               "eligibility.threshold_tolerance", "pixel_hematoxylin_min")
 CALL_KEYS = ("eligibility", "intervals", "patient_rule", "pixel_thresholds", "calibrated",
              "thresholds", "class_rule", "compartments")
