@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxcr4score import bench, config, pipeline, synthetic
+from cxcr4score import config, pipeline, synthetic
+from cxcr4score.bench import accuracy as bench
 from cxcr4score.celltype import classify_cell_types
 
 

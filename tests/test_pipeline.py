@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import tifffile
 
-from cxcr4score import bench, config, pipeline, synthetic
+from cxcr4score import config, pipeline, synthetic
+from cxcr4score.bench import accuracy as bench
 
 CONFIG = config.default_config()
 
