@@ -38,11 +38,15 @@ def get_arg_parser():
     synth.add_argument("--seed", type=int, default=0, help="first seed [%(default)s]")
     synth.add_argument("--jpeg-quality", type=int, metavar="Q", help="JPEG quality (default: lossless deflate)")
 
-    bench = commands.add_parser("bench", help="speed and accuracy benchmarks")
-    bench.add_argument("kind", choices=("speed", "accuracy"))
+    bench = commands.add_parser("bench", help="speed, accuracy and concordance benchmarks")
+    bench.add_argument("kind", choices=("speed", "accuracy", "concordance"))
     bench.add_argument("--size", type=int, default=2048, metavar="PIXELS", help="tile side [%(default)s]")
     bench.add_argument("--repeats", type=int, default=3, metavar="N", help="timing repeats (median) [%(default)s]")
     bench.add_argument("--tiles", type=int, default=4, metavar="N", help="accuracy: tiles per patient [%(default)s]")
+    bench.add_argument("--truth", type=Path, metavar="FILE",
+                       help="concordance: pathologist scores (patient_id; h_score, pct_positive, call)")
+    bench.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
+                       help="concordance: workflow results folder with eligibility.csv [%(default)s]")
     bench.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     return parser
 

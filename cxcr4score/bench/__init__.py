@@ -1,4 +1,4 @@
-"""Benchmarks: ``cxcr4score bench speed|accuracy`` (one module per kind)."""
+"""Benchmarks: ``cxcr4score bench speed|accuracy|concordance`` (one module per kind)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import pandas as pd
 
 from . import accuracy as accuracy_bench
+from . import concordance as concordance_bench
 from . import speed as speed_bench
 
 
@@ -17,6 +18,9 @@ def main(args):
         table = pd.DataFrame(result["stages"]).T
         print(f"speed on a {args.size}^2 tile ({result['mpix']:.1f} Mpix), 1 thread, median of {args.repeats}:")
         print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    elif args.kind == "concordance":
+        result = concordance_bench.run(args.truth, args.results)
+        print(concordance_bench.format_report(result))
     else:
         result = accuracy_bench.accuracy(tiles=args.tiles, size=args.size)
         table = result
