@@ -123,6 +123,7 @@ def test_read_truth_keeps_ids_as_text_and_accepts_call_words(tmp_path):
     ("patient_id,h_score\nP1,10\nP2,20\nP1,30\n", "patient_id 'P1' appears in rows 1, 3"),
     ("patient_id,score\nP1,10\n", "none of the columns h_score, pct_positive, call"),
     ("id,h_score\nP1,10\n", "no 'patient_id' column"),
+    ("patient_id,h_score\nP1,10,3\n", "a row has more values than the header"),
 ])
 def test_bad_pathologist_file_gives_one_clear_message_and_status_2(tmp_path, capsys, text, message):
     path = tmp_path / "pathologist.csv"

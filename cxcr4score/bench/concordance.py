@@ -45,8 +45,13 @@ def _read_text_table(path, what):
         raise InputError([f"{path}: {what} not found"])
     sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
     try:
-        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                            index_col=False)
+        with warnings.catch_warnings():  # a row longer than the header would lose values
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                                index_col=False)
+    except pd.errors.ParserWarning:
+        raise InputError([f"{path}: a row has more values than the header has column names "
+                          "(check the separator)"]) from None
     except pd.errors.EmptyDataError:
         raise InputError([f"{path}: the {what} is empty"]) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
