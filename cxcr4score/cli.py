@@ -37,12 +37,21 @@ def get_arg_parser():
                        help="fraction of CXCR4-positive tumour cells [%(default)s]")
     synth.add_argument("--seed", type=int, default=0, help="first seed [%(default)s]")
     synth.add_argument("--jpeg-quality", type=int, metavar="Q", help="JPEG quality (default: lossless deflate)")
+    synth.add_argument("--config-name", metavar="NAME",
+                       help="tiles of a named generator configuration (patient k of its cohort, seed from the "
+                            "configuration; --size is then the side at 0.5 um/px and the configuration sets "
+                            "pixel size, positive fraction and JPEG quality)")
 
     bench = commands.add_parser("bench", help="speed, accuracy and concordance benchmarks")
     bench.add_argument("kind", choices=("speed", "accuracy", "concordance"))
-    bench.add_argument("--size", type=int, default=2048, metavar="PIXELS", help="tile side [%(default)s]")
+    bench.add_argument("--size", type=int, metavar="PIXELS",
+                       help="tile side [speed 2048; accuracy 1024, at 0.5 um/px]")
     bench.add_argument("--repeats", type=int, default=3, metavar="N", help="timing repeats (median) [%(default)s]")
-    bench.add_argument("--tiles", type=int, default=4, metavar="N", help="accuracy: tiles per patient [%(default)s]")
+    bench.add_argument("--tiles", type=int, default=2, metavar="N", help="accuracy: tiles per patient [%(default)s]")
+    bench.add_argument("--patients", type=int, default=6, metavar="N",
+                       help="accuracy: patients per generator configuration [%(default)s]")
+    bench.add_argument("--configs", metavar="A,B",
+                       help="accuracy: generator configurations (default all; held_out is judged on the targets)")
     bench.add_argument("--truth", type=Path, metavar="FILE",
                        help="concordance: pathologist scores (patient_id; h_score, pct_positive, call)")
     bench.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
@@ -119,6 +128,8 @@ def run_synth(args):
         expected = synthetic.write_demo_cohort(args.out)
         print(f"wrote the demo cohort to {args.out} ({len(expected)} patients)")
         return 0
+    if args.config_name:
+        return _synth_configuration(args)
     args.out.mkdir(parents=True, exist_ok=True)
     side_um = args.size * args.mpp
     spec = synthetic.TileSpec(size_um=(side_um, side_um), mpp=args.mpp, positive_fraction=args.positive_fraction)
@@ -130,10 +141,32 @@ def run_synth(args):
     return 0
 
 
+_BENCH_SIZE = {"speed": 2048, "accuracy": 1024}
+
+
+def _synth_configuration(args):
+    """``cxcr4score synth --config-name``: one tile per patient of a named configuration."""
+    from . import synthetic, synthetic_cohort
+
+    if args.config_name not in synthetic_cohort.CONFIGURATIONS:
+        print(f"error: unknown generator configuration {args.config_name!r}; "
+              f"known: {', '.join(synthetic_cohort.CONFIGURATIONS)}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    slides = synthetic_cohort.cohort(args.config_name, patients=args.count, size_um=args.size * 0.5)
+    for slide in slides:
+        tile = synthetic.generate_tile(slide.spec, seed=slide.seed)
+        path = synthetic.write_tile(tile, args.out / f"{slide.slide_id}.tif", jpeg_quality=slide.jpeg_quality)
+        print(f"{path}: {len(tile.truth)} cells, {slide.spec.mpp} um/px, JPEG quality {slide.jpeg_quality}")
+    return 0
+
+
 def run_bench(args):
     """``cxcr4score bench``: see :mod:`cxcr4score.bench`."""
     from . import bench
 
+    if args.size is None:
+        args.size = _BENCH_SIZE.get(args.kind)
     return bench.main(args)
 
 

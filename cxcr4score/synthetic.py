@@ -163,14 +163,37 @@ class TileSpec:
     stain_angle_deg : float
         Each stain direction is rotated by exactly this angle (in a random direction) away from
         the QuPath vector; at most 10.
+    stain_angle_min_deg : float or None
+        If given, each stain's angle is drawn uniformly in ``[stain_angle_min_deg,
+        stain_angle_deg]`` instead (jitter of size and direction); ``None`` keeps it exact.
     i0_range : tuple of float
         Range of the background intensity I0: a white level is drawn in it and each channel
         departs from it by up to 4 (clipped to the range), as an imperfect white balance does.
+    i0_independent : bool
+        Draw each channel's I0 independently and uniformly in ``i0_range`` instead (a strong
+        colour cast, as an uncalibrated scanner gives).
     blur_sigma_um : tuple of float
         Range of the Gaussian PSF sigma (0.25-0.4 um is 0.5-0.8 px at 0.5 um/px).
     noise_sigma : float
         Standard deviation of the intensity noise on glass (8-bit units); it scales with
         ``sqrt(I / I0)`` like shot noise.
+    nest_heterogeneity : float
+        0 lets positivity ignore nest boundaries; towards 1 a random offset per nest dominates
+        which cells are positive, so some nests are largely positive and others negative.
+    intratumoral_lymphocyte_fraction : float
+        Fraction of tumour-nest seeds that become lymphocytes instead (small round dark nuclei
+        with a 1 um rim, inside the nest; stained like the stroma lymphocytes).
+    fold_fraction : float
+        Fraction of the field crossed by a tissue fold: a wavy band of doubled tissue that adds
+        hematoxylin (0.12-0.25 OD) and nonspecific brown (up to ``fold_dab``) over everything in
+        it, cells included. Cells whose nucleus centroid lies in it have ``in_fold`` True.
+    fold_dab : float
+        Upper end of the nonspecific DAB OD a fold adds (drawn per tile from half of it to it).
+    debris_density_mm2 : float
+        Necrotic debris: brown blobs (1-3.5 um radius, DAB 0.3-0.9 OD, some hematoxylin) per
+        mm^2 of cell-free tissue, placed only outside cells.
+    stroma_dab : float
+        Mean faint nonspecific DAB OD of the cell-free tissue (a smooth field about it).
     """
 
     size_um: tuple[float, float] = (512.0, 512.0)
@@ -199,6 +222,14 @@ class TileSpec:
     i0_range: tuple[float, float] = (225.0, 250.0)
     blur_sigma_um: tuple[float, float] = (0.25, 0.4)
     noise_sigma: float = 2.0
+    stain_angle_min_deg: float | None = None
+    i0_independent: bool = False
+    nest_heterogeneity: float = 0.0
+    intratumoral_lymphocyte_fraction: float = 0.0
+    fold_fraction: float = 0.0
+    fold_dab: float = 0.06
+    debris_density_mm2: float = 0.0
+    stroma_dab: float = 0.0
 
     def __post_init__(self):
         _check_range("size_um", self.size_um, 10.0, 1e5)
@@ -229,6 +260,14 @@ class TileSpec:
         _check_range("i0_range", self.i0_range, 1.0, 255.0)
         _check_range("blur_sigma_um", self.blur_sigma_um, 0.0, 5.0)
         _check_scalar("noise_sigma", self.noise_sigma, 0.0, 50.0)
+        if self.stain_angle_min_deg is not None:
+            _check_scalar("stain_angle_min_deg", self.stain_angle_min_deg, 0.0, self.stain_angle_deg)
+        _check_scalar("nest_heterogeneity", self.nest_heterogeneity, 0.0, 1.0)
+        _check_scalar("intratumoral_lymphocyte_fraction", self.intratumoral_lymphocyte_fraction, 0.0, 1.0)
+        _check_scalar("fold_fraction", self.fold_fraction, 0.0, 0.5)
+        _check_scalar("fold_dab", self.fold_dab, 0.0, 1.0)
+        _check_scalar("debris_density_mm2", self.debris_density_mm2, 0.0, 1e5)
+        _check_scalar("stroma_dab", self.stroma_dab, 0.0, DEFAULT_THRESHOLDS[0])
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -247,15 +286,16 @@ class SyntheticTile:
     mpp : float
         Pixel size (um/px).
     truth : pandas.DataFrame
-        One row per cell, columns :data:`TRUTH_COLUMNS`; ``cell_id`` is the cell's value in the
-        label images. A compartment without pixels (e.g. the cytoplasm of a lymphocyte whose rim
+        One row per cell, columns :data:`TRUTH_COLUMNS` (then ``in_fold``, bool, when the spec
+        has a fold); ``cell_id`` is the cell's value in the label images. A compartment without pixels (e.g. the cytoplasm of a lymphocyte whose rim
         is all membrane band) has a NaN mean.
     nucleus_labels, cell_labels : ndarray of int32, shape (M, N)
         Truth nucleus and cell label images (0 = no cell).
     compartments : ndarray of uint8, shape (M, N)
         0 background, 1 nucleus, 2 cytoplasm, 3 membrane band.
     hematoxylin, dab : ndarray of float32, shape (M, N)
-        Concentration maps (OD units) before blur and noise.
+        Concentration maps (OD units) as rendered, before blur and noise: the cells' own stain
+        plus any stroma brown, debris and fold (which the truth means leave out).
     tissue_mask : ndarray of bool, shape (M, N)
         True on tissue, False on glass.
     i0 : ndarray of float64, shape (3,)
@@ -264,6 +304,8 @@ class SyntheticTile:
         Unit OD directions of hematoxylin (row 0) and DAB (row 1) used to render.
     blur_sigma_um : float
         PSF sigma used to render.
+    fold_mask, debris_mask : ndarray of bool, shape (M, N)
+        Pixels of the tissue fold and of debris blobs (all False when the spec has none).
     """
 
     rgb: np.ndarray
@@ -278,6 +320,8 @@ class SyntheticTile:
     i0: np.ndarray
     stain_vectors: np.ndarray
     blur_sigma_um: float
+    fold_mask: np.ndarray
+    debris_mask: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -402,9 +446,17 @@ def _rotate_away(vector, angle_deg, rng):
 def _render_parameters(spec, rng):
     """Draw I0 per channel, rotated stain directions and the PSF sigma for one tile."""
     lo, hi = spec.i0_range
-    i0 = np.clip(rng.uniform(lo, hi) + rng.uniform(-_I0_CHANNEL_SPREAD, _I0_CHANNEL_SPREAD, 3), lo, hi)
-    vectors = np.stack([_rotate_away(QUPATH_HEMATOXYLIN, spec.stain_angle_deg, rng),
-                        _rotate_away(QUPATH_DAB, spec.stain_angle_deg, rng)])
+    if spec.i0_independent:
+        i0 = rng.uniform(lo, hi, 3)
+    else:
+        i0 = np.clip(rng.uniform(lo, hi) + rng.uniform(-_I0_CHANNEL_SPREAD, _I0_CHANNEL_SPREAD, 3), lo, hi)
+
+    def angle():
+        if spec.stain_angle_min_deg is None:
+            return spec.stain_angle_deg
+        return rng.uniform(spec.stain_angle_min_deg, spec.stain_angle_deg)
+
+    vectors = np.stack([_rotate_away(QUPATH_HEMATOXYLIN, angle(), rng), _rotate_away(QUPATH_DAB, angle(), rng)])
     return i0, vectors, float(rng.uniform(*spec.blur_sigma_um))
 
 
@@ -641,6 +693,29 @@ def _cells(tissue, *, spec, rng, fibre_angle):
         inside = _ellipse_value(index, nearest.ravel(), cells, width=tissue.shape[1],
                                 grow=_CELL_CYTOPLASM_UM / spec.mpp) <= 1
         labels.ravel()[index[inside]] = nearest.ravel()[index[inside]]
+    if spec.intratumoral_lymphocyte_fraction > 0 and n_t:
+        cells = _nest_lymphocytes(cells, seeds, spec=spec, rng=rng)
+    return cells
+
+
+def _nest_lymphocytes(cells, seeds, *, spec, rng):
+    """Turn a fraction of the tumour seeds (labels 1..len(seeds)) into lymphocytes in the nest.
+
+    The lymphocyte keeps a round nucleus of 2.5-3.5 um radius at its seed and a 1 um rim; the
+    rest of the seed's Voronoi cell becomes cell-free tissue.
+    """
+    chosen = 1 + rng.permutation(len(seeds))[: round(spec.intratumoral_lymphocyte_fraction * len(seeds))]
+    kind, cy, cx = cells.kind.copy(), cells.cy.copy(), cells.cx.copy()
+    a, b, theta = cells.a.copy(), cells.b.copy(), cells.theta.copy()
+    kind[chosen] = _IMMUNE
+    cy[chosen], cx[chosen] = seeds[chosen - 1, 0], seeds[chosen - 1, 1]
+    a[chosen] = b[chosen] = rng.uniform(2.5, 3.5, len(chosen)) / spec.mpp
+    cells = _Cells(labels=cells.labels, kind=kind, cy=cy, cx=cx, a=a, b=b, theta=theta)
+    flat = cells.labels.ravel()
+    index = np.flatnonzero(np.isin(flat, chosen))
+    outside = _ellipse_value(index, flat, cells, width=cells.labels.shape[1],
+                             grow=_CELL_CYTOPLASM_UM / spec.mpp) > 1
+    flat[index[outside]] = 0
     return cells
 
 
@@ -732,6 +807,10 @@ def _staining(cells, *, spec, rng):
     cols = np.clip(np.rint(cells.cx[tumour]).astype(np.int64), 0, cells.labels.shape[1] - 1)
     c = spec.positive_clustering
     score = c * field[rows, cols] + math.sqrt(1 - c * c) * rng.standard_normal(len(tumour))
+    if spec.nest_heterogeneity > 0:
+        h = spec.nest_heterogeneity
+        nest = _nest_ids(cells)[tumour]
+        score = math.sqrt(1 - h * h) * score + h * rng.standard_normal(nest.max() + 1)[nest]
     positive = tumour[np.argsort(-score, kind="stable")[: round(spec.positive_fraction * len(tumour))]]
     klass = rng.choice(3, size=len(positive), p=class_p) + 1
     pattern[positive] = rng.choice(3, size=len(positive), p=pattern_p) + 1
@@ -752,6 +831,15 @@ def _staining(cells, *, spec, rng):
     levels[lym_pos, CYTOPLASM] = lym_level
     pattern[lym_pos] = _PAT_MEMBRANE
     return levels, pattern
+
+
+def _nest_ids(cells):
+    """Per label, the connected tumour region (nest) it belongs to; 0 for non-tumour labels."""
+    tumour = (cells.kind[cells.labels] == _TUMOUR) & (cells.labels > 0)
+    _, nests = cv2.connectedComponents(tumour.astype(np.uint8), connectivity=8)
+    ids = np.zeros(len(cells.kind), np.int64)
+    ids[cells.labels[tumour]] = nests[tumour]
+    return ids
 
 
 def _hematoxylin_levels(cells, *, spec, rng):
@@ -810,6 +898,77 @@ def _concentrations(cells, compartments, tissue, *, spec, rng, fibre_angle):
     dab = np.zeros(shape, np.float32)
     dab.ravel()[index] = _fill_levels(labels_flat, comp_flat, index, granules, dab_levels)
     return hematoxylin, dab, pattern
+
+
+# --------------------------------------------------------------------------------------
+# Artefacts: nonspecific brown in stroma, debris, folds (drawn only when enabled)
+# --------------------------------------------------------------------------------------
+
+
+def _fold_mask(tissue, *, spec, rng):
+    """A wavy band of tissue covering about ``fold_fraction`` of the field."""
+    shape = tissue.shape
+    if spec.fold_fraction == 0:
+        return np.zeros(shape, bool)
+    angle = rng.uniform(0, np.pi)
+    cy, cx = rng.uniform(0.3, 0.7, 2) * np.array(shape)
+    rows, cols = np.ogrid[: shape[0], : shape[1]]
+    across = (rows - cy) * math.cos(angle) - (cols - cx) * math.sin(angle)
+    wobble = _smooth_field(shape, scale_px=40.0 / spec.mpp, rng=rng) * (4.0 / spec.mpp)
+    half_width = 0.5 * spec.fold_fraction * math.sqrt(shape[0] * shape[1])
+    return (np.abs(across + wobble) < half_width) & tissue
+
+
+def _debris_mask(labels, tissue, *, spec, rng):
+    """Debris blob labels (int32, 0 = none) in cell-free tissue, never touching a cell."""
+    free = tissue & (labels == 0)
+    blobs = np.zeros(labels.shape, np.int32)
+    n = round(spec.debris_density_mm2 * free.sum() * spec.mpp**2 * 1e-6)
+    clearance = cv2.distanceTransform(free.astype(np.uint8), cv2.DIST_L2, 5)
+    room = np.flatnonzero(clearance >= 2.0 / spec.mpp)
+    if n == 0 or room.size == 0:
+        return blobs
+    centres = rng.choice(room, size=min(n, room.size), replace=False)
+    radii = rng.uniform(1.0, 3.5, (len(centres), 2)) / spec.mpp
+    angles = rng.uniform(0, 180, len(centres))
+    for k, (centre, (ra, rb), angle) in enumerate(zip(centres, radii, angles), start=1):
+        row, col = divmod(int(centre), labels.shape[1])
+        cv2.ellipse(blobs, (col, row), (max(1, round(ra)), max(1, round(rb))), float(angle), 0, 360, k, -1)
+    blobs[~free] = 0
+    return blobs
+
+
+def _overlays(hematoxylin, dab, labels, tissue, *, spec, rng):
+    """Add stroma brown, debris and a fold to the concentration maps (copies).
+
+    Returns
+    -------
+    hematoxylin, dab : ndarray of float32
+    fold : ndarray of bool
+    debris : ndarray of bool
+    """
+    hematoxylin, dab = hematoxylin.copy(), dab.copy()
+    shape = labels.shape
+    free = tissue & (labels == 0)
+    if spec.stroma_dab > 0:
+        field = 1 + 0.5 * np.clip(_smooth_field(shape, scale_px=30.0 / spec.mpp, rng=rng), -2, 2)
+        dab[free] += (spec.stroma_dab * field[free]).astype(np.float32)
+    debris = np.zeros(shape, bool)
+    if spec.debris_density_mm2 > 0:
+        blobs = _debris_mask(labels, tissue, spec=spec, rng=rng)
+        debris = blobs > 0
+        grain = np.maximum(1 + 0.3 * _texture(shape, sigma_px=0.4 / spec.mpp, rng=rng), 0.2)
+        n_blobs = int(blobs.max())
+        blob_dab = np.concatenate([[0.0], rng.uniform(0.3, 0.9, n_blobs)]).astype(np.float32)
+        blob_h = np.concatenate([[0.0], rng.uniform(0.05, 0.3, n_blobs)]).astype(np.float32)
+        dab[debris] += blob_dab[blobs[debris]] * grain[debris]
+        hematoxylin[debris] += blob_h[blobs[debris]] * grain[debris]
+    fold = _fold_mask(tissue, spec=spec, rng=rng)
+    if fold.any():
+        layer = np.clip(1 + 0.3 * _smooth_field(shape, scale_px=8.0 / spec.mpp, rng=rng), 0.3, 2.0)
+        hematoxylin[fold] += (rng.uniform(0.12, 0.25) * layer[fold]).astype(np.float32)
+        dab[fold] += (rng.uniform(0.5, 1.0) * spec.fold_dab * layer[fold]).astype(np.float32)
+    return hematoxylin, dab, fold, debris
 
 
 # --------------------------------------------------------------------------------------
@@ -904,8 +1063,9 @@ def generate_tile(spec=TileSpec(), *, seed):
 
     Notes
     -----
-    Truth DAB and hematoxylin means are measured on the concentration maps over the truth
-    compartments, before blur, noise and JPEG. Cells whose nucleus would render smaller than
+    Truth DAB and hematoxylin means are measured on the cells' own concentration maps over the
+    truth compartments, before blur, noise and JPEG, and before stroma brown, debris and a fold
+    are added (a fold darkens the cells under it; their truth is what they would show without it). Cells whose nucleus would render smaller than
     8 um^2 (squeezed at a nest margin) are removed before staining. The stain directions are
     ``stain_angle_deg`` away from QuPath's and I0 is below 255, so an analysis using QuPath's
     defaults meets a realistic mismatch.
@@ -929,14 +1089,19 @@ def generate_tile(spec=TileSpec(), *, seed):
     compartments, nucleus_labels, edge, exposed = _compartments(cells, band_px=band_px)
     hematoxylin, dab, pattern = _concentrations(cells, compartments, tissue, spec=spec, rng=rng,
                                                 fibre_angle=fibre_angle)
-    rgb = render_rgb(hematoxylin, dab, i0=i0, stain_vectors=stain_vectors,
-                     blur_sigma_px=blur_um / spec.mpp, noise_sigma=spec.noise_sigma, rng=rng)
     truth = _truth_table(cells, nucleus_labels, compartments, hematoxylin, dab, pattern, edge, exposed,
                          mpp=spec.mpp)
+    hematoxylin, dab, fold, debris = _overlays(hematoxylin, dab, cells.labels, tissue, spec=spec, rng=rng)
+    if spec.fold_fraction > 0:
+        rows = np.clip(np.rint(truth["y"].to_numpy()).astype(np.int64), 0, fold.shape[0] - 1)
+        cols = np.clip(np.rint(truth["x"].to_numpy()).astype(np.int64), 0, fold.shape[1] - 1)
+        truth["in_fold"] = fold[rows, cols]
+    rgb = render_rgb(hematoxylin, dab, i0=i0, stain_vectors=stain_vectors,
+                     blur_sigma_px=blur_um / spec.mpp, noise_sigma=spec.noise_sigma, rng=rng)
     return SyntheticTile(rgb=rgb, mpp=spec.mpp, truth=truth, nucleus_labels=nucleus_labels,
                          cell_labels=cells.labels, compartments=compartments, hematoxylin=hematoxylin,
                          dab=dab, tissue_mask=tissue, i0=i0, stain_vectors=stain_vectors,
-                         blur_sigma_um=blur_um)
+                         blur_sigma_um=blur_um, fold_mask=fold, debris_mask=debris)
 
 
 def _truth_path(path):

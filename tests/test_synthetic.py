@@ -14,7 +14,7 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from cxcr4score import synthetic
+from cxcr4score import synthetic, synthetic_cohort
 from cxcr4score.synthetic import (
     DEFAULT_THRESHOLDS,
     QUPATH_DAB,
@@ -315,3 +315,225 @@ def test_committed_demo_slide_regenerates_identically(tmp_path):
     fresh = pd.read_csv(tmp_path / "P03" / "P03_A.truth.csv")
     committed = pd.read_csv(SAMPLE_SLIDES / "P03" / "P03_A.truth.csv")
     pd.testing.assert_frame_equal(fresh, committed)
+
+
+# --------------------------------------------------------------------------------------
+# Realism options (issue 4, item 1): each is off by default and proven here when on
+# --------------------------------------------------------------------------------------
+
+
+def _angle_deg(u, v):
+    return math.degrees(math.acos(np.clip(_unit(u) @ _unit(v), -1, 1)))
+
+
+def test_independent_i0_per_channel_measured_on_glass():
+    """I0 per channel read back from the glass of the rendered tile lies in 215-250."""
+    spreads = []
+    for seed in range(6):
+        spec = TileSpec(size_um=(96.0, 96.0), glass_fraction=0.4, i0_independent=True, i0_range=(215.0, 250.0))
+        tile = generate_tile(spec, seed=seed)
+        glass = tile.rgb[~tile.tissue_mask].astype(float)
+        measured = np.median(glass, axis=0)
+        assert np.all((measured >= 215 - 1) & (measured <= 250 + 1))
+        np.testing.assert_allclose(measured, tile.i0, atol=1.5)
+        spreads.append(np.ptp(tile.i0))
+    assert max(spreads) > 2 * 4.0  # beyond the +-4 white-balance spread of the default draw
+
+
+def test_stain_angle_jitter_recovered_from_pixels():
+    """Reference: least-squares fit of the rendered OD on the concentration maps gives the DAB
+    direction; it lies within the drawn jitter (3-10 degrees) of QuPath's, and angles vary."""
+    angles = []
+    for seed in (1, 2, 3):
+        spec = TileSpec(size_um=(128.0, 128.0), stain_angle_deg=10.0, stain_angle_min_deg=3.0,
+                        positive_fraction=0.8, blur_sigma_um=(0.0, 0.0), noise_sigma=0.0)
+        tile = generate_tile(spec, seed=seed)
+        ok = tile.tissue_mask & np.all(tile.rgb > 5, axis=-1)
+        od = -np.log10(tile.rgb[ok].astype(float) / tile.i0)
+        conc = np.column_stack([tile.hematoxylin[ok], tile.dab[ok]])
+        vectors, *_ = np.linalg.lstsq(conc, od, rcond=None)
+        assert _angle_deg(vectors[1], tile.stain_vectors[1]) < 1.0
+        angle = _angle_deg(vectors[1], QUPATH_DAB)
+        assert 2.0 <= angle <= 11.0
+        angles.append(angle)
+    assert np.ptp(angles) > 0.5
+
+
+def test_jpeg_quality_changes_the_bytes(tmp_path):
+    tile = generate_tile(SMALL, seed=4)
+    sizes, errors = {}, {}
+    for quality in (70, 95):
+        path = write_tile(tile, tmp_path / f"q{quality}.tif", jpeg_quality=quality)
+        sizes[quality] = path.stat().st_size
+        errors[quality] = np.abs(tifffile.imread(path).astype(int) - tile.rgb).mean()
+    assert sizes[70] < sizes[95] and errors[70] > errors[95]
+
+
+def test_fold_darkens_what_it_covers_and_marks_cells():
+    spec = TileSpec(size_um=(256.0, 256.0), glass_fraction=0.0, fold_fraction=0.15, fold_dab=0.08)
+    tile = generate_tile(spec, seed=6)
+    fold = tile.fold_mask
+    assert 0.08 <= fold.mean() <= 0.25
+    free = tile.cell_labels == 0
+    brightness = tile.rgb.astype(float).sum(axis=-1)
+    assert brightness[fold & free].mean() < brightness[~fold & free].mean() - 30
+    truth = tile.truth
+    assert truth["in_fold"].any() and not truth["in_fold"].all()
+    inside = fold[np.rint(truth["y"]).astype(int), np.rint(truth["x"]).astype(int)]
+    np.testing.assert_array_equal(truth["in_fold"], inside)
+    # the truth is the cells' own stain: the fold adds to the maps, not to the truth means
+    fold_cells = truth.loc[truth["in_fold"], "cell_id"]
+    own = ndimage.mean(tile.dab, np.where(tile.compartments == 3, tile.cell_labels, 0), fold_cells)
+    added = own - truth.set_index("cell_id").loc[fold_cells, "dab_membrane"].to_numpy()
+    assert added.min() >= -1e-6 and np.median(added) > 0.03
+    assert "in_fold" not in generate_tile(SMALL, seed=6).truth.columns
+
+
+def test_debris_is_brown_and_outside_every_cell():
+    spec = TileSpec(size_um=(256.0, 256.0), glass_fraction=0.0, debris_density_mm2=400.0)
+    tile = generate_tile(spec, seed=8)
+    debris = tile.debris_mask
+    n_blobs = ndimage.label(debris)[1]
+    assert n_blobs >= 5
+    assert not (debris & (tile.cell_labels > 0)).any()
+    assert np.median(tile.dab[debris]) >= 0.3
+    clean = generate_tile(TileSpec(size_um=(256.0, 256.0), glass_fraction=0.0), seed=8)
+    assert not clean.debris_mask.any()
+
+
+def test_stroma_brown_only_between_cells():
+    spec = TileSpec(size_um=(192.0, 192.0), glass_fraction=0.2, stroma_dab=0.05)
+    tile = generate_tile(spec, seed=10)
+    free = tile.tissue_mask & (tile.cell_labels == 0)
+    assert tile.dab[free].mean() == pytest.approx(0.05, abs=0.01)
+    assert (tile.dab[~tile.tissue_mask] == 0).all()
+    base = generate_tile(TileSpec(size_um=(192.0, 192.0), glass_fraction=0.2), seed=10)
+    assert (base.dab[free] == 0).all()
+
+
+def _nest_positive_fractions(tile):
+    truth = tile.truth.set_index("cell_id")
+    tumour_ids = truth.index[truth["cell_type"] == "tumour"]
+    nests, n = ndimage.label(np.isin(tile.cell_labels, tumour_ids))
+    fractions = []
+    for k in range(1, n + 1):
+        ids = np.unique(tile.cell_labels[nests == k])
+        if len(ids) >= 10:
+            fractions.append((truth.loc[ids, "class"] > 0).mean())
+    return np.array(fractions)
+
+
+def test_heterogeneous_nests_differ_in_positivity():
+    """With positivity set per nest, nests are mostly all-positive or all-negative."""
+    base = {"size_um": (512.0, 512.0), "nest_fraction": 0.3, "nest_scale_um": 30.0, "positive_clustering": 0.0,
+            "positive_fraction": 0.4}
+    even = _nest_positive_fractions(generate_tile(TileSpec(**base), seed=13))
+    uneven = _nest_positive_fractions(generate_tile(TileSpec(**base, nest_heterogeneity=0.95), seed=13))
+    assert len(even) >= 5 and len(uneven) >= 5
+    assert uneven.std() > 2 * even.std()
+
+
+def test_lymphocytes_inside_nests():
+    spec = TileSpec(size_um=(256.0, 256.0), intratumoral_lymphocyte_fraction=0.15, lymphocyte_positive_fraction=0.5)
+    tile = generate_tile(spec, seed=13)
+    truth = tile.truth
+    tumour = truth[truth["cell_type"] == "tumour"]
+    nested = truth[_enclosed_by_tumour(tile)]
+    assert len(nested) >= 0.05 * len(tumour)
+    assert nested["nucleus_area_um2"].between(15, 40).all()
+    assert nested["cell_area_um2"].max() < 70
+    assert (nested.loc[nested["class"] > 0, "pattern"] == "membrane").all() and (nested["class"] > 0).any()
+    plain = generate_tile(TileSpec(size_um=(256.0, 256.0), lymphocyte_positive_fraction=0.5), seed=13)
+    assert _enclosed_by_tumour(plain).sum() <= 0.25 * len(nested)  # stroma lymphocytes in a nest bay
+
+
+def _enclosed_by_tumour(tile):
+    """Immune cells with tumour cells on at least half of a circle 6 um outside their cell."""
+    truth = tile.truth
+    kind = np.full(tile.cell_labels.max() + 1, "", object)
+    kind[truth["cell_id"]] = truth["cell_type"]
+    angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+    radius = (np.sqrt(truth["cell_area_um2"] / np.pi) + 6.0) / tile.mpp
+    rows = np.clip(np.rint(truth["y"].to_numpy()[:, None] + radius.to_numpy()[:, None] * np.sin(angles)), 0,
+                   tile.cell_labels.shape[0] - 1).astype(int)
+    cols = np.clip(np.rint(truth["x"].to_numpy()[:, None] + radius.to_numpy()[:, None] * np.cos(angles)), 0,
+                   tile.cell_labels.shape[1] - 1).astype(int)
+    around = kind[tile.cell_labels[rows, cols]] == "tumour"
+    return ((truth["cell_type"] == "immune") & (around.mean(axis=1) >= 0.5)).to_numpy()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"stain_angle_min_deg": 6.0, "stain_angle_deg": 5.0}, "stain_angle_min_deg"),
+    ({"fold_fraction": 0.7}, "fold_fraction"),
+    ({"stroma_dab": 0.5}, "stroma_dab"),
+    ({"nest_heterogeneity": 1.5}, "nest_heterogeneity"),
+])
+def test_invalid_realism_options_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        TileSpec(**change)
+
+
+# --------------------------------------------------------------------------------------
+# Named configurations (cxcr4score.synthetic_cohort)
+# --------------------------------------------------------------------------------------
+
+
+def test_configurations_depart_from_analysis_defaults():
+    assert list(synthetic_cohort.CONFIGURATIONS)[-1] == synthetic_cohort.HELD_OUT
+    for name in synthetic_cohort.CONFIGURATIONS:
+        slides = synthetic_cohort.cohort(name, patients=6, tiles_per_patient=3)
+        assert len(slides) == 18 and len({s.slide_id for s in slides}) == 18
+        assert len({s.patient_id for s in slides}) == 6
+        for slide in slides:
+            spec = slide.spec
+            assert spec.i0_independent and spec.i0_range == (215.0, 250.0)
+            assert spec.stain_angle_deg == 10.0 and spec.stain_angle_min_deg is not None
+            assert 70 <= slide.jpeg_quality <= 95
+        assert len({s.jpeg_quality for s in slides}) > 3
+    held = synthetic_cohort.cohort(synthetic_cohort.HELD_OUT, patients=6, tiles_per_patient=3)
+    assert {s.spec.mpp for s in held} == {0.25, 0.5}
+    only = synthetic_cohort.cohort("lymphocyte_only", patients=3)
+    assert all(s.spec.positive_fraction == 0 and s.spec.lymphocyte_positive_fraction > 0 for s in only)
+    fractions = [s.spec.positive_fraction for s in synthetic_cohort.cohort("membrane", patients=6)]
+    assert fractions == list(synthetic_cohort.PATIENT_POSITIVE_FRACTIONS)
+
+
+def test_held_out_seeds_are_its_own():
+    seeds = {name: {s.seed for s in synthetic_cohort.cohort(name, patients=200, tiles_per_patient=99)}
+             for name in synthetic_cohort.CONFIGURATIONS}
+    held = seeds.pop(synthetic_cohort.HELD_OUT)
+    for name, other in seeds.items():
+        assert not held & other, name
+
+
+def test_quarter_micron_configuration_has_twice_the_pixels_per_micrometre():
+    fine = synthetic_cohort.cohort("mixed_nests", patients=1, size_um=100.0)[0]
+    coarse = synthetic_cohort.cohort("membrane", patients=1, size_um=100.0)[0]
+    assert fine.spec.mpp == 0.25 and coarse.spec.mpp == 0.5
+    assert generate_tile(fine.spec, seed=fine.seed).rgb.shape[:2] == (400, 400)
+    assert generate_tile(coarse.spec, seed=coarse.seed).rgb.shape[:2] == (200, 200)
+
+
+def test_cohort_rejects_bad_requests():
+    with pytest.raises(ValueError, match="unknown generator configuration 'nope'"):
+        synthetic_cohort.cohort("nope", patients=1)
+    with pytest.raises(ValueError, match="tiles_per_patient"):
+        synthetic_cohort.cohort("membrane", patients=1, tiles_per_patient=100)
+
+
+def test_synth_writes_a_named_configuration(tmp_path, capsys):
+    from cxcr4score import cli
+
+    assert cli.main(["synth", "--out", str(tmp_path), "--config-name", "held_out", "-n", "2", "--size", "128"]) == 0
+    expected = synthetic_cohort.cohort("held_out", patients=2, size_um=64.0)
+    for slide in expected:
+        with tifffile.TiffFile(tmp_path / f"{slide.slide_id}.tif") as tif:
+            page = tif.pages[0]
+            assert 1e4 / page.resolution[0] == pytest.approx(slide.spec.mpp)
+            assert page.shape[:2] == slide.spec.shape
+            assert page.compression == tifffile.COMPRESSION.JPEG
+        truth = pd.read_csv(tmp_path / f"{slide.slide_id}.truth.csv")
+        pd.testing.assert_frame_equal(truth, generate_tile(slide.spec, seed=slide.seed).truth,
+                                      check_dtype=False, atol=1e-5)
+    assert cli.main(["synth", "--out", str(tmp_path), "--config-name", "nope"]) == 2
+    assert "unknown generator configuration 'nope'" in capsys.readouterr().err

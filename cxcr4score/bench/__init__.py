@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pandas as pd
 
+from .. import synthetic_cohort
 from . import accuracy as accuracy_bench
 from . import concordance as concordance_bench
 from . import speed as speed_bench
@@ -22,11 +24,38 @@ def main(args):
         result = concordance_bench.run(args.truth, args.results)
         print(concordance_bench.format_report(result))
     else:
-        result = accuracy_bench.accuracy(tiles=args.tiles, size=args.size)
-        table = result
-        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
-        print("mean:", result.drop(columns=["tile"]).mean().round(3).to_dict())
-        result = {"tiles": result.to_dict(orient="records")}
+        result = _accuracy(args)
+        if result is None:
+            return 2
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0
+
+
+def _accuracy(args):
+    """Run the accuracy benchmark, print its table and the held-out verdicts.
+
+    Returns the JSON payload, or None (after an error message) for an unknown configuration.
+    """
+    configs = args.configs.split(",") if args.configs else None
+    unknown = sorted(set(configs or ()) - set(synthetic_cohort.CONFIGURATIONS))
+    if unknown:
+        print(f"error: unknown generator configuration(s) {', '.join(unknown)}; "
+              f"known: {', '.join(synthetic_cohort.CONFIGURATIONS)}", file=sys.stderr)
+        return None
+    table, patients = accuracy_bench.accuracy(
+        patients=args.patients, tiles_per_patient=args.tiles, size=args.size, configs=configs,
+        progress=lambda message: print(message, file=sys.stderr, flush=True))
+    shown = table.assign(held_out=table["held_out"].map({True: "<- held out", False: ""}))
+    print(f"accuracy: {args.patients} patients x {args.tiles} tiles of {args.size}^2 px (0.5 um/px field) "
+          "per configuration, default config, tumour cells matched within 4 um:")
+    print(shown.set_index("config").to_string(float_format=lambda v: f"{v:.3f}"))
+    payload = {"table": table.to_dict(orient="records"), "patients": patients.to_dict(orient="records")}
+    held = table[table["held_out"]]
+    if len(held):
+        verdicts = accuracy_bench.judge(held.iloc[0])
+        print("held-out targets: " + ", ".join(
+            f"{column} {value:.3g} {op} {bound:g} {verdict}"
+            for (column, op, bound), (value, verdict) in zip(accuracy_bench.TARGETS, verdicts.values())))
+        payload["targets"] = {column: verdict for column, (_, verdict) in verdicts.items()}
+    return payload
