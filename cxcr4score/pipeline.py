@@ -94,6 +94,18 @@ def _stain_estimate(overview, mask, i0, config):
     )
 
 
+def _pixel_qc(overview, overview_mpp, mask, focus_tiles, i0, estimate, config):
+    """The QC metrics of :mod:`cxcr4score.qc_metrics` measured on pixels (see :func:`slide_info`)."""
+    pixels = stain_estimation.sample_pixels(overview, mask)
+    return {
+        "blurred_tiles": qc_metrics.blurred_share(focus_tiles, min_variance=config["qc"]["focus_min_variance"]),
+        "saturated": qc_metrics.saturated_share(pixels),
+        "pen": qc_metrics.pen_share(stains.od_table(i0)[np.arange(3), pixels], estimate.matrix[:2]),
+        "folds": qc_metrics.fold_share(tissue.od_sum(overview, i0), mask, mpp=overview_mpp),
+        "second_stain_deg": estimate.second_off_plane_deg if estimate.third_stain else 0.0,
+    }
+
+
 def slide_info(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", config):
     """Metadata, pixel size, tissue area, background I0 and the chunk list of one slide.
 
@@ -122,14 +134,6 @@ def slide_info(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", conf
     halo_px = math.ceil(tiling.halo_um(config) / grid.mpp)
     chunks = tiling.plan_chunks(grid.shape, halo_px=halo_px, core_px=tiling.CORE_PX, tissue=mask if tissue_mm2 else None)
     estimate = _stain_estimate(overview, mask, background.i0, config)
-    od = stains.od_table(background.i0)[np.arange(3), overview]
-    pixel_qc = {
-        "blurred_tiles": qc_metrics.blurred_share(focus_tiles, min_variance=config["qc"]["focus_min_variance"]),
-        "saturated": qc_metrics.saturated_share(overview, mask),
-        "pen": qc_metrics.pen_share(od, mask, estimate.matrix[:2]),
-        "folds": qc_metrics.fold_share(od, mask, mpp=overview_mpp),
-        "second_stain_deg": estimate.second_off_plane_deg if estimate.third_stain else 0.0,
-    }
     return {
         "slide_id": slide_id,
         "patient_id": patient_id,
@@ -151,7 +155,7 @@ def slide_info(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", conf
         "stain_source": estimate.source,
         "stain_dab_fraction": estimate.dab_fraction,
         "stain_notes": "; ".join(estimate.notes),
-        "pixel_qc": pixel_qc,
+        "pixel_qc": _pixel_qc(overview, overview_mpp, mask, focus_tiles, background.i0, estimate, config),
         "chunks": [str(c.index) for c in chunks],
         "chunk_boxes": [c.to_json() for c in chunks],
         "qc_status": "warning" if warnings else "ok",

@@ -94,16 +94,20 @@ def blurred_share(tiles, *, min_variance):
     return float(np.mean(np.asarray(scores) < min_variance))
 
 
-def saturated_share(rgb, mask):
-    """Share of tissue pixels with a channel at 0 or 255 (clipped by the scanner)."""
-    if not mask.any():
+def saturated_share(pixels):
+    """Share of (tissue) pixels with a channel at 0 or 255 (clipped by the scanner).
+
+    Parameters
+    ----------
+    pixels : (K, 3) ndarray of uint8
+    """
+    if not len(pixels):
         return 0.0
-    pixels = rgb[mask]
     return float(np.mean(((pixels == 0) | (pixels == 255)).any(axis=1)))
 
 
-def pen_share(od, mask, vectors, *, max_angle_deg=PEN_ANGLE_DEG):
-    """Share of tissue pixels coloured like no stain in use: pen ink (green, blue, black).
+def pen_share(od, vectors, *, max_angle_deg=PEN_ANGLE_DEG):
+    """Share of (tissue) pixels coloured like no stain in use: pen ink (green, blue, black).
 
     A pixel is ink if it is black (OD >= :data:`BLACK_OD` in every channel) or if its OD,
     with negative stain amounts set to zero, is rebuilt from the stains only with a
@@ -111,38 +115,45 @@ def pen_share(od, mask, vectors, *, max_angle_deg=PEN_ANGLE_DEG):
 
     Parameters
     ----------
-    od : (M, N, 3) ndarray
-        Per-channel optical density.
-    mask : (M, N) ndarray of bool
+    od : (K, 3) ndarray
+        Per-channel optical density of the pixels.
     vectors : (2, 3) ndarray
         Hematoxylin and DAB directions in use. A third stain (eosin) counts as off-hue, so an
-        H&E slide scores high here as well as on ``second_stain_deg``.
+        H&E slide scores here as well as on ``second_stain_deg``.
     max_angle_deg : float, optional
 
     Returns
     -------
     float
     """
-    if not mask.any():
+    if not len(od):
         return 0.0
-    pixels = od[mask].astype(np.float64)
-    black = (pixels >= BLACK_OD).all(axis=1)
+    od = np.asarray(od, np.float64)
     vectors = np.asarray(vectors, np.float64)
-    amounts = np.clip(pixels @ np.linalg.pinv(vectors), 0, None)
-    rebuilt = amounts @ vectors
-    norm = np.linalg.norm(pixels, axis=1) * np.linalg.norm(rebuilt, axis=1)
+    black = (od >= BLACK_OD).all(axis=1)
+    rebuilt = np.clip(od @ np.linalg.pinv(vectors), 0, None) @ vectors
+    norm = np.linalg.norm(od, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(norm > 0, (pixels * rebuilt).sum(axis=1) / norm, 0.0)
-    off_hue = (np.linalg.norm(pixels, axis=1) >= PEN_MIN_OD) & (cos < np.cos(np.radians(max_angle_deg)))
+        cos = (od * rebuilt).sum(axis=1) / (norm * np.linalg.norm(rebuilt, axis=1))
+    off_hue = (norm >= PEN_MIN_OD) & ~(cos >= np.cos(np.radians(max_angle_deg)))
     return float(np.mean(black | off_hue))
 
 
-def fold_share(od, mask, *, mpp, od_sum=FOLD_OD_SUM):
-    """Share of tissue pixels whose OD sum, smoothed over :data:`FOLD_SIGMA_UM`, is >= ``od_sum``."""
+def fold_share(od_sum, mask, *, mpp, level=FOLD_OD_SUM):
+    """Share of tissue pixels whose OD sum, smoothed over :data:`FOLD_SIGMA_UM`, is >= ``level``.
+
+    Parameters
+    ----------
+    od_sum : (M, N) ndarray
+        Optical density summed over the channels (:func:`cxcr4score.tissue.od_sum`).
+    mask : (M, N) ndarray of bool
+    mpp : float
+    level : float, optional
+    """
     if not mask.any():
         return 0.0
-    smoothed = cv2.GaussianBlur(od.sum(axis=2).astype(np.float32), (0, 0), FOLD_SIGMA_UM / mpp)
-    return float(np.mean(smoothed[mask] >= od_sum))
+    smoothed = cv2.GaussianBlur(np.asarray(od_sum, np.float32), (0, 0), FOLD_SIGMA_UM / mpp)
+    return float(np.mean(smoothed[mask] >= level))
 
 
 def stroma_dab(cells):

@@ -90,6 +90,22 @@ def _positive(v):
     return v if v.sum() >= 0 else -v
 
 
+def sample_pixels(image, mask, max_pixels=MAX_PIXELS):
+    """The pixels of ``image`` under ``mask``, as an even subsample of at most ``max_pixels`` rows.
+
+    Parameters
+    ----------
+    image : (M, N, C) ndarray
+    mask : (M, N) ndarray of bool
+
+    Returns
+    -------
+    (K, C) ndarray
+    """
+    index = np.flatnonzero(mask)
+    return image.reshape(-1, image.shape[-1])[index[:: max(1, len(index) // max_pixels)]]
+
+
 def stained_od(rgb, mask, i0, *, od_floor):
     """OD of the tissue pixels whose OD norm is at least ``od_floor`` (an even subsample).
 
@@ -107,11 +123,7 @@ def stained_od(rgb, mask, i0, *, od_floor):
     -------
     (K, 3) ndarray of float64
     """
-    table = stains.od_table(i0)
-    pixels = rgb[mask]
-    step = max(1, len(pixels) // MAX_PIXELS)
-    pixels = pixels[::step]
-    od = np.stack([table[c][pixels[:, c]] for c in range(3)], axis=1)
+    od = stains.od_table(i0)[np.arange(3), sample_pixels(rgb, mask)]
     return od[np.linalg.norm(od, axis=1) >= od_floor]
 
 

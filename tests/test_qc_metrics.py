@@ -55,29 +55,28 @@ def test_pen_stroke_is_flagged(demo_rgb, tmp_path, colour):
 
 def test_pen_share_counts_off_hue_and_black_pixels_only():
     h, d = stains.stain_matrix()[:2]
-    od = np.stack([0.5 * h, 0.4 * d, 0.3 * h + 0.3 * d, [0.9, 0.1, 0.7], [1.2, 1.2, 1.3]])[None]
-    mask = np.ones(od.shape[:2], bool)
-    assert qc_metrics.pen_share(od, mask, np.stack([h, d])) == pytest.approx(2 / 5)
+    od = np.stack([0.5 * h, 0.4 * d, 0.3 * h + 0.3 * d, [0.9, 0.1, 0.7], [1.2, 1.2, 1.3]])
+    assert qc_metrics.pen_share(od, np.stack([h, d])) == pytest.approx(2 / 5)
 
 
 def test_fold_share_fires_on_a_folded_region(demo_rgb):
     od = _od(demo_rgb)
     mask = np.ones(od.shape[:2], bool)
-    assert qc_metrics.fold_share(od, mask, mpp=0.5) == 0
+    assert qc_metrics.fold_share(od.sum(axis=2), mask, mpp=0.5) == 0
     folded = od.copy()
     # Two layers of dense tissue (OD sum 0.9 each, the 99th percentile of the densest real H-DAB
     # slide, OS-2 ndpi) over a region: Beer-Lambert adds the layers' OD. (Two layers of the pale
     # demo tissue, OD sum 0.3, stay below the level: pale folds are missed.)
     h = stains.stain_matrix()[stains.HEMATOXYLIN]
     folded[200:500, 200:500] = 2 * 0.9 * h / h.sum()
-    assert qc_metrics.fold_share(folded, mask, mpp=0.5) > LEVELS["folds"]["warning"]
+    assert qc_metrics.fold_share(folded.sum(axis=2), mask, mpp=0.5) > LEVELS["folds"]["warning"]
 
 
 def test_saturated_share_counts_clipped_channels():
     rgb = np.full((10, 10, 3), 128, np.uint8)
     rgb[0, :, 0] = 255
     rgb[1, :5, 2] = 0
-    assert qc_metrics.saturated_share(rgb, np.ones((10, 10), bool)) == pytest.approx(0.15)
+    assert qc_metrics.saturated_share(rgb.reshape(-1, 3)) == pytest.approx(0.15)
 
 
 def test_variance_of_laplacian_drops_with_blur(demo_rgb):
