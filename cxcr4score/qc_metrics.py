@@ -22,7 +22,7 @@ LABELS = {
     "saturated": "{:.2%} of tissue pixels saturated",
     "pen": "{:.2%} of tissue under pen ink",
     "folds": "{:.2%} of tissue folded or very dark",
-    "second_stain_deg": "a second stain {:.1f} deg out of the hematoxylin-DAB plane (not H-DAB: H&E?)",
+    "second_stain_deg": "no DAB-like stain; a second stain {:.1f} deg out of the hematoxylin-DAB plane (H&E?)",
     "stroma_dab": "stroma DAB {:.3f} OD (nonspecific staining?)",
 }
 #: Side of the analysis-resolution tiles whose focus is measured (pixels; 128 um at 0.5 um/px).

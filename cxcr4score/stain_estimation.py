@@ -13,9 +13,9 @@ only when it is trustworthy:
   ``min_dab_fraction`` of the stained pixels have an OD direction within ``max_angle_deg`` of
   the reference DAB. On a DAB-negative slide the second extreme is hematoxylin noise, and on a
   weakly positive one it is pulled towards hematoxylin; neither may replace DAB;
-* a third stain: when the second extreme is not DAB-like and lies well out of the
-  hematoxylin-DAB plane (eosin on an H&E slide), it becomes the third (residual) vector, so
-  that its OD goes to the third channel and not into DAB.
+* a third stain: on a slide without DAB-like pixels, when the second extreme is not DAB-like
+  and lies well out of the hematoxylin-DAB plane (eosin on an H&E slide), it becomes the third
+  (residual) vector, so that its OD goes to the third channel and not into DAB.
 
 Everything else keeps QuPath's "H-DAB default" vectors with residual H x DAB.
 
@@ -58,8 +58,9 @@ class StainEstimate:
     second_angle_deg : float
         Angle of the second extreme to the reference DAB (NaN without estimate).
     second_off_plane_deg : float
-        Angle of the second extreme out of the plane of the hematoxylin and DAB in use; large
-        for a third, non-DAB stain (NaN without estimate).
+        On a slide without DAB-like pixels, the angle of the second extreme out of the plane of
+        the hematoxylin and DAB in use: large for a third, non-DAB stain (eosin); 0 on a slide
+        with DAB-like pixels (NaN without estimate).
     dab_fraction : float
         Share of stained pixels whose OD lies within ``max_angle_deg`` of the reference DAB.
     third_stain : bool
@@ -179,20 +180,28 @@ def estimate_stains(od, *, hematoxylin, dab, max_angle_deg, min_dab_fraction, th
     second_angle = angle_deg(second, reference[1])
     unit = od / np.linalg.norm(od, axis=1, keepdims=True)
     dab_fraction = float(np.mean(unit @ reference[1] >= np.cos(np.radians(max_angle_deg))))
+    has_dab = dab_fraction >= min_dab_fraction
+    dab_ok = has_dab and second_angle <= max_angle_deg
     notes = []
-    h_used = h_est if h_angle <= max_angle_deg else reference[0]
     if h_angle > max_angle_deg:
         notes.append(f"hematoxylin estimate {h_angle:.1f} deg from reference > {max_angle_deg:g}: default kept")
-    dab_ok = second_angle <= max_angle_deg and dab_fraction >= min_dab_fraction
-    d_used = second if dab_ok else reference[1]
-    normal = np.cross(h_used, d_used)
-    off_plane = 90.0 - angle_deg(second, normal)
-    third = None
     if not dab_ok:
         notes.append(f"no DAB estimate: second stain {second_angle:.1f} deg from DAB (max {max_angle_deg:g}), "
                      f"{100 * dab_fraction:.2f}% DAB-like pixels (min {100 * min_dab_fraction:g}%)")
-        if off_plane >= third_min_angle_deg and angle_deg(second, h_used) > max_angle_deg:
-            third = second
+    # A slide with DAB-like pixels whose second extreme is not DAB (a green pen stroke on a
+    # positive demo tile) has a stain plane that misses DAB: its hematoxylin extreme is pulled
+    # off too (there 13 deg, towards DAB: 30% -> 17% positive), so nothing is estimated.
+    trusted = dab_ok or not has_dab
+    if not trusted:
+        notes.append("the stain plane misses the slide's DAB (ink or artefact?): default vectors kept")
+    h_used = h_est if trusted and h_angle <= max_angle_deg else reference[0]
+    d_used = second if dab_ok else reference[1]
+    off_plane = 0.0 if has_dab else 90.0 - angle_deg(second, np.cross(h_used, d_used))
+    # Only on a slide without DAB-like pixels may a non-DAB extreme well out of the H-DAB plane
+    # become the third vector (eosin); on a positive slide it would move real DAB readings.
+    third = None
+    if off_plane >= third_min_angle_deg and angle_deg(second, h_used) > max_angle_deg:
+        third = second
     matrix = stains.stain_matrix(h_used, d_used, third)
     source = "default" if np.allclose(matrix, reference) else "estimated"
     return StainEstimate(matrix, source, h_angle, second_angle, off_plane, dab_fraction, third is not None, tuple(notes))

@@ -2,14 +2,17 @@
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import tifffile
 
 from cxcr4score import config, pipeline, stain_estimation, stains, synthetic
 
 CONFIG = config.default_config()
 SETTINGS = CONFIG["stain_estimation"]
 HE_SLIDE = Path("/work/shared/data/wsi/cmu_small_region.svs")
+DEMO = Path(__file__).resolve().parents[1] / "sample_slides" / "P01" / "P01_A.tif"
 
 
 def _estimate(rgb, mask, i0):
@@ -77,3 +80,14 @@ def test_he_slide_reads_below_one_percent_dab_positive_and_fails_on_stain():
     assert (scored["class"] >= 1).mean() < 0.01
     assert info["stain_source"] == "estimated" and len(info["stain_vectors"].split(";")) == 3
     assert summary["qc_status"] == "failed" and "second stain" in summary["qc_message"]
+
+
+def test_pen_stroke_on_a_positive_slide_keeps_the_default_vectors():
+    """A green stroke becomes Macenko's second extreme; the plane then misses DAB and the pulled
+    hematoxylin extreme must not be used (on the demo tile it took 30% positive to 17%)."""
+    rgb = tifffile.imread(DEMO)
+    cv2.line(rgb, (100, 100), (900, 700), (20, 140, 60), 25)
+    i0 = (250.0, 252.0, 251.0)
+    estimate = _estimate(rgb, np.linalg.norm(stains.od_table(i0)[np.arange(3), rgb], axis=2) > 0.05, i0)
+    assert estimate.source == "default" and not estimate.third_stain
+    assert estimate.dab_fraction >= SETTINGS["min_dab_fraction"] and estimate.second_off_plane_deg == 0
