@@ -14,8 +14,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from . import __version__, celltype, eligibility, io, measure, qc, qc_metrics, roi, score, segment, stains, tiling, tissue
-from . import stain_estimation
+from . import (
+    __version__, celltype, eligibility, io, measure, qc, qc_metrics, roi, score, segment, stain_estimation, stains,
+    tiling, tissue,
+)
 from . import grid as grid_module
 from .measure import SECTOR_COLUMNS, deconvolve, measure_cells, nucleus_centroids
 
@@ -86,7 +88,8 @@ def _stain_estimate(overview, mask, i0, config):
     """The slide's stain matrix: estimated directions where trustworthy, else the default."""
     settings, reference = config["stain_estimation"], config["stains"]
     if not settings["enabled"]:
-        return stain_estimation.StainEstimate(stains.stain_matrix(reference["hematoxylin"], reference["dab"]), "default")
+        matrix = stains.stain_matrix(reference["hematoxylin"], reference["dab"])
+        return stain_estimation.StainEstimate(matrix, "default")
     od = stain_estimation.stained_od(overview, mask, i0, od_floor=settings["od_floor"])
     return stain_estimation.estimate_stains(
         od, hematoxylin=reference["hematoxylin"], dab=reference["dab"], max_angle_deg=settings["max_angle_deg"],
@@ -349,11 +352,13 @@ def merge_slide(info, measurements, hists, *, config):
     if info["roi"] and qc_status != "failed" and not in_region.any():
         qc_status = "warning"
         qc_messages.append(f"the ROI holds none of the {len(cells)} detected cells")
-    metrics = {"tissue_mm2": info["tissue_mm2"], "tumour_cells": float(scored.sum()), **info.get("pixel_qc", {}),
-               "stroma_dab": qc_metrics.stroma_dab(classified[in_region])}
-    metric_status, metric_messages = qc_metrics.evaluate(metrics, config["qc"])
-    qc_status = max(qc_status, metric_status, key=_QC_ORDER.index)
-    qc_messages += metric_messages
+    metrics = {}
+    if "pixel_qc" in info:  # not for a slide that could not be read (failed_info)
+        metrics = {"tissue_mm2": info["tissue_mm2"], "tumour_cells": float(scored.sum()), **info["pixel_qc"],
+                   "stroma_dab": qc_metrics.stroma_dab(classified[in_region])}
+        metric_status, metric_messages = qc_metrics.evaluate(metrics, config["qc"])
+        qc_status = max(qc_status, metric_status, key=_QC_ORDER.index)
+        qc_messages += metric_messages
     immune_classes = classified["class"].to_numpy()[immune]
     summary = {
         **{k: info[k] for k in ("slide_id", "patient_id", "path", "mpp", "tissue_mm2", "stain_vectors",

@@ -34,7 +34,8 @@ PEN_MIN_OD = 0.3
 #: A hue this far (deg) outside the hematoxylin-DAB cone is ink: a drawn green stroke is 3% of
 #: the demo tile at this angle, no H-DAB slide here reaches 0.4% (README QC table).
 PEN_ANGLE_DEG = 25.0
-#: A channel OD this high in all three channels is black (ink or debris); no stain reaches it.
+#: A channel OD this high in all three channels is black (ink or debris); hematoxylin or DAB
+#: would need a concentration above 3 OD to reach it.
 BLACK_OD = 1.0
 #: Smoothing of the OD sum before the fold threshold (micrometres): folds are regions, not nuclei.
 FOLD_SIGMA_UM = 10.0
@@ -78,7 +79,8 @@ def focus_tiles(mask, *, overview_scale, shape, tile_px=FOCUS_TILE_PX, max_tiles
     for top in range(0, shape[0] - tile_px + 1, tile_px):
         for left in range(0, shape[1] - tile_px + 1, tile_px):
             r0, c0 = int(top / overview_scale), int(left / overview_scale)
-            r1, c1 = max(r0 + 1, int((top + tile_px) / overview_scale)), max(c0 + 1, int((left + tile_px) / overview_scale))
+            r1 = max(r0 + 1, int((top + tile_px) / overview_scale))
+            c1 = max(c0 + 1, int((left + tile_px) / overview_scale))
             if mask[r0:r1, c0:c1].mean() >= 0.5:
                 boxes.append((top, left, top + tile_px, left + tile_px))
     if len(boxes) > max_tiles:

@@ -43,7 +43,7 @@ MAX_PIXELS = 500_000
 MIN_PIXELS = 1000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StainEstimate:
     """The stain matrix a slide is analysed with, and the evidence behind it.
 
@@ -204,4 +204,5 @@ def estimate_stains(od, *, hematoxylin, dab, max_angle_deg, min_dab_fraction, th
         third = second
     matrix = stains.stain_matrix(h_used, d_used, third)
     source = "default" if np.allclose(matrix, reference) else "estimated"
-    return StainEstimate(matrix, source, h_angle, second_angle, off_plane, dab_fraction, third is not None, tuple(notes))
+    return StainEstimate(matrix, source, h_angle, second_angle, off_plane, dab_fraction,
+                         third_stain=third is not None, notes=tuple(notes))
