@@ -105,6 +105,8 @@ def _pixel_qc(overview, overview_mpp, mask, focus_tiles, i0, estimate, config):
         "saturated": qc_metrics.saturated_share(pixels),
         "pen": qc_metrics.pen_share(stains.od_table(i0)[np.arange(3), pixels], estimate.matrix[:2]),
         "folds": qc_metrics.fold_share(tissue.od_sum(overview, i0), mask, mpp=overview_mpp),
+        "stain_angle_deg": max(stain_estimation.angle_deg(estimate.matrix[row], config["stains"][name])
+                               for row, name in ((stains.HEMATOXYLIN, "hematoxylin"), (stains.DAB, "dab"))),
         "second_stain_deg": estimate.second_off_plane_deg,
     }
 

@@ -22,6 +22,7 @@ LABELS = {
     "saturated": "{:.2%} of tissue pixels saturated",
     "pen": "{:.2%} of tissue under pen ink",
     "folds": "{:.2%} of tissue folded or very dark",
+    "stain_angle_deg": "stain vectors estimated {:.1f} deg from the reference",
     "second_stain_deg": "no DAB-like stain; a second stain {:.1f} deg out of the hematoxylin-DAB plane (H&E?)",
     "stroma_dab": "stroma DAB {:.3f} OD (nonspecific staining?)",
 }

@@ -115,3 +115,11 @@ def test_failed_qc_makes_the_patient_inadequate_naming_the_metric(demo_rgb, tmp_
     row = patients.iloc[0]
     assert row["call"] == "inadequate"
     assert "QC failed" in row["reason"] and "out of focus" in row["reason"]
+
+
+def test_stain_angle_is_recorded_and_warns_beyond_its_level(demo_rgb, tmp_path):
+    """Reference: P01_A is rendered with vectors 5 deg from QuPath's (synthetic.TileSpec)."""
+    _, _, _, summary = _score(demo_rgb, tmp_path, "angle")
+    assert 2.0 < summary["qc_stain_angle_deg"] < LEVELS["stain_angle_deg"]["warning"]
+    status, messages = qc_metrics.evaluate({"stain_angle_deg": 12.0}, LEVELS)
+    assert status == "warning" and messages == ["stain vectors estimated 12.0 deg from the reference (warning >= 10.0)"]
