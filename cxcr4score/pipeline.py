@@ -14,7 +14,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from . import __version__, celltype, eligibility, io, measure, qc, roi, score, segment, stains, tiling, tissue
+from . import (
+    __version__, celltype, eligibility, io, measure, qc, qc_metrics, roi, score, segment, stain_estimation, stains,
+    tiling, tissue,
+)
 from . import grid as grid_module
 from .measure import SECTOR_COLUMNS, deconvolve, measure_cells, nucleus_centroids
 
@@ -31,6 +34,8 @@ _ALT_COLUMNS = ("dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell")
 _GLASS_MARGIN_UM = 10.0
 #: cell_id = chunk index x this + label within the chunk (unique within a slide).
 _CELL_ID_STRIDE = 10_000_000
+#: QC levels from best to worst.
+_QC_ORDER = ("ok", "warning", "failed")
 #: Per-compartment class columns counted into the block table (nominal variant only).
 _COMPARTMENT_MEASURES = ("class_membrane", "class_cytoplasm", "class_nucleus")
 
@@ -79,6 +84,33 @@ def _vector_text(vectors):
     return ";".join(",".join(f"{v:.5f}" for v in row) for row in vectors)
 
 
+def _stain_estimate(overview, mask, i0, config):
+    """The slide's stain matrix: estimated directions where trustworthy, else the default."""
+    settings, reference = config["stain_estimation"], config["stains"]
+    if not settings["enabled"]:
+        matrix = stains.stain_matrix(reference["hematoxylin"], reference["dab"])
+        return stain_estimation.StainEstimate(matrix, "default")
+    od = stain_estimation.stained_od(overview, mask, i0, od_floor=settings["od_floor"])
+    return stain_estimation.estimate_stains(
+        od, hematoxylin=reference["hematoxylin"], dab=reference["dab"], max_angle_deg=settings["max_angle_deg"],
+        min_dab_fraction=settings["min_dab_fraction"], third_min_angle_deg=settings["third_stain_min_angle_deg"],
+    )
+
+
+def _pixel_qc(overview, overview_mpp, mask, focus_tiles, i0, estimate, config):
+    """The QC metrics of :mod:`cxcr4score.qc_metrics` measured on pixels (see :func:`slide_info`)."""
+    pixels = stain_estimation.sample_pixels(overview, mask)
+    return {
+        "blurred_tiles": qc_metrics.blurred_share(focus_tiles, min_variance=config["qc"]["focus_min_variance"]),
+        "saturated": qc_metrics.saturated_share(pixels),
+        "pen": qc_metrics.pen_share(stains.od_table(i0)[np.arange(3), pixels], estimate.matrix[:2]),
+        "folds": qc_metrics.fold_share(tissue.od_sum(overview, i0), mask, mpp=overview_mpp),
+        "stain_angle_deg": max(stain_estimation.angle_deg(estimate.matrix[row], config["stains"][name])
+                               for row, name in ((stains.HEMATOXYLIN, "hematoxylin"), (stains.DAB, "dab"))),
+        "second_stain_deg": estimate.second_off_plane_deg,
+    }
+
+
 def slide_info(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", config):
     """Metadata, pixel size, tissue area, background I0 and the chunk list of one slide.
 
@@ -90,7 +122,9 @@ def slide_info(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", conf
     reader, grid, mpp_source, mpp_warning = open_grid(path, sheet_mpp=sheet_mpp, config=config)
     with reader:
         overview, overview_mpp = grid_module.read_overview(reader, grid)
-    mask = _tissue(overview, overview_mpp, config)
+        mask = _tissue(overview, overview_mpp, config)
+        focus_boxes = qc_metrics.focus_tiles(mask, overview_scale=overview_mpp / grid.mpp, shape=grid.shape)
+        focus_tiles = [grid_module.read_box(reader, grid, b) for b in focus_boxes]
     background = stains.measure_background(
         overview, _glass(mask, overview_mpp),
         default_i0=config["default_i0"], min_glass_fraction=config["tissue"]["min_glass_fraction"],
@@ -104,7 +138,7 @@ def slide_info(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", conf
         warnings.append("no tissue found")
     halo_px = math.ceil(tiling.halo_um(config) / grid.mpp)
     chunks = tiling.plan_chunks(grid.shape, halo_px=halo_px, core_px=tiling.CORE_PX, tissue=mask if tissue_mm2 else None)
-    matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
+    estimate = _stain_estimate(overview, mask, background.i0, config)
     return {
         "slide_id": slide_id,
         "patient_id": patient_id,
@@ -121,8 +155,12 @@ def slide_info(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", conf
         "tissue_mm2": tissue_mm2,
         "i0": list(background.i0),
         "i0_source": background.source,
-        "stain_vectors": _vector_text(matrix[:2]),
-        "stain_source": "default",
+        "stain_matrix": estimate.matrix.tolist(),
+        "stain_vectors": _vector_text(estimate.matrix if estimate.third_stain else estimate.matrix[:2]),
+        "stain_source": estimate.source,
+        "stain_dab_fraction": estimate.dab_fraction,
+        "stain_notes": "; ".join(estimate.notes),
+        "pixel_qc": _pixel_qc(overview, overview_mpp, mask, focus_tiles, background.i0, estimate, config),
         "chunks": [str(c.index) for c in chunks],
         "chunk_boxes": [c.to_json() for c in chunks],
         "qc_status": "warning" if warnings else "ok",
@@ -199,10 +237,11 @@ def measure_chunk(info, chunk, *, config):
     with io.open_slide(info["path"]) as reader:
         rgb = grid_module.read_box(reader, grid, box.read)
     mpp = grid.mpp
-    matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
-    tables = stains.concentration_tables(info["i0"], matrix)
+    tables = stains.concentration_tables(info["i0"], np.asarray(info["stain_matrix"]))
+    # The alternative I0 / stain choice (DESIGN 5): default I0 and the default stain vectors.
     alt_i0 = (float(config["default_i0"]),) * 3
-    alt_dab = stains.concentration_tables(alt_i0, matrix)[stains.DAB]
+    alt_matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
+    alt_dab = stains.concentration_tables(alt_i0, alt_matrix)[stains.DAB]
     hematoxylin, _ = deconvolve(rgb, tables)
     # Cells are not restricted to the tissue mask: pale stroma can fall below the tissue
     # threshold, and a nucleus is found on its own hematoxylin signal anyway.
@@ -301,7 +340,7 @@ def merge_slide(info, measurements, hists, *, config):
     for variant, shift in (("thresholds_minus", -tolerance), ("thresholds_plus", tolerance)):
         shifted = _classes(measurements, config, thresholds + shift)["class"].to_numpy()[scored]
         parts.append(_count_rows(shifted, blocks, variant=variant, measure="class"))
-    if info["i0_source"] != "default":
+    if info["i0_source"] != "default" or info["stain_source"] == "estimated":
         alt = _classes(_with_alt_values(measurements), config, thresholds)["class"].to_numpy()[scored]
         parts.append(_count_rows(alt, blocks, variant="alt_i0", measure="class"))
     block_table = pd.concat(parts, ignore_index=True)
@@ -315,6 +354,13 @@ def merge_slide(info, measurements, hists, *, config):
     if info["roi"] and qc_status != "failed" and not in_region.any():
         qc_status = "warning"
         qc_messages.append(f"the ROI holds none of the {len(cells)} detected cells")
+    metrics = {}
+    if "pixel_qc" in info:  # not for a slide that could not be read (failed_info)
+        metrics = {"tissue_mm2": info["tissue_mm2"], "tumour_cells": float(scored.sum()), **info["pixel_qc"],
+                   "stroma_dab": qc_metrics.stroma_dab(classified[in_region])}
+        metric_status, metric_messages = qc_metrics.evaluate(metrics, config["qc"])
+        qc_status = max(qc_status, metric_status, key=_QC_ORDER.index)
+        qc_messages += metric_messages
     immune_classes = classified["class"].to_numpy()[immune]
     summary = {
         **{k: info[k] for k in ("slide_id", "patient_id", "path", "mpp", "tissue_mm2", "stain_vectors",
@@ -330,6 +376,8 @@ def merge_slide(info, measurements, hists, *, config):
         "n_immune_cells": int(immune.sum()),
         "pct_immune_positive": float(100 * np.mean(immune_classes >= 1)) if immune.any() else float("nan"),
         "pixel_hist": np.asarray(hist, dtype=np.int64).tolist(),
+        **{f"qc_{name}": value for name, value in metrics.items() if name != "tissue_mm2"},
+        **{k: info.get(k, "") for k in ("stain_dab_fraction", "stain_notes")},
     }
     return cells, block_table, summary
 
@@ -434,5 +482,6 @@ def slides_table(slides, blocks, config):
     head = slides[list(SLIDES_HEAD)].reset_index(drop=True)
     tail = slides[list(SLIDES_TAIL)].reset_index(drop=True)
     extra_names = [c for c in ("n_immune_cells", "pct_immune_positive", "tumour_source", "i0_source",
-                               "n_cells_detected", "has_roi") if c in slides]
+                               "n_cells_detected", "has_roi", "stain_dab_fraction", "stain_notes") if c in slides]
+    extra_names += [c for c in slides.columns if c.startswith("qc_") and c not in SLIDES_TAIL]
     return pd.concat([head, scores.drop(columns="slide_id"), tail, slides[extra_names].reset_index(drop=True)], axis=1)

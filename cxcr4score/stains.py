@@ -48,13 +48,16 @@ def _unit(vector, name):
     return v / norm
 
 
-def stain_matrix(hematoxylin=QUPATH_HEMATOXYLIN, dab=QUPATH_DAB):
-    """Build the 3x3 stain matrix: unit hematoxylin, unit DAB, residual = H x DAB.
+def stain_matrix(hematoxylin=QUPATH_HEMATOXYLIN, dab=QUPATH_DAB, third=None):
+    """Build the 3x3 stain matrix: unit hematoxylin, unit DAB, third = H x DAB unless given.
 
     Parameters
     ----------
     hematoxylin, dab : (3,) array_like
         OD directions in RGB order; normalised to unit length here.
+    third : (3,) array_like, optional
+        Direction of a third, non-DAB stain seen on the slide (e.g. eosin); its share of the
+        OD then goes to the third channel instead of into DAB. Default: the residual H x DAB.
 
     Returns
     -------
@@ -64,7 +67,7 @@ def stain_matrix(hematoxylin=QUPATH_HEMATOXYLIN, dab=QUPATH_DAB):
     Raises
     ------
     ValueError
-        If a vector is not three finite numbers, is zero, or the two are parallel.
+        If a vector is not three finite numbers, is zero, or the three are (nearly) coplanar.
     """
     h = _unit(hematoxylin, "hematoxylin")
     d = _unit(dab, "DAB")
@@ -72,7 +75,10 @@ def stain_matrix(hematoxylin=QUPATH_HEMATOXYLIN, dab=QUPATH_DAB):
     norm = np.linalg.norm(residual)
     if norm < 1e-6:
         raise ValueError(f"hematoxylin {hematoxylin!r} and DAB {dab!r} vectors are parallel")
-    return np.stack([h, d, residual / norm])
+    matrix = np.stack([h, d, residual / norm if third is None else _unit(third, "third")])
+    if abs(np.linalg.det(matrix)) < 1e-3:
+        raise ValueError(f"stain vectors {matrix.round(5).tolist()!r} are coplanar: cannot separate the stains")
+    return matrix
 
 
 def od_table(i0):

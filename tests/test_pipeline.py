@@ -99,14 +99,15 @@ def test_finer_image_is_resampled_and_mapped_to_level0(tmp_path):
     np.testing.assert_allclose(cells["x_um"], cells["x"] * 0.25)
 
 
-def test_blank_glass_gives_no_cells_and_a_warning(tmp_path):
+def test_blank_glass_gives_no_cells_and_fails_qc_on_tissue_area(tmp_path):
     path = tmp_path / "glass.tif"
     rng = np.random.default_rng(0)
     glass = np.clip(240 + rng.normal(0, 2, (300, 300, 3)), 0, 255).astype(np.uint8)
     tifffile.imwrite(path, glass, photometric="rgb", resolution=(20000, 20000), resolutionunit="CENTIMETER")
     info, cells, blocks, summary = pipeline.score_slide(path, slide_id="G", config=CONFIG)
     assert len(cells) == 0 and list(cells.columns[:3]) == ["cell_id", "x", "y"]
-    assert summary["qc_status"] == "warning" and "no tissue" in summary["qc_message"]
+    assert summary["qc_status"] == "failed" and "no tissue" in summary["qc_message"]
+    assert "tissue area 0 mm2 (failed < 0.001)" in summary["qc_message"]
 
 
 @pytest.mark.parametrize("mpp", [0.5, 0.3])
