@@ -1,0 +1,91 @@
+"""Real scans from ``../shared/data/wsi`` (crops of the OpenSlide test data): cross-checks.
+
+OS-2 is one Ki67 section scanned by two scanners (Hamamatsu ``.ndpi`` at 0.23 um/px and
+Olympus ``.vsi`` at 0.35 um/px), exported by QuPath, with QuPath's positive cell detection
+results beside each crop. Ki67 is nuclear, so these are scored on the nucleus compartment,
+every detected cell (nothing delineates tumour), with QuPath's DAB threshold 0.2: the row
+"Detection threshold 0.2, DAB threshold 0.2". The H&E crops carry no DAB at all.
+
+These are not CXCR4 slides and carry no pathologist scores: they check that the same tissue
+gives the same answer on two scanners, that nucleus counts are of QuPath's order, and that a
+slide without DAB is not called positive.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from cxcr4score import config, pipeline
+
+WSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "wsi"
+#: QuPath's row compared with (DESIGN section 5 DAB threshold; the issue's reference row).
+QUPATH_ROW = {"Detection threshold": "0.2", "DAB threshold": "0.2"}
+
+
+def _qupath(name):
+    with open(WSI / f"{name}-results.tsv", newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            if all(row[key] == value for key, value in QUPATH_ROW.items()):
+                return int(row["Num cells"]), float(row["Positive %"])
+    raise AssertionError(f"no QuPath row {QUPATH_ROW} in {name}-results.tsv")
+
+
+def _score(path, **overrides):
+    settings = config.merge(config.default_config(), overrides)
+    _, cells, _, summary = pipeline.score_slide(path, slide_id=path.stem, config=settings)
+    scored = cells[cells["scored"]]
+    return len(scored), 100.0 * float((scored["class"] >= 1).mean()), summary
+
+
+@pytest.fixture(scope="module")
+def ki67():
+    nuclear = {"compartments": ["nucleus"], "tumour_cells": "all", "thresholds": [0.2, 0.4, 0.6]}
+    return {name: _score(WSI / f"{name}.ome.tif", **nuclear) for name in ("OS-2-ndpi", "OS-2-vsi")}
+
+
+def test_two_scanners_agree_on_ki67_percentage(ki67):
+    """Reference: QuPath's own gap on this pair is 3.0 points (16.6% vs 13.5%)."""
+    (_, ndpi, _), (_, vsi, _) = ki67["OS-2-ndpi"], ki67["OS-2-vsi"]
+    assert abs(ndpi - vsi) <= 3.0, f"ndpi {ndpi:.1f}% vs vsi {vsi:.1f}%"
+
+
+def test_ki67_cell_count_within_30_percent_of_qupath(ki67):
+    """Reference: QuPath positive cell detection, detection threshold 0.2 (the TSV beside the crop)."""
+    n_qupath, _ = _qupath("OS-2-ndpi")
+    n_ours, _, _ = ki67["OS-2-ndpi"]
+    assert abs(n_ours - n_qupath) <= 0.3 * n_qupath, f"ndpi: {n_ours} cells vs QuPath {n_qupath}"
+
+
+def test_pale_scan_needs_a_lower_nucleus_threshold():
+    """Reference: QuPath's count on the vsi crop (1353), and ours on the ndpi crop of the same tissue.
+
+    The vsi scan is pale: its nuclei peak at about 0.16 hematoxylin OD after background
+    subtraction, against 0.28 on the ndpi scan, so the fixed default threshold (0.1) keeps
+    only about 830 nuclei (39% under QuPath). A threshold matched to the scan's contrast
+    (0.05, about a third of its typical nucleus) finds QuPath's order of nuclei again; it is
+    a documented override, not the default, because the scan's paler DAB then reads about
+    4 points lower than the ndpi scan (QuPath's own gap is 3).
+    """
+    n_qupath, _ = _qupath("OS-2-vsi")
+    nuclear = {"compartments": ["nucleus"], "tumour_cells": "all", "thresholds": [0.2, 0.4, 0.6]}
+    n_matched, _, _ = _score(WSI / "OS-2-vsi.ome.tif", **nuclear, nuclei={"threshold": 0.05})
+    assert abs(n_matched - n_qupath) <= 0.3 * n_qupath, f"vsi: {n_matched} cells vs QuPath {n_qupath}"
+
+
+@pytest.mark.parametrize("name", ["OS-2-ndpi", "OS-2-vsi"])
+def test_ki67_percentage_near_qupath(ki67, name):
+    """Reference: QuPath's % positive on the same crop; the two differ by their detections."""
+    _, pct_qupath = _qupath(name)
+    _, pct_ours, _ = ki67[name]
+    assert abs(pct_ours - pct_qupath) <= 5.0, f"{name}: {pct_ours:.1f}% vs QuPath {pct_qupath:.1f}%"
+
+
+@pytest.mark.parametrize("name", ["cmu_small_region.svs", "OS-1-detail.ome.tif"])
+def test_he_slide_is_not_dab_positive(name):
+    """Reference: an H&E slide holds no DAB, so (nearly) no cell may be positive."""
+    n, pct, _ = _score(WSI / name, tumour_cells="all")
+    assert n > 100, f"{name}: only {n} cells detected"
+    assert pct < 1.0, f"{name}: {pct:.1f}% of {n} cells DAB-positive"
