@@ -40,8 +40,10 @@ def get_arg_parser():
 
     bench = commands.add_parser("bench", help="speed and accuracy benchmarks")
     bench.add_argument("kind", choices=("speed", "accuracy"))
-    bench.add_argument("--size", type=int, default=2048, metavar="PIXELS", help="tile side [%(default)s]")
-    bench.add_argument("--repeats", type=int, default=3, metavar="N", help="timing repeats (median) [%(default)s]")
+    bench.add_argument("--size", type=int, metavar="PIXELS", help="tile side [speed 4096, accuracy 2048]")
+    bench.add_argument("--repeats", type=int, default=3, metavar="N", help="speed: timing repeats (median) [%(default)s]")
+    bench.add_argument("--threads", type=int, default=1, metavar="N",
+                       help="speed: also time our stages at N threads (speed-up per stage) [%(default)s]")
     bench.add_argument("--tiles", type=int, default=4, metavar="N", help="accuracy: tiles per patient [%(default)s]")
     bench.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     return parser

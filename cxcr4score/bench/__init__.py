@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-
-import pandas as pd
+import sys
 
 from . import accuracy as accuracy_bench
 from . import speed as speed_bench
@@ -13,12 +12,15 @@ from . import speed as speed_bench
 def main(args):
     """Run a benchmark from parsed command-line arguments; print a table."""
     if args.kind == "speed":
-        result = speed_bench.speed(size=args.size, repeats=args.repeats)
-        table = pd.DataFrame(result["stages"]).T
-        print(f"speed on a {args.size}^2 tile ({result['mpix']:.1f} Mpix), 1 thread, median of {args.repeats}:")
-        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+        size = args.size or 4096
+        try:
+            result = speed_bench.speed(size=size, repeats=args.repeats, threads=args.threads)
+        except speed_bench.NeedsSourceCheckout as err:
+            print(f"cxcr4score bench speed: {err}", file=sys.stderr)
+            return 2
+        print(speed_bench.format_report(result))
     else:
-        result = accuracy_bench.accuracy(tiles=args.tiles, size=args.size)
+        result = accuracy_bench.accuracy(tiles=args.tiles, size=args.size or 2048)
         table = result
         print(table.to_string(float_format=lambda v: f"{v:.3f}"))
         print("mean:", result.drop(columns=["tile"]).mean().round(3).to_dict())
