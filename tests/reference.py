@@ -148,9 +148,10 @@ def reference_pipeline_tissue(rgb, *, mpp, od_threshold=0.05, min_area_um2=2000.
 
 def reference_pipeline_nuclei(hematoxylin, *, mpp, background_radius_um=8.0, sigma_um=1.5,
                               threshold=0.1, min_area_um2=10.0, max_area_um2=400.0):
-    """Nucleus labels: :func:`detect_nuclei` (the parameters of ``segment.NucleusParams``)."""
-    return detect_nuclei(hematoxylin, mpp=mpp, background_radius_um=background_radius_um, sigma_um=sigma_um,
-                         threshold=threshold, min_area_um2=min_area_um2, max_area_um2=max_area_um2)
+    """Nucleus labels 1..n: :func:`detect_nuclei` (parameters of ``segment.NucleusParams``), renumbered."""
+    labels = detect_nuclei(hematoxylin, mpp=mpp, background_radius_um=background_radius_um, sigma_um=sigma_um,
+                           threshold=threshold, min_area_um2=min_area_um2, max_area_um2=max_area_um2)
+    return segmentation.relabel_sequential(labels)[0]
 
 
 def reference_pipeline_compartments(nuclei, *, mpp, expansion_um=5.0, band_um=1.0):

@@ -48,6 +48,7 @@ def test_tissue_masks_agree(bench_tile):
 
 def test_nuclei_overlap_reference(bench_tile):
     """Reference: reference_pipeline_nuclei (skimage detect_nuclei): Dice of the nucleus masks."""
+    assert np.all(np.bincount(bench_tile["ref_state"]["nuclei"].ravel())[1:] > 0)  # numbered 1..n, as ours
     ours, ref = bench_tile["ours_state"]["nuclei"] > 0, bench_tile["ref_state"]["nuclei"] > 0
     assert ref.sum() > 0.05 * ref.size
     assert 2 * np.sum(ours & ref) / (ours.sum() + ref.sum()) > 0.9
