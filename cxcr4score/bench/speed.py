@@ -267,7 +267,7 @@ def _machine():
     }
 
 
-def speed(*, size=4096, repeats=3, threads=1, seed=0, memory=True):
+def speed(*, size=4096, repeats=3, threads=1, seed=0):
     """Time our stages and the reference's on one fully tissue-covered tile.
 
     Parameters
@@ -280,8 +280,6 @@ def speed(*, size=4096, repeats=3, threads=1, seed=0, memory=True):
         Our stages are also timed at this many threads when above 1.
     seed : int
         Seed of the generated tile.
-    memory : bool
-        Measure peak memory in fresh subprocesses.
 
     Returns
     -------
@@ -316,7 +314,7 @@ def speed(*, size=4096, repeats=3, threads=1, seed=0, memory=True):
         ref_s = time_stages(ref, repeats)
         rgb = ours["read"]({})
         ref_s["deconvolution_vs_rgb2hed"] = _median_time(lambda: rgb2hed(rgb), repeats)
-        memory = {name: peak_memory_mb(name, path, threads) for name in ("ours", "reference")} if memory else {}
+        memory = {name: peak_memory_mb(name, path, threads) for name in ("ours", "reference")}
         scores = tile_accuracy(path, tile.truth, config)
     stages = {}
     for name in (*STAGES, "end_to_end", "deconvolution_vs_rgb2hed"):
@@ -349,7 +347,7 @@ def _targets(stages, memory, scores, size):
                                                TARGETS["measurement_mpix_s_per_thread"]),
         "deconvolution_vs_rgb2hed": check(stages["deconvolution_vs_rgb2hed"]["ratio"], TARGETS["deconvolution_vs_rgb2hed"]),
     }
-    if memory and size >= 4096:
+    if size >= 4096:
         out["peak_memory_mb_4096"] = check(memory["ours"], TARGETS["peak_memory_mb_4096"], higher_is_better=False)
     for name in ("tumour_f1", "class_kappa", "membrane_r"):
         out[name] = check(scores[name], TARGETS[name])
@@ -390,10 +388,9 @@ def format_report(result):
         table.to_string(float_format=lambda v: f"{v:.3f}" if v < 10 else f"{v:.1f}"),
         "(deconvolution vs rgb2hed: the reference column is skimage.color.rgb2hed, a speed baseline only)",
     ]
-    if result["memory_mb"]:
-        memory = result["memory_mb"]
-        lines.append(f"peak memory (peak RSS of a fresh process, end to end at {threads} thread(s)): "
-                     f"ours {memory['ours']:.0f} MB, reference {memory['reference']:.0f} MB")
+    memory = result["memory_mb"]
+    lines.append(f"peak memory (peak RSS of a fresh process, end to end at {threads} thread(s)): "
+                 f"ours {memory['ours']:.0f} MB, reference {memory['reference']:.0f} MB")
     accuracy_scores = result["accuracy"]
     lines.append(f"accuracy on this tile vs generator truth (match within {accuracy.MATCH_UM:g} um): "
                  f"detection F1 {accuracy_scores['f1']:.3f} (all cells)")
