@@ -45,8 +45,10 @@ def get_arg_parser():
     bench = commands.add_parser("bench", help="speed, accuracy and concordance benchmarks")
     bench.add_argument("kind", choices=("speed", "accuracy", "concordance"))
     bench.add_argument("--size", type=int, metavar="PIXELS",
-                       help="tile side [speed 2048; accuracy 1024, at 0.5 um/px]")
-    bench.add_argument("--repeats", type=int, default=3, metavar="N", help="timing repeats (median) [%(default)s]")
+                       help="tile side [speed 4096; accuracy 1024, at 0.5 um/px]")
+    bench.add_argument("--repeats", type=int, default=3, metavar="N", help="speed: timing repeats (median) [%(default)s]")
+    bench.add_argument("--threads", type=int, default=1, metavar="N",
+                       help="speed: also time our stages at N threads (speed-up per stage) [%(default)s]")
     bench.add_argument("--tiles", type=int, default=2, metavar="N", help="accuracy: tiles per patient [%(default)s]")
     bench.add_argument("--patients", type=int, default=6, metavar="N",
                        help="accuracy: patients per generator configuration [%(default)s]")
@@ -141,7 +143,7 @@ def run_synth(args):
     return 0
 
 
-_BENCH_SIZE = {"speed": 2048, "accuracy": 1024}
+_BENCH_SIZE = {"speed": 4096, "accuracy": 1024}
 
 
 def _synth_configuration(args):

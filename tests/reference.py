@@ -106,3 +106,144 @@ def membrane_band(cells, nuclei, *, band_px):
     inside = cells > 0
     band = inside & (nuclei == 0) & (near_other | near_outside)
     return band, near_other
+
+
+# --------------------------------------------------------------------------------------
+# Pipeline reference (speed baseline of ``cxcr4score bench speed``)
+# --------------------------------------------------------------------------------------
+# One function per stage, the plain scikit-image / NumPy / pandas way: vectorised library
+# calls, no lookup tables, no OpenCV, no Numba. The benchmark loads this file from the source
+# checkout, times it against the package in the same run and compares their outputs.
+
+
+def reference_pipeline_read(path):
+    """Read the whole RGB image of a TIFF (tifffile.imread)."""
+    import tifffile
+
+    return tifffile.imread(path)
+
+
+def reference_pipeline_deconvolve(rgb, i0, matrix):
+    """Hematoxylin and DAB planes: :func:`deconvolve` (float64 Beer-Lambert)."""
+    return deconvolve(rgb, i0, matrix)
+
+
+def reference_pipeline_tissue(rgb, *, mpp, od_threshold=0.05, min_area_um2=2000.0, sigma_um=2.0,
+                              white_percentile=99.0, min_white=150.0):
+    """Tissue mask as ``tissue.tissue_mask`` defines it, with scikit-image.
+
+    OD summed over channels against the per-channel 99th percentile (255 where that is
+    darker than ``min_white``), Gaussian smoothing, threshold, 8-connected fragments and
+    holes smaller than ``min_area_um2`` removed / filled.
+    """
+    white = np.percentile(rgb.reshape(-1, 3), white_percentile, axis=0)
+    if white.min() < min_white:
+        white = np.full(3, 255.0)
+    od = -np.log10(np.clip(rgb.astype(np.float64), 1.0, white) / white)
+    smoothed = filters.gaussian(od.sum(axis=2), sigma=sigma_um / mpp, preserve_range=True)
+    min_px = max(1, int(round(min_area_um2 / mpp**2)))
+    tissue = morphology.remove_small_objects(smoothed >= od_threshold, max_size=min_px - 1, connectivity=2)
+    return morphology.remove_small_holes(tissue, max_size=min_px - 1, connectivity=2)
+
+
+def reference_pipeline_nuclei(hematoxylin, *, mpp, background_radius_um=8.0, sigma_um=1.5,
+                              threshold=0.1, min_area_um2=10.0, max_area_um2=400.0):
+    """Nucleus labels 1..n: :func:`detect_nuclei` (parameters of ``segment.NucleusParams``), renumbered."""
+    labels = detect_nuclei(hematoxylin, mpp=mpp, background_radius_um=background_radius_um, sigma_um=sigma_um,
+                           threshold=threshold, min_area_um2=min_area_um2, max_area_um2=max_area_um2)
+    return segmentation.relabel_sequential(labels)[0]
+
+
+def reference_pipeline_compartments(nuclei, *, mpp, expansion_um=5.0, band_um=1.0):
+    """Cells, compartment codes and exposed band fraction, as ``segment`` defines them.
+
+    Cells: ``skimage.segmentation.expand_labels``. Band: a cell pixel outside the nucleus
+    with another cell (grey dilation / erosion of the labels over a disk differs from it) or
+    no cell (erosion of the cell mask) within ``band_um``; borders replicated.
+
+    Returns
+    -------
+    cells : (M, N) ndarray of int
+    codes : (M, N) ndarray of uint8
+        0 background, 1 nucleus, 2 cytoplasm, 3 membrane.
+    exposed : (n + 1,) ndarray of float64
+        Share of each cell's band near no other cell (NaN without band).
+    """
+    cells = segmentation.expand_labels(nuclei, distance=expansion_um / mpp)
+    footprint = morphology.disk(max(1, int(round(band_um / mpp))))
+    inside = cells > 0
+    above = morphology.dilation(cells, footprint, mode="nearest") != cells
+    big = np.iinfo(cells.dtype).max
+    below = morphology.erosion(np.where(inside, cells, big), footprint, mode="nearest") != cells
+    near_outside = ~morphology.erosion(inside, footprint, mode="nearest")
+    near_other = above | below
+    nucleus = (nuclei > 0) & inside
+    band = inside & ~nucleus & (near_other | near_outside)
+    codes = np.select([nucleus, band, inside], [1, 3, 2], 0).astype(np.uint8)
+    n = int(cells.max())
+    band_count = np.bincount(cells[band], minlength=n + 1)
+    exposed_count = np.bincount(cells[band & ~near_other], minlength=n + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        exposed = np.where(band_count > 0, exposed_count / band_count, np.nan)
+    return cells, codes, exposed
+
+
+def reference_pipeline_measure(dab, hematoxylin, nuclei, cells, codes, exposed):
+    """Per-cell table: nucleus centroids (``ndi.center_of_mass``) and :func:`cell_statistics`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``label`` 1..n; ``row``, ``col`` (nucleus centroid), the compartment means of
+        :func:`cell_statistics`, ``dab_membrane_sector_00`` .. ``_15`` and
+        ``membrane_exposed_fraction``.
+    """
+    import pandas as pd
+
+    n = int(cells.max())
+    index = np.arange(1, n + 1)
+    centroids = np.array(ndi.center_of_mass(np.ones(nuclei.shape), nuclei, index)).reshape(-1, 2)
+    rows = np.concatenate([[np.nan], centroids[:, 0]])
+    cols = np.concatenate([[np.nan], centroids[:, 1]])
+    stats = cell_statistics(dab, hematoxylin, cells, codes, rows, cols)
+    sectors = stats.pop("sectors")
+    table = pd.DataFrame(stats, index=pd.Index(index, name="label"))
+    table[[f"dab_membrane_sector_{s:02d}" for s in range(N_SECTORS)]] = sectors
+    table.insert(0, "col", cols[1:])
+    table.insert(0, "row", rows[1:])
+    table["membrane_exposed_fraction"] = exposed[1 : n + 1]
+    return table
+
+
+def reference_pipeline_score(table, *, thresholds, mpp, compartments=("membrane", "cytoplasm"),
+                             exposed_max=0.5, block_um=500.0):
+    """Classes, class counts per block and the H-score, with NumPy and pandas.
+
+    A compartment's class is the number of thresholds at or below its mean (NaN: none); an
+    exposed cell's membrane takes its cytoplasm's class; the class is the highest of
+    ``compartments``, else the whole cell's, else 0 (DESIGN section 5, class rule ``max``).
+
+    Returns
+    -------
+    dict
+        ``classes`` (n,) int, ``blocks`` (DataFrame of n0..n3 per block), ``counts`` (4,)
+        and ``h_score``.
+    """
+    import pandas as pd
+
+    def classify(values):
+        values = np.asarray(values, dtype=np.float64)
+        return np.where(np.isnan(values), -1, np.digitize(values, thresholds))
+
+    per = {c: classify(table[f"dab_{c}"]) for c in ("nucleus", "cytoplasm", "membrane", "cell")}
+    exposed = table["membrane_exposed_fraction"].to_numpy() > exposed_max
+    per["membrane"] = np.where(exposed, per["cytoplasm"], per["membrane"])
+    classes = np.max([per[c] for c in compartments], axis=0)
+    classes = np.where(classes < 0, per["cell"], classes)
+    classes = np.where(classes < 0, 0, classes)
+    block = (np.floor(table["row"].to_numpy() * mpp / block_um) * (1 << 20)
+             + np.floor(table["col"].to_numpy() * mpp / block_um)).astype(np.int64)
+    blocks = pd.crosstab(block, classes).reindex(columns=range(4), fill_value=0)
+    counts = np.bincount(classes, minlength=4)
+    return {"classes": classes, "blocks": blocks, "counts": counts,
+            "h_score": 100.0 * float(counts @ np.arange(4)) / max(1, counts.sum())}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 
-import pandas as pd
 
 from .. import synthetic_cohort
 from . import accuracy as accuracy_bench
@@ -16,10 +15,12 @@ from . import speed as speed_bench
 def main(args):
     """Run a benchmark from parsed command-line arguments; print a table."""
     if args.kind == "speed":
-        result = speed_bench.speed(size=args.size, repeats=args.repeats)
-        table = pd.DataFrame(result["stages"]).T
-        print(f"speed on a {args.size}^2 tile ({result['mpix']:.1f} Mpix), 1 thread, median of {args.repeats}:")
-        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+        try:
+            result = speed_bench.speed(size=args.size, repeats=args.repeats, threads=args.threads)
+        except speed_bench.NeedsSourceCheckout as err:
+            print(f"cxcr4score bench speed: {err}", file=sys.stderr)
+            return 2
+        print(speed_bench.format_report(result))
     elif args.kind == "concordance":
         result = concordance_bench.run(args.truth, args.results)
         print(concordance_bench.format_report(result))
