@@ -45,8 +45,45 @@ def deconvolve_kernel(rgb, tables, hematoxylin, dab):
 @numba.njit(cache=True)
 def _bin(value, bins_per_od, n_bins):
     """floor((value - HIST_LOW) * bins_per_od) in float64, clamped to [0, n_bins - 1]."""
-    index = int(np.floor((np.float64(value) - HIST_LOW) * bins_per_od))
-    return min(max(index, 0), n_bins - 1)
+    # Clamping before truncating gives the same index as floor-then-clamp, branch-free.
+    x = min(max((np.float64(value) - HIST_LOW) * bins_per_od, 0.0), n_bins - 1.0)
+    return int(x)
+
+
+#: tan(22.5 deg): the sector edges nearest each axis, compared with |dy| / |dx|.
+_TAN_SECTOR = np.tan(np.pi / N_SECTORS * 2.0)
+#: Relative margin within which a point counts as on a sector edge and gets atan2.
+_EDGE_MARGIN = 1e-9
+
+
+@numba.njit(cache=True)
+def sector_of(dy, dx):
+    """Sector floor((atan2(dy, dx) + pi) / (2 pi) * 16), clamped to 15, mostly without atan2.
+
+    The sector edges are the axes, the diagonals and the lines |dy| = tan(22.5 deg) |dx|
+    and |dx| = tan(22.5 deg) |dy|; a point clearly off every edge is placed by comparing
+    |dy| and |dx| (exact for the float64 formula, whose error is ~1e-15 rad). Points within
+    a relative 1e-9 of an edge (on an axis or a diagonal, where the float64 rounding of the
+    formula decides, and where -0.0 and +0.0 differ) take the atan2 formula itself.
+    """
+    ax, ay = abs(dx), abs(dy)
+    margin = _EDGE_MARGIN * (ax + ay)
+    # Bitwise | rather than `or`, and sums of comparisons rather than if-chains: the
+    # angle of neighbouring band pixels is unpredictable, so branches would mostly miss.
+    on_edge = (
+        (ax <= margin)
+        | (ay <= margin)
+        | (abs(ay - ax) <= margin)
+        | (abs(ay - _TAN_SECTOR * ax) <= margin)
+        | (abs(ax - _TAN_SECTOR * ay) <= margin)
+    )
+    if on_edge:
+        s = int((np.arctan2(dy, dx) + np.pi) / (2.0 * np.pi) * N_SECTORS)
+        return min(s, N_SECTORS - 1)
+    # k: which 22.5-degree slice of the quadrant, counted from the x axis.
+    k = int(ay > _TAN_SECTOR * ax) + int(ay > ax) + int(ax < _TAN_SECTOR * ay)
+    upper = dy > 0
+    return 8 * int(upper) + (k if upper == (dx > 0) else 7 - k)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -75,64 +112,58 @@ def cell_stats_kernel(
     3 membrane), with q(x) = rint(x * 2**20) of the float32 concentration x:
     count[t, k, m-1] += 1, dab_sum += q(DAB), dab_sq += q(DAB)**2, alt_sum += q(DAB under the
     alternative I0); nucleus pixels add q(hematoxylin) to hem_sum[t, k]; membrane pixels add
-    to sector_count/sector_sum[t, k, s], s = floor((atan2(i - cy, j - cx) + pi) / (2 pi) * 16);
+    to sector_count/sector_sum[t, k, s], s = :func:`sector_of` (i - cy, j - cx);
     pixels of in-scope cells add to hist[t, hematoxylin bin, DAB bin].
     Runs of equal (cell, compartment) along a row are summed locally and flushed at a change.
     ``row_bands`` holds the first row of each band of rows a loop iteration handles.
     """
     n_cols = rgb.shape[1]
-    two_pi = 2.0 * np.pi
     for band in numba.prange(row_bands.shape[0] - 1):
         t = numba.get_thread_id()
         for i in range(row_bands[band], row_bands[band + 1]):
-            run_cell = 0
-            run_comp = 0
-            run_n = 0
-            run_sum = 0
-            run_sq = 0
-            run_alt = 0
-            for j in range(n_cols + 1):
-                if j < n_cols:
-                    k = cells[i, j]
-                    m = compartments[i, j]
-                else:  # sentinel: flush the last run of the row
-                    k = 0
-                    m = 0
-                if k != run_cell or m != run_comp:
-                    if run_cell > 0 and run_comp > 0:
-                        c = run_comp - 1
-                        count[t, run_cell, c] += run_n
-                        dab_sum[t, run_cell, c] += run_sum
-                        dab_sq[t, run_cell, c] += run_sq
-                        alt_sum[t, run_cell, c] += run_alt
-                    run_cell = k
-                    run_comp = m
-                    run_n = 0
-                    run_sum = 0
-                    run_sq = 0
-                    run_alt = 0
+            rgb_row, cell_row, comp_row = rgb[i], cells[i], compartments[i]
+            j = 0
+            while j < n_cols:
+                k = cell_row[j]
+                m = comp_row[j]
                 if k == 0 or m == 0:
+                    j += 1
                     continue
-                r, g, b = rgb[i, j, 0], rgb[i, j, 1], rgb[i, j, 2]
-                d = tables[1, 0, r] + tables[1, 1, g] + tables[1, 2, b]
-                q = np.int64(np.rint(np.float64(d) * Q_SCALE))
-                d_alt = alt_dab_table[0, r] + alt_dab_table[1, g] + alt_dab_table[2, b]
-                run_n += 1
-                run_sum += q
-                run_sq += q * q
-                run_alt += np.int64(np.rint(np.float64(d_alt) * Q_SCALE))
-                h = tables[0, 0, r] + tables[0, 1, g] + tables[0, 2, b]
-                if m == 1:
-                    hem_sum[t, k] += np.int64(np.rint(np.float64(h) * Q_SCALE))
-                elif m == 3:
-                    angle = np.arctan2(i - centroid_row[k], j - centroid_col[k])
-                    s = int((angle + np.pi) / two_pi * N_SECTORS)
-                    if s >= N_SECTORS:
-                        s = N_SECTORS - 1
-                    sector_count[t, k, s] += 1
-                    sector_sum[t, k, s] += q
-                if in_scope[k]:
-                    hist[t, _bin(h, HEM_BINS_PER_OD, HEM_BINS), _bin(d, HIST_BINS_PER_OD, HIST_BINS)] += 1
+                # A run of equal (cell, compartment): sums stay in registers until its end.
+                end = j + 1
+                while end < n_cols and cell_row[end] == k and comp_row[end] == m:
+                    end += 1
+                scope = in_scope[k]
+                dy = i - centroid_row[k]
+                run_sum = 0
+                run_sq = 0
+                run_alt = 0
+                run_hem = 0
+                for jj in range(j, end):
+                    r, g, b = rgb_row[jj, 0], rgb_row[jj, 1], rgb_row[jj, 2]
+                    d = tables[1, 0, r] + tables[1, 1, g] + tables[1, 2, b]
+                    q = np.int64(np.rint(np.float64(d) * Q_SCALE))
+                    run_sum += q
+                    run_sq += q * q
+                    d_alt = alt_dab_table[0, r] + alt_dab_table[1, g] + alt_dab_table[2, b]
+                    run_alt += np.int64(np.rint(np.float64(d_alt) * Q_SCALE))
+                    if m == NUCLEUS or scope:
+                        h = tables[0, 0, r] + tables[0, 1, g] + tables[0, 2, b]
+                        if m == NUCLEUS:
+                            run_hem += np.int64(np.rint(np.float64(h) * Q_SCALE))
+                        if scope:
+                            hist[t, _bin(h, HEM_BINS_PER_OD, HEM_BINS), _bin(d, HIST_BINS_PER_OD, HIST_BINS)] += 1
+                    if m == MEMBRANE:
+                        s = sector_of(dy, jj - centroid_col[k])
+                        sector_count[t, k, s] += 1
+                        sector_sum[t, k, s] += q
+                c = m - 1
+                count[t, k, c] += end - j
+                dab_sum[t, k, c] += run_sum
+                dab_sq[t, k, c] += run_sq
+                alt_sum[t, k, c] += run_alt
+                hem_sum[t, k] += run_hem
+                j = end
 
 
 @numba.njit(cache=True)
@@ -184,3 +215,207 @@ def area_resize_kernel(region, out, first_row, first_col, region_row, region_col
                 for m in range(c_count[j]):
                     acc += c_weight[j, m] * line[c_start[j] + m, ch]
                 out[i, j, ch] = np.uint8(min(255.0, max(0.0, np.rint(acc))))
+
+
+@numba.njit(cache=True)
+def _load_row(image, y, ring, slot, pad, fill, take_max):
+    """ring[slot, k, x] = extreme of the padded row y over [x, x + 2**k) (a sparse table)."""
+    n_cols = image.shape[1]
+    base = ring[slot, 0]
+    base[:pad] = fill
+    base[pad : pad + n_cols] = image[y]
+    base[pad + n_cols :] = fill
+    width = ring.shape[2]
+    for k in range(1, ring.shape[1]):
+        half = 1 << (k - 1)
+        n = width - 2 * half + 1
+        # Slices, not offset indices: Numba then vectorises the loop (no wraparound checks).
+        left, right, level = ring[slot, k - 1, :n], ring[slot, k - 1, half : half + n], ring[slot, k, :n]
+        if take_max:
+            for x in range(n):
+                level[x] = max(left[x], right[x])
+        else:
+            for x in range(n):
+                level[x] = min(left[x], right[x])
+
+
+@numba.njit(parallel=True, cache=True)
+def disk_filter_kernel(image, half_widths, take_max, out, row_bands):
+    """Grey erosion (``take_max`` False) or dilation of ``image`` by a disk; exact.
+
+    The disk row at vertical offset dy spans columns [-half_widths[|dy|], +half_widths[|dy|]].
+    Pixels outside the image are ignored (OpenCV's default border for erode and dilate).
+    Each row's extreme over a centred run of 2w + 1 columns is the extreme of two
+    overlapping power-of-two runs of a sparse table, so the cost per pixel is O(disk
+    height) instead of O(disk area); the last 2r + 1 rows' tables live in a ring.
+    ``row_bands`` holds the first output row of each band a parallel iteration handles.
+    """
+    n_rows, n_cols = image.shape
+    r = half_widths.shape[0] - 1
+    pad = half_widths[0]
+    n_levels = 1
+    while (1 << n_levels) <= 2 * pad + 1:
+        n_levels += 1
+    level_of = np.empty(r + 1, np.int64)
+    for d in range(r + 1):
+        k = 0
+        while (1 << (k + 1)) <= 2 * half_widths[d] + 1:
+            k += 1
+        level_of[d] = k
+    fill = -np.inf if take_max else np.inf
+    n_ring = 2 * r + 1
+    for band in numba.prange(row_bands.shape[0] - 1):
+        y0, y1 = row_bands[band], row_bands[band + 1]
+        ring = np.empty((n_ring, n_levels, n_cols + 2 * pad), image.dtype)
+        acc = np.empty(n_cols, image.dtype)
+        for yy in range(max(0, y0 - r), min(n_rows, y0 + r)):
+            _load_row(image, yy, ring, yy % n_ring, pad, fill, take_max)
+        for y in range(y0, y1):
+            if y + r < n_rows:
+                _load_row(image, y + r, ring, (y + r) % n_ring, pad, fill, take_max)
+            acc[:] = fill
+            for dy in range(-r, r + 1):
+                yy = y + dy
+                if yy < 0 or yy >= n_rows:
+                    continue
+                d = abs(dy)
+                k = level_of[d]
+                lo = pad - half_widths[d]
+                hi = pad + half_widths[d] - (1 << k) + 1
+                left = ring[yy % n_ring, k, lo : lo + n_cols]
+                right = ring[yy % n_ring, k, hi : hi + n_cols]
+                if take_max:
+                    for x in range(n_cols):
+                        acc[x] = max(acc[x], max(left[x], right[x]))
+                else:
+                    for x in range(n_cols):
+                        acc[x] = min(acc[x], min(left[x], right[x]))
+            out[y] = acc
+
+
+@numba.njit(parallel=True, cache=True)
+def compartments_kernel(cells, nuclei, offsets, row_bands, codes, counts):
+    """Compartment code of every pixel and per-(thread, cell) band and exposed-band counts.
+
+    A cell pixel (``cells > 0``) that is not nuclear is membrane (3) when some pixel at an
+    offset (dy, dx) of ``offsets`` has another label or none, else cytoplasm (2); nuclear
+    cell pixels are 1, background 0. Coordinates are clamped at the image edge (the border
+    is replicated). counts[t, k, 0] counts the band pixels of cell k, counts[t, k, 1] those
+    with no other cell within reach ("exposed").
+    """
+    n_rows, n_cols = cells.shape
+    for band in numba.prange(row_bands.shape[0] - 1):
+        t = numba.get_thread_id()
+        for i in range(row_bands[band], row_bands[band + 1]):
+            for j in range(n_cols):
+                k = cells[i, j]
+                if k == 0:
+                    codes[i, j] = BACKGROUND
+                    continue
+                if nuclei[i, j] != 0:
+                    codes[i, j] = NUCLEUS
+                    continue
+                near_other = False
+                near_outside = False
+                for o in range(offsets.shape[0]):
+                    ii = min(max(i + offsets[o, 0], 0), n_rows - 1)
+                    jj = min(max(j + offsets[o, 1], 0), n_cols - 1)
+                    v = cells[ii, jj]
+                    if v == 0:
+                        near_outside = True
+                    elif v != k:
+                        near_other = True
+                        break
+                if near_other or near_outside:
+                    codes[i, j] = MEMBRANE
+                    counts[t, k, 0] += 1
+                    if not near_other:
+                        counts[t, k, 1] += 1
+                else:
+                    codes[i, j] = CYTOPLASM
+
+
+@numba.njit(parallel=True, cache=True)
+def label_count_kernel(labels, row_bands, counts):
+    """counts[t, k] += number of pixels with label k (labels >= 0) in thread t's rows."""
+    n_cols = labels.shape[1]
+    for band in numba.prange(row_bands.shape[0] - 1):
+        t = numba.get_thread_id()
+        for i in range(row_bands[band], row_bands[band + 1]):
+            for j in range(n_cols):
+                counts[t, labels[i, j]] += 1
+
+
+@numba.njit(parallel=True, cache=True)
+def relabel_kernel(labels, new_ids, out):
+    """out[i, j] = new_ids[labels[i, j]]."""
+    n_cols = labels.shape[1]
+    for i in numba.prange(labels.shape[0]):
+        for j in range(n_cols):
+            out[i, j] = new_ids[labels[i, j]]
+
+
+@numba.njit(cache=True)
+def nonzero_values(labels):
+    """The nonzero entries of ``labels`` in raster order, after a leading 0."""
+    flat = labels.ravel()
+    n = 0
+    for v in flat:
+        if v != 0:
+            n += 1
+    out = np.zeros(n + 1, labels.dtype)
+    n = 0
+    for v in flat:
+        if v != 0:
+            n += 1
+            out[n] = v
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def nearest_label_kernel(nearest, distance, lookup, limit, out):
+    """out = lookup[nearest] where distance <= limit (compared in float64), else 0."""
+    n_cols = nearest.shape[1]
+    for i in numba.prange(nearest.shape[0]):
+        for j in range(n_cols):
+            if np.float64(distance[i, j]) <= limit:
+                out[i, j] = lookup[nearest[i, j]]
+            else:
+                out[i, j] = 0
+
+
+def row_bands(n_rows, rows_per_band):
+    """First row of each band of ``rows_per_band`` rows (and ``n_rows``), as int64."""
+    return np.append(np.arange(0, n_rows, max(1, rows_per_band), dtype=np.int64), np.int64(n_rows))
+
+
+def thread_bands(n_rows):
+    """Row bands splitting ``n_rows`` evenly over Numba's current thread count."""
+    return row_bands(n_rows, -(-n_rows // max(1, numba.get_num_threads())))
+
+
+@numba.njit(parallel=True, cache=True)
+def label_moments_kernel(labels, origin_row, origin_col, row_bands, sums):
+    """Integer moments of every label 1..n about an integer origin, per thread.
+
+    For each pixel (i, j) with label k in 1..n (n = origin_row.shape[0] - 1; other labels are
+    skipped), with a = i - origin_row[k], b = j - origin_col[k]:
+    sums[t, k] += (1, a, b, a*a, b*b, a*b). Integers, so any thread count gives the same sums.
+    """
+    n_cols = labels.shape[1]
+    n = origin_row.shape[0] - 1
+    for band in numba.prange(row_bands.shape[0] - 1):
+        t = numba.get_thread_id()
+        for i in range(row_bands[band], row_bands[band + 1]):
+            for j in range(n_cols):
+                k = labels[i, j]
+                if k <= 0 or k > n:
+                    continue
+                a = i - origin_row[k]
+                b = j - origin_col[k]
+                sums[t, k, 0] += 1
+                sums[t, k, 1] += a
+                sums[t, k, 2] += b
+                sums[t, k, 3] += a * a
+                sums[t, k, 4] += b * b
+                sums[t, k, 5] += a * b
