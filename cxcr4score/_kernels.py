@@ -42,6 +42,15 @@ def deconvolve_kernel(rgb, tables, hematoxylin, dab):
             dab[i, j] = tables[1, 0, r] + tables[1, 1, g] + tables[1, 2, b]
 
 
+@numba.njit(parallel=True, cache=True)
+def hematoxylin_kernel(rgb, tables, hematoxylin):
+    """hematoxylin[i, j] = sum_c tables[0, c, rgb[i, j, c]] (the first plane of deconvolve_kernel)."""
+    n_rows, n_cols = rgb.shape[0], rgb.shape[1]
+    for i in numba.prange(n_rows):
+        for j in range(n_cols):
+            hematoxylin[i, j] = tables[0, 0, rgb[i, j, 0]] + tables[0, 1, rgb[i, j, 1]] + tables[0, 2, rgb[i, j, 2]]
+
+
 @numba.njit(cache=True)
 def _bin(value, bins_per_od, n_bins):
     """floor((value - HIST_LOW) * bins_per_od) in float64, clamped to [0, n_bins - 1]."""
@@ -293,6 +302,22 @@ def disk_filter_kernel(image, half_widths, take_max, out, row_bands):
             out[y] = acc
 
 
+@numba.njit(cache=True)
+def _near_other_or_outside(cells, i, j, k, offsets):
+    """(another label within reach, no label within reach) for pixel (i, j) of cell k."""
+    n_rows, n_cols = cells.shape
+    near_outside = False
+    for o in range(offsets.shape[0]):
+        ii = min(max(i + offsets[o, 0], 0), n_rows - 1)
+        jj = min(max(j + offsets[o, 1], 0), n_cols - 1)
+        v = cells[ii, jj]
+        if v == 0:
+            near_outside = True
+        elif v != k:
+            return True, near_outside
+    return False, near_outside
+
+
 @numba.njit(parallel=True, cache=True)
 def compartments_kernel(cells, nuclei, offsets, row_bands, codes, counts):
     """Compartment code of every pixel and per-(thread, cell) band and exposed-band counts.
@@ -304,35 +329,41 @@ def compartments_kernel(cells, nuclei, offsets, row_bands, codes, counts):
     with no other cell within reach ("exposed").
     """
     n_rows, n_cols = cells.shape
+    reach = 0
+    for o in range(offsets.shape[0]):
+        reach = max(reach, abs(offsets[o, 0]), abs(offsets[o, 1]))
+    inner = n_cols - 2 * reach  # columns whose neighbourhood needs no clamping
     for band in numba.prange(row_bands.shape[0] - 1):
         t = numba.get_thread_id()
+        same = np.empty(n_cols, np.bool_)
         for i in range(row_bands[band], row_bands[band + 1]):
-            for j in range(n_cols):
-                k = cells[i, j]
-                if k == 0:
-                    codes[i, j] = BACKGROUND
-                    continue
-                if nuclei[i, j] != 0:
-                    codes[i, j] = NUCLEUS
-                    continue
-                near_other = False
-                near_outside = False
+            centre = cells[i]
+            # First a branch-free, vectorised pass: is every neighbour the pixel's own label?
+            same[:] = True
+            if inner > 0:
                 for o in range(offsets.shape[0]):
                     ii = min(max(i + offsets[o, 0], 0), n_rows - 1)
-                    jj = min(max(j + offsets[o, 1], 0), n_cols - 1)
-                    v = cells[ii, jj]
-                    if v == 0:
-                        near_outside = True
-                    elif v != k:
-                        near_other = True
-                        break
-                if near_other or near_outside:
-                    codes[i, j] = MEMBRANE
-                    counts[t, k, 0] += 1
-                    if not near_other:
-                        counts[t, k, 1] += 1
-                else:
+                    lo = reach + offsets[o, 1]
+                    shifted, own, flag = cells[ii, lo : lo + inner], centre[reach : reach + inner], same[reach : reach + inner]
+                    for x in range(inner):
+                        flag[x] = flag[x] & (shifted[x] == own[x])
+            for j in range(n_cols):
+                k = centre[j]
+                if k == 0:
+                    codes[i, j] = BACKGROUND
+                elif nuclei[i, j] != 0:
+                    codes[i, j] = NUCLEUS
+                elif same[j] and reach <= j < reach + inner:
                     codes[i, j] = CYTOPLASM
+                else:
+                    near_other, near_outside = _near_other_or_outside(cells, i, j, k, offsets)
+                    if near_other or near_outside:
+                        codes[i, j] = MEMBRANE
+                        counts[t, k, 0] += 1
+                        if not near_other:
+                            counts[t, k, 1] += 1
+                    else:
+                        codes[i, j] = CYTOPLASM
 
 
 @numba.njit(parallel=True, cache=True)
@@ -419,3 +450,67 @@ def label_moments_kernel(labels, origin_row, origin_col, row_bands, sums):
                 sums[t, k, 3] += a * a
                 sums[t, k, 4] += b * b
                 sums[t, k, 5] += a * b
+
+
+@numba.njit(parallel=True, cache=True)
+def od_sum_kernel(rgb, table, out):
+    """out[i, j] = table[r, 0] + table[g, 1] + table[b, 2] (float32, summed left to right)."""
+    n_cols = rgb.shape[1]
+    for i in numba.prange(rgb.shape[0]):
+        for j in range(n_cols):
+            out[i, j] = table[rgb[i, j, 0], 0] + table[rgb[i, j, 1], 1] + table[rgb[i, j, 2], 2]
+
+
+@numba.njit(cache=True)
+def channel_counts_kernel(pixels, step, counts):
+    """counts[c, v] = number of pixels 0, step, 2 step, ... of (N, 3) ``pixels`` with channel c = v."""
+    for p in range(0, pixels.shape[0], step):
+        for c in range(3):
+            counts[c, pixels[p, c]] += 1
+
+
+@numba.njit(cache=True)
+def label_boxes_kernel(labels, wanted, boxes):
+    """boxes[k] = (first row, first col, last row + 1, last col + 1) of each label k with wanted[k].
+
+    ``boxes`` must start as (big, big, 0, 0) rows; other labels' rows are left as they are.
+    """
+    n_cols = labels.shape[1]
+    for i in range(labels.shape[0]):
+        for j in range(n_cols):
+            k = labels[i, j]
+            if wanted[k]:
+                boxes[k, 0] = min(boxes[k, 0], i)
+                boxes[k, 1] = min(boxes[k, 1], j)
+                boxes[k, 2] = max(boxes[k, 2], i + 1)
+                boxes[k, 3] = max(boxes[k, 3], j + 1)
+
+
+def warm_up():
+    """Compile every kernel, or load it from Numba's cache, for the types the pipeline uses.
+
+    Run once before parallel jobs start (the workflow's ``validate_inputs`` rule), so that
+    they load cached machine code instead of each compiling the same kernels at once.
+    """
+    from . import measure, segment, stains, tissue
+
+    rows, cols = np.indices((96, 96))
+    discs = ((rows - 30) ** 2 + (cols - 30) ** 2 <= 64) | ((rows - 30) ** 2 + (cols - 44) ** 2 <= 64)
+    discs |= (rows - 70) ** 2 + (cols - 60) ** 2 <= 49
+    rgb = np.repeat(np.where(discs, 90, 230).astype(np.uint8)[..., None], 3, axis=2)
+    tables = stains.concentration_tables((240.0, 240.0, 240.0), stains.stain_matrix())
+    measure.deconvolve(rgb, tables)
+    hematoxylin = measure.deconvolve_hematoxylin(rgb, tables)
+    tissue.tissue_mask(rgb, mpp=0.5, min_area_um2=1.0)
+    nuclei = segment.detect_nuclei(hematoxylin, mpp=0.5)
+    cells = segment.expand_cells(nuclei, mpp=0.5)
+    codes, _ = segment.compartments(cells, nuclei, mpp=0.5)
+    n = int(nuclei.max())
+    centroid_row, centroid_col, _ = measure.nucleus_centroids(nuclei, n)
+    measure.nucleus_axis_ratio(nuclei, n, centroid_row, centroid_col)
+    measure.measure_cells(
+        rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=tables[1],
+        centroid_row=centroid_row, centroid_col=centroid_col, in_scope=np.ones(n + 1, bool),
+    )
+    area_resize_kernel(rgb, np.empty((10, 10, 3), np.uint8), 0, 0, 0, 0, 1.5, 1.5)
+    return n

@@ -57,6 +57,35 @@ def deconvolve(rgb, tables):
     return hematoxylin, dab
 
 
+def deconvolve_hematoxylin(rgb, tables):
+    """The hematoxylin plane of :func:`deconvolve` alone (one plane written, not two).
+
+    Parameters
+    ----------
+    rgb : (M, N, 3) ndarray of uint8
+    tables : (2, 3, 256) ndarray of float32
+
+    Returns
+    -------
+    (M, N) ndarray of float32
+        Equal to ``deconvolve(rgb, tables)[0]``.
+    """
+    rgb = _check_rgb(rgb)
+    tables = _check_tables(tables)
+    hematoxylin = np.empty(rgb.shape[:2], dtype=np.float32)
+    _kernels.hematoxylin_kernel(rgb, tables, hematoxylin)
+    return hematoxylin
+
+
+def label_areas(labels):
+    """Pixel count of every label 0..labels.max() of a non-negative integer image (int64)."""
+    labels = np.ascontiguousarray(labels)
+    bands = _kernels.row_bands(labels.shape[0], 64)
+    counts = np.zeros((numba.get_num_threads(), int(labels.max(initial=0)) + 1), dtype=np.int64)
+    _kernels.label_count_kernel(labels, bands, counts)
+    return counts.sum(axis=0)
+
+
 def _label_moments(labels, n_cells, origin_row, origin_col):
     """Per label 0..n_cells: (count, sum a, sum b, sum a^2, sum b^2, sum ab), a and b the
     pixel's row and column minus the label's integer origin (int64, exact)."""

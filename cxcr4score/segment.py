@@ -23,7 +23,7 @@ import numpy as np
 from skimage.morphology import disk
 from skimage.segmentation import watershed
 
-from . import _kernels
+from . import _kernels, measure
 
 #: Smallest distance between two nucleus seeds when splitting touching nuclei (um): about
 #: the radius of the smallest nucleus kept (10 um^2 -> r = 1.8 um).
@@ -132,22 +132,19 @@ def detect_nuclei(hematoxylin, *, mpp, params=NucleusParams()):
     foreground = (signal >= params.threshold) & (signal >= OUTLINE_FRACTION * local_peak)
     # Fill pinholes left by pale chromatin so the distance transform sees whole nuclei.
     foreground = cv2.morphologyEx(foreground.view(np.uint8), cv2.MORPH_CLOSE, _disk(1)).astype(bool)
-    n, components, stats, _ = cv2.connectedComponentsWithStats(foreground.view(np.uint8), connectivity=8)
+    n, components = cv2.connectedComponents(foreground.view(np.uint8), connectivity=8)
     labels = components
     if params.split and n > 1:
-        labels = _split_touching(foreground, components, stats, mpp=mpp)
+        labels = _split_touching(foreground, components, mpp=mpp)
     return _filter_by_area(labels, mpp=mpp, params=params)
 
 
-def _split_touching(foreground, components, stats, *, mpp):
+def _split_touching(foreground, components, *, mpp):
     """Split components holding two or more seeds by a watershed of their distance transform.
 
     Components with one seed (or none, when too thin to hold one) are a nucleus as they are;
     the watershed runs only over the few with several seeds (under a tenth of the nuclear
-    pixels on generated tiles), each on its bounding box (``stats`` of
-    ``cv2.connectedComponentsWithStats``), which keeps it off the hot path. Components are
-    8-separated and the watershed floods 4-connected, so each box gives what the whole
-    image would.
+    pixels on generated tiles), on their bounding boxes only, which keeps it off the hot path.
     """
     distance = cv2.distanceTransform(foreground.view(np.uint8), cv2.DIST_L2, 5)
     distance = cv2.GaussianBlur(distance, (0, 0), 1.0)
@@ -162,28 +159,41 @@ def _split_touching(foreground, components, stats, *, mpp):
     seed_component[seeds[peaks]] = components[peaks]
     several = np.bincount(seed_component[1:], minlength=n_components) >= 2
     several[0] = False
-    split = several[components]
     labels = components.astype(np.int32)
-    for component in np.flatnonzero(several):
-        left, top, width, height = stats[component, :4]
-        box = slice(top, top + height), slice(left, left + width)
+    boxes = np.zeros((n_components, 4), np.int64)
+    boxes[:, :2] = np.iinfo(np.int64).max
+    _kernels.label_boxes_kernel(components, several, boxes)
+    to_split = np.flatnonzero(several)
+    if to_split.size == 0:
+        return labels
+    # One watershed over a column of the components' boxes, a blank row between boxes: one
+    # call instead of one per component. Each component floods only itself (components are
+    # 8-separated, the flooding is 4-connected), in the same raster order as on the whole image.
+    heights = boxes[to_split, 2] - boxes[to_split, 0]
+    starts = np.concatenate([[0], np.cumsum(heights + 1)[:-1]])
+    width = int((boxes[to_split, 3] - boxes[to_split, 1]).max())
+    shape = (int(starts[-1] + heights[-1]), width)
+    surface = np.zeros(shape, np.float32)
+    markers = np.zeros(shape, np.int32)
+    inside = np.zeros(shape, bool)
+    crops = []
+    for component, start in zip(to_split, starts):
+        top, left, bottom, right = boxes[component]
+        box = slice(top, bottom), slice(left, right)
+        place = slice(start, start + bottom - top), slice(0, right - left)
         mask = components[box] == component
-        basins = watershed(-distance[box], np.where(mask, seeds[box], 0), mask=mask)
-        labels[box][mask] = basins[mask] + n_components  # distinct from every component id
+        surface[place] = -distance[box]
+        markers[place] = np.where(mask, seeds[box], 0)
+        inside[place] = mask
+        crops.append((box, place, mask))
+    basins = watershed(surface, markers, mask=inside)
+    for box, place, mask in crops:
+        labels[box][mask] = basins[place][mask] + n_components  # distinct from every component id
     return labels
 
 
-def label_areas(labels):
-    """Pixel count of every label 0..labels.max() of a non-negative int32 image (int64)."""
-    labels = np.ascontiguousarray(labels, dtype=np.int32)
-    bands = _kernels.row_bands(labels.shape[0], 64)
-    counts = np.zeros((numba.get_num_threads(), int(labels.max(initial=0)) + 1), dtype=np.int64)
-    _kernels.label_count_kernel(labels, bands, counts)
-    return counts.sum(axis=0)
-
-
 def _filter_by_area(labels, *, mpp, params):
-    area = label_areas(labels)
+    area = measure.label_areas(labels)
     px_area = mpp * mpp
     keep = (area * px_area >= params.min_area_um2) & (area * px_area <= params.max_area_um2)
     keep[0] = False
