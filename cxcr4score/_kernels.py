@@ -502,10 +502,11 @@ def warm_up():
     discs = ((rows - 30) ** 2 + (cols - 30) ** 2 <= 64) | ((rows - 30) ** 2 + (cols - 44) ** 2 <= 64)
     discs |= (rows - 70) ** 2 + (cols - 60) ** 2 <= 49
     rgb = np.repeat(np.where(discs, 90, 230).astype(np.uint8)[..., None], 3, axis=2)
+    rgb[85, 10] = 0  # a speck: a tissue fragment too small to keep
     tables = stains.concentration_tables((240.0, 240.0, 240.0), stains.stain_matrix())
     measure.deconvolve(rgb, tables)
     hematoxylin = measure.deconvolve_hematoxylin(rgb, tables)
-    tissue.tissue_mask(rgb, mpp=0.5, min_area_um2=1.0)
+    tissue.tissue_mask(rgb, mpp=0.5, min_area_um2=20.0)
     nuclei = segment.detect_nuclei(hematoxylin, mpp=0.5)
     cells = segment.expand_cells(nuclei, mpp=0.5)
     codes, _ = segment.compartments(cells, nuclei, mpp=0.5)

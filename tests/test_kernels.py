@@ -285,3 +285,14 @@ def test_percentile_of_counts_matches_numpy():
         values = rng.integers(0, 256, size=size).astype(np.uint8)
         for q in (0.0, 37.3, 50.0, 99.0, 100.0):
             assert _percentile_of_counts(np.bincount(values, minlength=256), q) == np.percentile(values, q)
+
+
+def test_warm_up_compiles_every_kernel():
+    """warm_up runs the pipeline's kernels on a small image (split nuclei included)."""
+    from cxcr4score import _kernels
+
+    assert _kernels.warm_up() == 3
+    # Helpers called only from inside other kernels are not compiled on their own.
+    dispatchers = [v for name, v in vars(_kernels).items() if name.endswith("_kernel")]
+    assert len(dispatchers) > 12
+    assert all(d.signatures for d in dispatchers), [d.__name__ for d in dispatchers if not d.signatures]
