@@ -133,8 +133,13 @@ def cell_stats_kernel(
     n_cols = rgb.shape[1]
     for band in numba.prange(row_bands.shape[0] - 1):
         t = numba.get_thread_id()
+        flat_hist = hist[t].reshape(-1)
+        # Histogram indices of a row, scattered after the row: the arithmetic then
+        # pipelines instead of waiting on increments of the same bin.
+        bins = np.empty(n_cols, np.int64)
         for i in range(row_bands[band], row_bands[band + 1]):
             rgb_row, cell_row, comp_row = rgb[i], cells[i], compartments[i]
+            n_bins = 0
             j = 0
             while j < n_cols:
                 k = cell_row[j]
@@ -165,7 +170,8 @@ def cell_stats_kernel(
                         if m == NUCLEUS:
                             run_hem += np.int64(np.rint(np.float64(h) * Q_SCALE))
                         if scope:
-                            hist[t, _bin(h, HEM_BINS_PER_OD, HEM_BINS), _bin(d, HIST_BINS_PER_OD, HIST_BINS)] += 1
+                            bins[n_bins] = _bin(h, HEM_BINS_PER_OD, HEM_BINS) * HIST_BINS + _bin(d, HIST_BINS_PER_OD, HIST_BINS)
+                            n_bins += 1
                     if m == MEMBRANE:
                         s = sector_of(dy, jj - centroid_col[k])
                         sector_count[t, k, s] += 1
@@ -177,6 +183,8 @@ def cell_stats_kernel(
                 alt_sum[t, k, c] += run_alt
                 hem_sum[t, k] += run_hem
                 j = end
+            for x in range(n_bins):
+                flat_hist[bins[x]] += 1
 
 
 @numba.njit(cache=True)
