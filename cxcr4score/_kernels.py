@@ -1,11 +1,15 @@
-"""Numba kernels: fused lookup-table deconvolution and one-pass per-cell statistics.
+"""Numba kernels: fused lookup-table deconvolution, one-pass per-cell statistics, and the
+per-pixel steps of segmentation and the tissue mask that no library does fast enough.
 
 Written by hand because no library fuses these steps: scikit-image would deconvolve to
 float64 planes (three passes and 48 bytes per pixel) and then measure each compartment in
-a separate ``regionprops`` pass. Each kernel here reads the RGB image once.
+a separate ``regionprops`` pass. Each kernel here reads the RGB image once. OpenCV's grey
+erosion with a disk costs O(disk area) per pixel (0.1 s for a 16-pixel disk on 2048^2);
+:func:`disk_filter_kernel` gives the same values at O(disk height).
 
 Kernels take only arrays and scalars and do arithmetic only; the wrappers in
-:mod:`cxcr4score.measure` validate, make arrays contiguous and allocate (STYLE section 3).
+:mod:`cxcr4score.measure`, :mod:`cxcr4score.segment` and :mod:`cxcr4score.tissue`
+validate, make arrays contiguous and allocate (STYLE section 3).
 Parallel loops give each thread its own accumulator slice, indexed by
 ``numba.get_thread_id()`` and reduced serially by the wrapper; accumulators are integers
 (OD quantised to ``round(OD * 2**20)``), so results are identical for any thread count.
@@ -42,11 +46,57 @@ def deconvolve_kernel(rgb, tables, hematoxylin, dab):
             dab[i, j] = tables[1, 0, r] + tables[1, 1, g] + tables[1, 2, b]
 
 
+@numba.njit(parallel=True, cache=True)
+def hematoxylin_kernel(rgb, tables, hematoxylin):
+    """hematoxylin[i, j] = sum_c tables[0, c, rgb[i, j, c]] (the first plane of deconvolve_kernel)."""
+    n_rows, n_cols = rgb.shape[0], rgb.shape[1]
+    for i in numba.prange(n_rows):
+        for j in range(n_cols):
+            hematoxylin[i, j] = tables[0, 0, rgb[i, j, 0]] + tables[0, 1, rgb[i, j, 1]] + tables[0, 2, rgb[i, j, 2]]
+
+
 @numba.njit(cache=True)
 def _bin(value, bins_per_od, n_bins):
     """floor((value - HIST_LOW) * bins_per_od) in float64, clamped to [0, n_bins - 1]."""
-    index = int(np.floor((np.float64(value) - HIST_LOW) * bins_per_od))
-    return min(max(index, 0), n_bins - 1)
+    # Clamping before truncating gives the same index as floor-then-clamp, branch-free.
+    x = min(max((np.float64(value) - HIST_LOW) * bins_per_od, 0.0), n_bins - 1.0)
+    return int(x)
+
+
+#: tan(22.5 deg): the sector edges nearest each axis, compared with |dy| / |dx|.
+_TAN_SECTOR = np.tan(np.pi / N_SECTORS * 2.0)
+#: Relative margin within which a point counts as on a sector edge and gets atan2.
+_EDGE_MARGIN = 1e-9
+
+
+@numba.njit(cache=True)
+def sector_of(dy, dx):
+    """Sector floor((atan2(dy, dx) + pi) / (2 pi) * 16), clamped to 15, mostly without atan2.
+
+    The sector edges are the axes, the diagonals and the lines |dy| = tan(22.5 deg) |dx|
+    and |dx| = tan(22.5 deg) |dy|; a point clearly off every edge is placed by comparing
+    |dy| and |dx| (exact for the float64 formula, whose error is ~1e-15 rad). Points within
+    a relative 1e-9 of an edge (on an axis or a diagonal, where the float64 rounding of the
+    formula decides, and where -0.0 and +0.0 differ) take the atan2 formula itself.
+    """
+    ax, ay = abs(dx), abs(dy)
+    margin = _EDGE_MARGIN * (ax + ay)
+    # Bitwise | rather than `or`, and sums of comparisons rather than if-chains: the
+    # angle of neighbouring band pixels is unpredictable, so branches would mostly miss.
+    on_edge = (
+        (ax <= margin)
+        | (ay <= margin)
+        | (abs(ay - ax) <= margin)
+        | (abs(ay - _TAN_SECTOR * ax) <= margin)
+        | (abs(ax - _TAN_SECTOR * ay) <= margin)
+    )
+    if on_edge:
+        s = int((np.arctan2(dy, dx) + np.pi) / (2.0 * np.pi) * N_SECTORS)
+        return min(s, N_SECTORS - 1)
+    # k: which 22.5-degree slice of the quadrant, counted from the x axis.
+    k = int(ay > _TAN_SECTOR * ax) + int(ay > ax) + int(ax < _TAN_SECTOR * ay)
+    upper = dy > 0
+    return 8 * int(upper) + (k if upper == (dx > 0) else 7 - k)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -75,64 +125,66 @@ def cell_stats_kernel(
     3 membrane), with q(x) = rint(x * 2**20) of the float32 concentration x:
     count[t, k, m-1] += 1, dab_sum += q(DAB), dab_sq += q(DAB)**2, alt_sum += q(DAB under the
     alternative I0); nucleus pixels add q(hematoxylin) to hem_sum[t, k]; membrane pixels add
-    to sector_count/sector_sum[t, k, s], s = floor((atan2(i - cy, j - cx) + pi) / (2 pi) * 16);
+    to sector_count/sector_sum[t, k, s], s = :func:`sector_of` (i - cy, j - cx);
     pixels of in-scope cells add to hist[t, hematoxylin bin, DAB bin].
     Runs of equal (cell, compartment) along a row are summed locally and flushed at a change.
     ``row_bands`` holds the first row of each band of rows a loop iteration handles.
     """
     n_cols = rgb.shape[1]
-    two_pi = 2.0 * np.pi
     for band in numba.prange(row_bands.shape[0] - 1):
         t = numba.get_thread_id()
+        flat_hist = hist[t].reshape(-1)
+        # Histogram indices of a row, scattered after the row: the arithmetic then
+        # pipelines instead of waiting on increments of the same bin.
+        bins = np.empty(n_cols, np.int64)
         for i in range(row_bands[band], row_bands[band + 1]):
-            run_cell = 0
-            run_comp = 0
-            run_n = 0
-            run_sum = 0
-            run_sq = 0
-            run_alt = 0
-            for j in range(n_cols + 1):
-                if j < n_cols:
-                    k = cells[i, j]
-                    m = compartments[i, j]
-                else:  # sentinel: flush the last run of the row
-                    k = 0
-                    m = 0
-                if k != run_cell or m != run_comp:
-                    if run_cell > 0 and run_comp > 0:
-                        c = run_comp - 1
-                        count[t, run_cell, c] += run_n
-                        dab_sum[t, run_cell, c] += run_sum
-                        dab_sq[t, run_cell, c] += run_sq
-                        alt_sum[t, run_cell, c] += run_alt
-                    run_cell = k
-                    run_comp = m
-                    run_n = 0
-                    run_sum = 0
-                    run_sq = 0
-                    run_alt = 0
+            rgb_row, cell_row, comp_row = rgb[i], cells[i], compartments[i]
+            n_bins = 0
+            j = 0
+            while j < n_cols:
+                k = cell_row[j]
+                m = comp_row[j]
                 if k == 0 or m == 0:
+                    j += 1
                     continue
-                r, g, b = rgb[i, j, 0], rgb[i, j, 1], rgb[i, j, 2]
-                d = tables[1, 0, r] + tables[1, 1, g] + tables[1, 2, b]
-                q = np.int64(np.rint(np.float64(d) * Q_SCALE))
-                d_alt = alt_dab_table[0, r] + alt_dab_table[1, g] + alt_dab_table[2, b]
-                run_n += 1
-                run_sum += q
-                run_sq += q * q
-                run_alt += np.int64(np.rint(np.float64(d_alt) * Q_SCALE))
-                h = tables[0, 0, r] + tables[0, 1, g] + tables[0, 2, b]
-                if m == 1:
-                    hem_sum[t, k] += np.int64(np.rint(np.float64(h) * Q_SCALE))
-                elif m == 3:
-                    angle = np.arctan2(i - centroid_row[k], j - centroid_col[k])
-                    s = int((angle + np.pi) / two_pi * N_SECTORS)
-                    if s >= N_SECTORS:
-                        s = N_SECTORS - 1
-                    sector_count[t, k, s] += 1
-                    sector_sum[t, k, s] += q
-                if in_scope[k]:
-                    hist[t, _bin(h, HEM_BINS_PER_OD, HEM_BINS), _bin(d, HIST_BINS_PER_OD, HIST_BINS)] += 1
+                # A run of equal (cell, compartment): sums stay in registers until its end.
+                end = j + 1
+                while end < n_cols and cell_row[end] == k and comp_row[end] == m:
+                    end += 1
+                scope = in_scope[k]
+                dy = i - centroid_row[k]
+                run_sum = 0
+                run_sq = 0
+                run_alt = 0
+                run_hem = 0
+                for jj in range(j, end):
+                    r, g, b = rgb_row[jj, 0], rgb_row[jj, 1], rgb_row[jj, 2]
+                    d = tables[1, 0, r] + tables[1, 1, g] + tables[1, 2, b]
+                    q = np.int64(np.rint(np.float64(d) * Q_SCALE))
+                    run_sum += q
+                    run_sq += q * q
+                    d_alt = alt_dab_table[0, r] + alt_dab_table[1, g] + alt_dab_table[2, b]
+                    run_alt += np.int64(np.rint(np.float64(d_alt) * Q_SCALE))
+                    if m == NUCLEUS or scope:
+                        h = tables[0, 0, r] + tables[0, 1, g] + tables[0, 2, b]
+                        if m == NUCLEUS:
+                            run_hem += np.int64(np.rint(np.float64(h) * Q_SCALE))
+                        if scope:
+                            bins[n_bins] = _bin(h, HEM_BINS_PER_OD, HEM_BINS) * HIST_BINS + _bin(d, HIST_BINS_PER_OD, HIST_BINS)
+                            n_bins += 1
+                    if m == MEMBRANE:
+                        s = sector_of(dy, jj - centroid_col[k])
+                        sector_count[t, k, s] += 1
+                        sector_sum[t, k, s] += q
+                c = m - 1
+                count[t, k, c] += end - j
+                dab_sum[t, k, c] += run_sum
+                dab_sq[t, k, c] += run_sq
+                alt_sum[t, k, c] += run_alt
+                hem_sum[t, k] += run_hem
+                j = end
+            for x in range(n_bins):
+                flat_hist[bins[x]] += 1
 
 
 @numba.njit(cache=True)
@@ -184,3 +236,294 @@ def area_resize_kernel(region, out, first_row, first_col, region_row, region_col
                 for m in range(c_count[j]):
                     acc += c_weight[j, m] * line[c_start[j] + m, ch]
                 out[i, j, ch] = np.uint8(min(255.0, max(0.0, np.rint(acc))))
+
+
+@numba.njit(cache=True)
+def _load_row(image, y, ring, slot, pad, fill, take_max):
+    """ring[slot, k, x] = extreme of the padded row y over [x, x + 2**k) (a sparse table)."""
+    n_cols = image.shape[1]
+    base = ring[slot, 0]
+    base[:pad] = fill
+    base[pad : pad + n_cols] = image[y]
+    base[pad + n_cols :] = fill
+    width = ring.shape[2]
+    for k in range(1, ring.shape[1]):
+        half = 1 << (k - 1)
+        n = width - 2 * half + 1
+        # Slices, not offset indices: Numba then vectorises the loop (no wraparound checks).
+        left, right, level = ring[slot, k - 1, :n], ring[slot, k - 1, half : half + n], ring[slot, k, :n]
+        if take_max:
+            for x in range(n):
+                level[x] = max(left[x], right[x])
+        else:
+            for x in range(n):
+                level[x] = min(left[x], right[x])
+
+
+@numba.njit(parallel=True, cache=True)
+def disk_filter_kernel(image, half_widths, take_max, out, row_bands):
+    """Grey erosion (``take_max`` False) or dilation of ``image`` by a disk; exact.
+
+    The disk row at vertical offset dy spans columns [-half_widths[|dy|], +half_widths[|dy|]].
+    Pixels outside the image are ignored (OpenCV's default border for erode and dilate).
+    Each row's extreme over a centred run of 2w + 1 columns is the extreme of two
+    overlapping power-of-two runs of a sparse table, so the cost per pixel is O(disk
+    height) instead of O(disk area); the last 2r + 1 rows' tables live in a ring.
+    ``row_bands`` holds the first output row of each band a parallel iteration handles.
+    """
+    n_rows, n_cols = image.shape
+    r = half_widths.shape[0] - 1
+    pad = half_widths[0]
+    n_levels = 1
+    while (1 << n_levels) <= 2 * pad + 1:
+        n_levels += 1
+    level_of = np.empty(r + 1, np.int64)
+    for d in range(r + 1):
+        k = 0
+        while (1 << (k + 1)) <= 2 * half_widths[d] + 1:
+            k += 1
+        level_of[d] = k
+    fill = -np.inf if take_max else np.inf
+    n_ring = 2 * r + 1
+    for band in numba.prange(row_bands.shape[0] - 1):
+        y0, y1 = row_bands[band], row_bands[band + 1]
+        ring = np.empty((n_ring, n_levels, n_cols + 2 * pad), image.dtype)
+        acc = np.empty(n_cols, image.dtype)
+        for yy in range(max(0, y0 - r), min(n_rows, y0 + r)):
+            _load_row(image, yy, ring, yy % n_ring, pad, fill, take_max)
+        for y in range(y0, y1):
+            if y + r < n_rows:
+                _load_row(image, y + r, ring, (y + r) % n_ring, pad, fill, take_max)
+            acc[:] = fill
+            for dy in range(-r, r + 1):
+                yy = y + dy
+                if yy < 0 or yy >= n_rows:
+                    continue
+                d = abs(dy)
+                k = level_of[d]
+                lo = pad - half_widths[d]
+                hi = pad + half_widths[d] - (1 << k) + 1
+                left = ring[yy % n_ring, k, lo : lo + n_cols]
+                right = ring[yy % n_ring, k, hi : hi + n_cols]
+                if take_max:
+                    for x in range(n_cols):
+                        acc[x] = max(acc[x], max(left[x], right[x]))
+                else:
+                    for x in range(n_cols):
+                        acc[x] = min(acc[x], min(left[x], right[x]))
+            out[y] = acc
+
+
+@numba.njit(cache=True)
+def _near_other_or_outside(cells, i, j, k, offsets):
+    """(another label within reach, no label within reach) for pixel (i, j) of cell k."""
+    n_rows, n_cols = cells.shape
+    near_outside = False
+    for o in range(offsets.shape[0]):
+        ii = min(max(i + offsets[o, 0], 0), n_rows - 1)
+        jj = min(max(j + offsets[o, 1], 0), n_cols - 1)
+        v = cells[ii, jj]
+        if v == 0:
+            near_outside = True
+        elif v != k:
+            return True, near_outside
+    return False, near_outside
+
+
+@numba.njit(parallel=True, cache=True)
+def compartments_kernel(cells, nuclei, offsets, row_bands, codes, counts):
+    """Compartment code of every pixel and per-(thread, cell) band and exposed-band counts.
+
+    A cell pixel (``cells > 0``) that is not nuclear is membrane (3) when some pixel at an
+    offset (dy, dx) of ``offsets`` has another label or none, else cytoplasm (2); nuclear
+    cell pixels are 1, background 0. Coordinates are clamped at the image edge (the border
+    is replicated). counts[t, k, 0] counts the band pixels of cell k, counts[t, k, 1] those
+    with no other cell within reach ("exposed").
+    """
+    n_rows, n_cols = cells.shape
+    reach = 0
+    for o in range(offsets.shape[0]):
+        reach = max(reach, abs(offsets[o, 0]), abs(offsets[o, 1]))
+    inner = n_cols - 2 * reach  # columns whose neighbourhood needs no clamping
+    for band in numba.prange(row_bands.shape[0] - 1):
+        t = numba.get_thread_id()
+        same = np.empty(n_cols, np.bool_)
+        for i in range(row_bands[band], row_bands[band + 1]):
+            centre = cells[i]
+            # First a branch-free, vectorised pass: is every neighbour the pixel's own label?
+            same[:] = True
+            if inner > 0:
+                for o in range(offsets.shape[0]):
+                    ii = min(max(i + offsets[o, 0], 0), n_rows - 1)
+                    lo = reach + offsets[o, 1]
+                    shifted, own, flag = cells[ii, lo : lo + inner], centre[reach : reach + inner], same[reach : reach + inner]
+                    for x in range(inner):
+                        flag[x] = flag[x] & (shifted[x] == own[x])
+            for j in range(n_cols):
+                k = centre[j]
+                if k == 0:
+                    codes[i, j] = BACKGROUND
+                elif nuclei[i, j] != 0:
+                    codes[i, j] = NUCLEUS
+                elif same[j] and reach <= j < reach + inner:
+                    codes[i, j] = CYTOPLASM
+                else:
+                    near_other, near_outside = _near_other_or_outside(cells, i, j, k, offsets)
+                    if near_other or near_outside:
+                        codes[i, j] = MEMBRANE
+                        counts[t, k, 0] += 1
+                        if not near_other:
+                            counts[t, k, 1] += 1
+                    else:
+                        codes[i, j] = CYTOPLASM
+
+
+@numba.njit(parallel=True, cache=True)
+def label_count_kernel(labels, row_bands, counts):
+    """counts[t, k] += number of pixels with label k (labels >= 0) in thread t's rows."""
+    n_cols = labels.shape[1]
+    for band in numba.prange(row_bands.shape[0] - 1):
+        t = numba.get_thread_id()
+        for i in range(row_bands[band], row_bands[band + 1]):
+            for j in range(n_cols):
+                counts[t, labels[i, j]] += 1
+
+
+@numba.njit(parallel=True, cache=True)
+def relabel_kernel(labels, new_ids, out):
+    """out[i, j] = new_ids[labels[i, j]]."""
+    n_cols = labels.shape[1]
+    for i in numba.prange(labels.shape[0]):
+        for j in range(n_cols):
+            out[i, j] = new_ids[labels[i, j]]
+
+
+@numba.njit(cache=True)
+def nonzero_values(labels):
+    """The nonzero entries of ``labels`` in raster order, after a leading 0."""
+    flat = labels.ravel()
+    n = 0
+    for v in flat:
+        if v != 0:
+            n += 1
+    out = np.zeros(n + 1, labels.dtype)
+    n = 0
+    for v in flat:
+        if v != 0:
+            n += 1
+            out[n] = v
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def nearest_label_kernel(nearest, distance, lookup, limit, out):
+    """out = lookup[nearest] where distance <= limit (compared in float64), else 0."""
+    n_cols = nearest.shape[1]
+    for i in numba.prange(nearest.shape[0]):
+        for j in range(n_cols):
+            if np.float64(distance[i, j]) <= limit:
+                out[i, j] = lookup[nearest[i, j]]
+            else:
+                out[i, j] = 0
+
+
+def row_bands(n_rows, rows_per_band):
+    """First row of each band of ``rows_per_band`` rows (and ``n_rows``), as int64."""
+    return np.append(np.arange(0, n_rows, max(1, rows_per_band), dtype=np.int64), np.int64(n_rows))
+
+
+def thread_bands(n_rows):
+    """Row bands splitting ``n_rows`` evenly over Numba's current thread count."""
+    return row_bands(n_rows, -(-n_rows // max(1, numba.get_num_threads())))
+
+
+@numba.njit(parallel=True, cache=True)
+def label_moments_kernel(labels, origin_row, origin_col, row_bands, sums):
+    """Integer moments of every label 1..n about an integer origin, per thread.
+
+    For each pixel (i, j) with label k in 1..n (n = origin_row.shape[0] - 1; other labels are
+    skipped), with a = i - origin_row[k], b = j - origin_col[k]:
+    sums[t, k] += (1, a, b, a*a, b*b, a*b). Integers, so any thread count gives the same sums.
+    """
+    n_cols = labels.shape[1]
+    n = origin_row.shape[0] - 1
+    for band in numba.prange(row_bands.shape[0] - 1):
+        t = numba.get_thread_id()
+        for i in range(row_bands[band], row_bands[band + 1]):
+            for j in range(n_cols):
+                k = labels[i, j]
+                if k <= 0 or k > n:
+                    continue
+                a = i - origin_row[k]
+                b = j - origin_col[k]
+                sums[t, k, 0] += 1
+                sums[t, k, 1] += a
+                sums[t, k, 2] += b
+                sums[t, k, 3] += a * a
+                sums[t, k, 4] += b * b
+                sums[t, k, 5] += a * b
+
+
+@numba.njit(parallel=True, cache=True)
+def od_sum_kernel(rgb, table, out):
+    """out[i, j] = table[r, 0] + table[g, 1] + table[b, 2] (float32, summed left to right)."""
+    n_cols = rgb.shape[1]
+    for i in numba.prange(rgb.shape[0]):
+        for j in range(n_cols):
+            out[i, j] = table[rgb[i, j, 0], 0] + table[rgb[i, j, 1], 1] + table[rgb[i, j, 2], 2]
+
+
+@numba.njit(cache=True)
+def channel_counts_kernel(pixels, step, counts):
+    """counts[c, v] = number of pixels 0, step, 2 step, ... of (N, 3) ``pixels`` with channel c = v."""
+    for p in range(0, pixels.shape[0], step):
+        for c in range(3):
+            counts[c, pixels[p, c]] += 1
+
+
+@numba.njit(cache=True)
+def label_boxes_kernel(labels, wanted, boxes):
+    """boxes[k] = (first row, first col, last row + 1, last col + 1) of each label k with wanted[k].
+
+    ``boxes`` must start as (big, big, 0, 0) rows; other labels' rows are left as they are.
+    """
+    n_cols = labels.shape[1]
+    for i in range(labels.shape[0]):
+        for j in range(n_cols):
+            k = labels[i, j]
+            if wanted[k]:
+                boxes[k, 0] = min(boxes[k, 0], i)
+                boxes[k, 1] = min(boxes[k, 1], j)
+                boxes[k, 2] = max(boxes[k, 2], i + 1)
+                boxes[k, 3] = max(boxes[k, 3], j + 1)
+
+
+def warm_up():
+    """Compile every kernel, or load it from Numba's cache, for the types the pipeline uses.
+
+    Run once before parallel jobs start (the workflow's ``validate_inputs`` rule), so that
+    they load cached machine code instead of each compiling the same kernels at once.
+    """
+    from . import measure, segment, stains, tissue
+
+    rows, cols = np.indices((96, 96))
+    discs = ((rows - 30) ** 2 + (cols - 30) ** 2 <= 64) | ((rows - 30) ** 2 + (cols - 44) ** 2 <= 64)
+    discs |= (rows - 70) ** 2 + (cols - 60) ** 2 <= 49
+    rgb = np.repeat(np.where(discs, 90, 230).astype(np.uint8)[..., None], 3, axis=2)
+    rgb[85, 10] = 0  # a speck: a tissue fragment too small to keep
+    tables = stains.concentration_tables((240.0, 240.0, 240.0), stains.stain_matrix())
+    measure.deconvolve(rgb, tables)
+    hematoxylin = measure.deconvolve_hematoxylin(rgb, tables)
+    tissue.tissue_mask(rgb, mpp=0.5, min_area_um2=20.0)
+    nuclei = segment.detect_nuclei(hematoxylin, mpp=0.5)
+    cells = segment.expand_cells(nuclei, mpp=0.5)
+    codes, _ = segment.compartments(cells, nuclei, mpp=0.5)
+    n = int(nuclei.max())
+    centroid_row, centroid_col, _ = measure.nucleus_centroids(nuclei, n)
+    measure.nucleus_axis_ratio(nuclei, n, centroid_row, centroid_col)
+    measure.measure_cells(
+        rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=tables[1],
+        centroid_row=centroid_row, centroid_col=centroid_col, in_scope=np.ones(n + 1, bool),
+    )
+    area_resize_kernel(rgb, np.empty((10, 10, 3), np.uint8), 0, 0, 0, 0, 1.5, 1.5)
+    return n

@@ -57,6 +57,47 @@ def deconvolve(rgb, tables):
     return hematoxylin, dab
 
 
+def deconvolve_hematoxylin(rgb, tables):
+    """The hematoxylin plane of :func:`deconvolve` alone (one plane written, not two).
+
+    Parameters
+    ----------
+    rgb : (M, N, 3) ndarray of uint8
+    tables : (2, 3, 256) ndarray of float32
+
+    Returns
+    -------
+    (M, N) ndarray of float32
+        Equal to ``deconvolve(rgb, tables)[0]``.
+    """
+    rgb = _check_rgb(rgb)
+    tables = _check_tables(tables)
+    hematoxylin = np.empty(rgb.shape[:2], dtype=np.float32)
+    _kernels.hematoxylin_kernel(rgb, tables, hematoxylin)
+    return hematoxylin
+
+
+def label_areas(labels):
+    """Pixel count of every label 0..labels.max() of a non-negative integer image (int64)."""
+    labels = np.ascontiguousarray(labels)
+    bands = _kernels.row_bands(labels.shape[0], 64)
+    counts = np.zeros((numba.get_num_threads(), int(labels.max(initial=0)) + 1), dtype=np.int64)
+    _kernels.label_count_kernel(labels, bands, counts)
+    return counts.sum(axis=0)
+
+
+def _label_moments(labels, n_cells, origin_row, origin_col):
+    """Per label 0..n_cells: (count, sum a, sum b, sum a^2, sum b^2, sum ab), a and b the
+    pixel's row and column minus the label's integer origin (int64, exact)."""
+    labels = np.ascontiguousarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"expected a 2-D label image, got shape {labels.shape}")
+    sums = np.zeros((numba.get_num_threads(), n_cells + 1, 6), np.int64)
+    bands = _kernels.row_bands(labels.shape[0], _ROWS_PER_BAND)
+    _kernels.label_moments_kernel(labels, origin_row.astype(np.int64), origin_col.astype(np.int64), bands, sums)
+    return sums.sum(axis=0)
+
+
 def nucleus_centroids(nucleus_labels, n_cells):
     """Centroid (row, col) and pixel area of every nucleus label 1..n_cells.
 
@@ -66,14 +107,13 @@ def nucleus_centroids(nucleus_labels, n_cells):
         Index 0 is unused (background); a label with no pixels gets NaN.
     area : (n_cells + 1,) ndarray of int64
     """
-    flat = nucleus_labels.ravel()
-    area = np.bincount(flat, minlength=n_cells + 1)[: n_cells + 1]
-    n_cols = nucleus_labels.shape[1]
-    index = np.flatnonzero(flat)
-    labels = flat[index]
+    origin = np.zeros(n_cells + 1, np.int64)
+    sums = _label_moments(nucleus_labels, n_cells, origin, origin)
+    area = sums[:, 0]
+    area[0] = np.count_nonzero(np.asarray(nucleus_labels) == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rows = np.bincount(labels, weights=index // n_cols, minlength=n_cells + 1) / area
-        cols = np.bincount(labels, weights=index % n_cols, minlength=n_cells + 1) / area
+        rows = sums[:, 1] / area
+        cols = sums[:, 2] / area
     return rows, cols, area
 
 
@@ -94,17 +134,14 @@ def nucleus_axis_ratio(nucleus_labels, n_cells, rows, cols):
         plus 1/12 (the variance of a uniform unit pixel) so that one-pixel-wide nuclei stay
         finite; index 0 and empty labels are NaN. As ``regionprops``' major / minor axis.
     """
-    flat = nucleus_labels.ravel()
-    index = np.flatnonzero(flat)
-    labels = flat[index]
-    n_cols = nucleus_labels.shape[1]
-    dr = index // n_cols - rows[labels]
-    dc = index % n_cols - cols[labels]
-    area = np.bincount(labels, minlength=n_cells + 1)[: n_cells + 1].astype(np.float64)
+    # Moments about the rounded centroid are small exact integers: no cancellation.
+    origin_row = np.rint(np.nan_to_num(np.asarray(rows, np.float64)))
+    origin_col = np.rint(np.nan_to_num(np.asarray(cols, np.float64)))
+    n, sa, sb, saa, sbb, sab = _label_moments(nucleus_labels, n_cells, origin_row, origin_col).T.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        var_r = np.bincount(labels, weights=dr * dr, minlength=n_cells + 1) / area + 1 / 12
-        var_c = np.bincount(labels, weights=dc * dc, minlength=n_cells + 1) / area + 1 / 12
-        cov = np.bincount(labels, weights=dr * dc, minlength=n_cells + 1) / area
+        var_r = (saa - sa * sa / n) / n + 1 / 12
+        var_c = (sbb - sb * sb / n) / n + 1 / 12
+        cov = (sab - sa * sb / n) / n
         half_gap = np.sqrt(((var_r - var_c) / 2) ** 2 + cov**2)
         mean = (var_r + var_c) / 2
         ratio = np.sqrt((mean + half_gap) / (mean - half_gap))
@@ -187,7 +224,7 @@ def measure_cells(
     sector_count = np.zeros((n_threads, n_cells + 1, N_SECTORS), np.int64)
     sector_sum = np.zeros((n_threads, n_cells + 1, N_SECTORS), np.int64)
     hist = np.zeros((n_threads, HEM_BINS, HIST_BINS), np.int64)
-    row_bands = np.append(np.arange(0, shape[0], _ROWS_PER_BAND), shape[0]).astype(np.int64)
+    row_bands = _kernels.row_bands(shape[0], _ROWS_PER_BAND)
     _kernels.cell_stats_kernel(
         rgb, cells, comps, tables, alt, rows, cols, scope, row_bands,
         count, dab_sum, dab_sq, alt_sum, hem_sum, sector_count, sector_sum, hist,

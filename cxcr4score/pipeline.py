@@ -19,7 +19,7 @@ from . import (
     tiling, tissue,
 )
 from . import grid as grid_module
-from .measure import SECTOR_COLUMNS, deconvolve, measure_cells, nucleus_centroids
+from .measure import SECTOR_COLUMNS, deconvolve_hematoxylin, measure_cells, nucleus_centroids
 
 #: Columns of the per-cell table that DESIGN section 4 fixes, in order.
 CELL_COLUMNS = (
@@ -242,7 +242,7 @@ def measure_chunk(info, chunk, *, config):
     alt_i0 = (float(config["default_i0"]),) * 3
     alt_matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
     alt_dab = stains.concentration_tables(alt_i0, alt_matrix)[stains.DAB]
-    hematoxylin, _ = deconvolve(rgb, tables)
+    hematoxylin = deconvolve_hematoxylin(rgb, tables)  # the DAB plane is not needed here
     # Cells are not restricted to the tissue mask: pale stroma can fall below the tissue
     # threshold, and a nucleus is found on its own hematoxylin signal anyway.
     nuclei, cells, codes, exposed = segment_cells(hematoxylin, mpp=mpp, config=config)

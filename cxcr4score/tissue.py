@@ -12,6 +12,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from . import _kernels
+from .measure import label_areas
+
 #: Smoothing of the OD sum before thresholding, in micrometres (ignores single-cell gaps).
 TISSUE_SIGMA_UM = 2.0
 
@@ -28,10 +31,29 @@ def provisional_white(rgb):
     -------
     (3,) ndarray of float64
     """
-    pixels = rgb.reshape(-1, 3)
+    pixels = np.ascontiguousarray(rgb).reshape(-1, 3)
     step = max(1, pixels.shape[0] // 1_000_000)
-    white = np.percentile(pixels[::step], WHITE_PERCENTILE, axis=0)
+    counts = np.zeros((3, 256), np.int64)
+    _kernels.channel_counts_kernel(pixels, step, counts)
+    white = np.array([_percentile_of_counts(c, WHITE_PERCENTILE) for c in counts])
     return white if white.min() >= MIN_WHITE else np.full(3, 255.0)
+
+
+def _percentile_of_counts(counts, q):
+    """``np.percentile(values, q)`` (linear method) of 8-bit values given by their counts.
+
+    Same arithmetic as NumPy's: virtual index (n - 1) q / 100 between the order statistics
+    a <= b, then a + (b - a) t, or b - (b - a)(1 - t) when t >= 0.5; a histogram instead of
+    a sort of the subsample.
+    """
+    n = int(counts.sum())
+    index = (n - 1) * np.true_divide(q, 100)
+    below = int(np.floor(index))
+    above = min(below + 1, n - 1)
+    cumulative = np.cumsum(counts)
+    a, b = np.searchsorted(cumulative, [below, above], side="right").astype(np.float64)
+    t = index - below
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
 def od_sum(rgb, white=(255.0, 255.0, 255.0)):
@@ -50,15 +72,21 @@ def od_sum(rgb, white=(255.0, 255.0, 255.0)):
     values = np.arange(256, dtype=np.float64)[:, None]
     white = np.asarray(white, dtype=np.float64)[None, :]
     table = -np.log10(np.clip(values, 1.0, white) / white).astype(np.float32)  # (256, 3)
-    return cv2.LUT(rgb, table.reshape(1, 256, 3)).sum(axis=2, dtype=np.float32)
+    out = np.empty(rgb.shape[:2], np.float32)
+    _kernels.od_sum_kernel(np.ascontiguousarray(rgb), np.ascontiguousarray(table), out)
+    return out
 
 
 def _filter_area(mask, min_px):
     """Drop 8-connected components of ``mask`` smaller than ``min_px`` pixels."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    keep = stats[:, cv2.CC_STAT_AREA] >= min_px
+    _, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
+    keep = label_areas(labels) >= min_px
     keep[0] = False
-    return keep[labels]
+    if keep[1:].all():
+        return mask.copy()
+    out = np.empty(mask.shape, np.uint8)
+    _kernels.relabel_kernel(labels, keep.view(np.uint8), out)
+    return out.view(bool)
 
 
 def tissue_mask(rgb, *, mpp, od_threshold=0.05, min_area_um2=2000.0):

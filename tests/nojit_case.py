@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from cxcr4score import measure, stains
+from cxcr4score import measure, segment, stains, tissue
 from cxcr4score._kernels import area_resize_kernel
 
 
@@ -32,6 +32,31 @@ def measure_small_case():
     return table, hist, dab, resized
 
 
+def segment_small_case():
+    """Segment a fixed 56 x 64 image: two touching nuclei and one apart, plus the tissue mask.
+
+    Runs the morphology, labelling, expansion, compartment, moment, OD-sum and
+    hematoxylin-only kernels; returns their outputs by name.
+    """
+    rows, cols = np.indices((56, 64))
+    discs = ((rows - 20) ** 2 + (cols - 18) ** 2 <= 64) | ((rows - 20) ** 2 + (cols - 33) ** 2 <= 64)
+    discs |= (rows - 42) ** 2 + (cols - 48) ** 2 <= 36
+    noise = np.random.default_rng(12).integers(0, 20, size=(56, 64, 3))
+    rgb = (np.where(discs, 80, 225)[..., None] + noise).astype(np.uint8)
+    tables = stains.concentration_tables((245.0, 245.0, 245.0), stains.stain_matrix())
+    hematoxylin = measure.deconvolve_hematoxylin(rgb, tables)
+    nuclei = segment.detect_nuclei(hematoxylin, mpp=0.5)
+    cells = segment.expand_cells(nuclei, mpp=0.5)
+    codes, exposed = segment.compartments(cells, nuclei, mpp=0.5)
+    n = int(nuclei.max())
+    centroid_row, centroid_col, _ = measure.nucleus_centroids(nuclei, n)
+    return {
+        "hematoxylin": hematoxylin, "nuclei": nuclei, "cells": cells, "codes": codes, "exposed": exposed,
+        "centroid_row": centroid_row, "axis_ratio": measure.nucleus_axis_ratio(nuclei, n, centroid_row, centroid_col),
+        "tissue": tissue.tissue_mask(rgb, mpp=0.5, min_area_um2=5.0), "white": tissue.provisional_white(rgb),
+    }
+
+
 if __name__ == "__main__":
     table, hist, dab, resized = measure_small_case()
-    np.savez(sys.argv[1], table=table.to_numpy(), hist=hist, dab=dab, resized=resized)
+    np.savez(sys.argv[1], table=table.to_numpy(), hist=hist, dab=dab, resized=resized, **segment_small_case())

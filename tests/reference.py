@@ -247,3 +247,46 @@ def reference_pipeline_score(table, *, thresholds, mpp, compartments=("membrane"
     counts = np.bincount(classes, minlength=4)
     return {"classes": classes, "blocks": blocks, "counts": counts,
             "h_score": 100.0 * float(counts @ np.arange(4)) / max(1, counts.sum())}
+
+
+def disk_filter(image, radius, *, take_max):
+    """Grey dilation (``take_max``) or erosion by ``morphology.disk(radius)``, outside ignored.
+
+    scipy.ndimage with a constant border of -inf (dilation) or +inf (erosion), i.e. OpenCV's
+    default border for ``cv2.dilate`` / ``cv2.erode``.
+    """
+    footprint = morphology.disk(radius).astype(bool)
+    values = image.astype(np.float64)
+    if take_max:
+        return ndi.grey_dilation(values, footprint=footprint, mode="constant", cval=-np.inf)
+    return ndi.grey_erosion(values, footprint=footprint, mode="constant", cval=np.inf)
+
+
+def sector(dy, dx):
+    """Membrane sector of offsets (dy, dx) from the centroid, by atan2 (as in cell_statistics)."""
+    angle = np.arctan2(dy, dx)
+    return np.minimum((angle + np.pi) / (2 * np.pi) * N_SECTORS, N_SECTORS - 1).astype(int)
+
+
+def centroids_and_axis_ratio(labels, n):
+    """Centroid rows, cols and sqrt(lambda_max / lambda_min) of the covariance (+ 1/12) per label 1..n.
+
+    Central moments from the pixel coordinates of each label, one label at a time; NaN for
+    empty labels.
+    """
+    rows, cols, ratio = (np.full(n, np.nan) for _ in range(3))
+    for k in range(1, n + 1):
+        r, c = np.nonzero(labels == k)
+        if r.size == 0:
+            continue
+        rows[k - 1], cols[k - 1] = r.mean(), c.mean()
+        cov = np.cov(np.stack([r, c]).astype(np.float64), bias=True) + np.eye(2) / 12
+        low, high = np.linalg.eigvalsh(cov)
+        ratio[k - 1] = np.sqrt(high / low)
+    return rows, cols, ratio
+
+
+def od_sum(rgb, white):
+    """Float64 optical density summed over channels, against ``white``, clamped at 0."""
+    white = np.asarray(white, dtype=np.float64)
+    return -np.log10(np.clip(rgb.astype(np.float64), 1.0, white) / white).sum(axis=2)

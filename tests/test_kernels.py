@@ -194,3 +194,105 @@ def test_kernels_run_without_jit(tmp_path):
     np.testing.assert_array_equal(without_jit["hist"], hist)
     np.testing.assert_array_equal(without_jit["dab"], dab)
     np.testing.assert_array_equal(without_jit["resized"], resized)
+    segmented = nojit_case.segment_small_case()
+    assert segmented["nuclei"].max() == 3  # the touching pair was split
+    for name, value in segmented.items():
+        np.testing.assert_array_equal(without_jit[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 5, 10, 16])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 50), (61, 45)])
+def test_disk_filter_matches_scipy_grey_morphology(radius, shape):
+    """Reference: reference.disk_filter (scipy.ndimage grey erosion/dilation, outside ignored): exact."""
+    from cxcr4score.segment import _disk_filter
+
+    image = np.random.default_rng(radius).normal(size=shape).astype(np.float32)
+    for take_max in (False, True):
+        ours = _disk_filter(image, radius, take_max=take_max)
+        np.testing.assert_array_equal(ours, reference.disk_filter(image, radius, take_max=take_max))
+
+
+def test_sector_without_atan2_matches_atan2_definition():
+    """Reference: reference.sector (atan2), on a grid of offsets from integer, half and odd
+    centroids (points on axes and diagonals included) and near the 22.5-degree edges."""
+    from cxcr4score._kernels import sector_of
+
+    offsets = np.arange(-30, 31, dtype=np.float64)
+    dys, dxs = [], []
+    for centre in (0.0, 0.5, 10.25, 1 / 3, 2.718281828):
+        dy, dx = np.meshgrid(offsets - centre, offsets - centre, indexing="ij")
+        dys.append(dy.ravel())
+        dxs.append(dx.ravel())
+    rng = np.random.default_rng(0)
+    near = rng.uniform(0.1, 30, 4000) * np.tan(np.pi / 8) * (1 + rng.normal(scale=1e-9, size=4000))
+    far = rng.uniform(0.1, 30, 4000)
+    signs = rng.choice([-1.0, 1.0], size=(2, 4000))
+    dys += [signs[0] * near, signs[0] * far, np.array([0.0, -0.0, 0.0, -0.0])]
+    dxs += [signs[1] * far, signs[1] * near, np.array([-1.0, -1.0, 1.0, 1.0])]
+    dy, dx = np.concatenate(dys), np.concatenate(dxs)
+    ours = np.array([sector_of(a, b) for a, b in zip(dy, dx)])
+    np.testing.assert_array_equal(ours, reference.sector(dy, dx))
+
+
+def test_centroids_and_axis_ratio_match_reference():
+    """Reference: reference.centroids_and_axis_ratio (np.cov per label), random blobs and an empty label."""
+    rng = np.random.default_rng(13)
+    labels = np.kron(rng.integers(0, 9, size=(12, 15)), np.ones((3, 3), dtype=np.int64)).astype(np.int32)
+    labels[labels == 4] = 0  # label 4 is empty
+    labels[5, :] = 2  # a long thin piece
+    rows, cols, area = measure.nucleus_centroids(labels, 8)
+    ratio = measure.nucleus_axis_ratio(labels, 8, rows, cols)
+    ref_rows, ref_cols, ref_ratio = reference.centroids_and_axis_ratio(labels, 8)
+    np.testing.assert_allclose(rows[1:], ref_rows, rtol=1e-12)
+    np.testing.assert_allclose(cols[1:], ref_cols, rtol=1e-12)
+    np.testing.assert_allclose(ratio[1:], ref_ratio, rtol=1e-9)
+    np.testing.assert_array_equal(area, np.bincount(labels.ravel(), minlength=9))
+    assert np.isnan(rows[4]) and np.isnan(ratio[4]) and np.isnan(ratio[0])
+
+
+def test_label_areas_match_bincount():
+    """Reference: np.bincount."""
+    labels = np.random.default_rng(14).integers(0, 300, size=(77, 91)).astype(np.int32)
+    np.testing.assert_array_equal(measure.label_areas(labels), np.bincount(labels.ravel()))
+
+
+def test_hematoxylin_only_path_equals_first_plane():
+    """Reference: measure.deconvolve's hematoxylin plane (bit-identical) and reference.deconvolve."""
+    rgb = _random_rgb((33, 70), seed=15)
+    tables = stains.concentration_tables((244.0, 238.0, 251.0), MATRIX)
+    hem = measure.deconvolve_hematoxylin(rgb, tables)
+    np.testing.assert_array_equal(hem, measure.deconvolve(rgb, tables)[0])
+    np.testing.assert_allclose(hem, reference.deconvolve(rgb, (244.0, 238.0, 251.0), MATRIX)[0], atol=1e-5)
+
+
+def test_od_sum_and_white_match_reference():
+    """Reference: reference.od_sum (float64 OD) and np.percentile of the same subsample."""
+    from cxcr4score import tissue
+
+    rgb = _random_rgb((1500, 800), seed=16)  # 1.2 Mpix: a subsample of every other pixel
+    white = (231.0, 244.5, 250.0)
+    np.testing.assert_allclose(tissue.od_sum(rgb, white), reference.od_sum(rgb, white), atol=1e-5)
+    expected = np.percentile(rgb.reshape(-1, 3)[::2], tissue.WHITE_PERCENTILE, axis=0)
+    np.testing.assert_array_equal(tissue.provisional_white(rgb), expected)
+
+
+def test_percentile_of_counts_matches_numpy():
+    """Reference: np.percentile (linear) on small samples, where the two order statistics differ."""
+    from cxcr4score.tissue import _percentile_of_counts
+
+    rng = np.random.default_rng(17)
+    for size in (1, 2, 3, 10, 101, 1000):
+        values = rng.integers(0, 256, size=size).astype(np.uint8)
+        for q in (0.0, 37.3, 50.0, 99.0, 100.0):
+            assert _percentile_of_counts(np.bincount(values, minlength=256), q) == np.percentile(values, q)
+
+
+def test_warm_up_compiles_every_kernel():
+    """warm_up runs the pipeline's kernels on a small image (split nuclei included)."""
+    from cxcr4score import _kernels
+
+    assert _kernels.warm_up() == 3
+    # Helpers called only from inside other kernels are not compiled on their own.
+    dispatchers = [v for name, v in vars(_kernels).items() if name.endswith("_kernel")]
+    assert len(dispatchers) > 12
+    assert all(d.signatures for d in dispatchers), [d.__name__ for d in dispatchers if not d.signatures]

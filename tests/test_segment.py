@@ -127,3 +127,21 @@ def test_expansion_matches_scikit_image(tile):
     ref = expand_labels(tile.nucleus_labels, distance=10)
     assert np.mean(ours == ref) > 0.99
     assert np.all(ours[tile.nucleus_labels > 0] == tile.nucleus_labels[tile.nucleus_labels > 0])
+
+
+def test_segmentation_identical_for_any_thread_count(hematoxylin):
+    """Exact min/max and integer counts: 1 and 2 threads give identical labels and compartments."""
+    import numba
+
+    from cxcr4score import pipeline
+
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            results.append(pipeline.segment_cells(hematoxylin, mpp=0.5, config=config.default_config()))
+    finally:
+        numba.set_num_threads(before)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)

@@ -4,7 +4,12 @@ from _common import fail, start, write_json
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by the script directive)
 
-from cxcr4score import io  # noqa: E402
+from cxcr4score import _kernels, io  # noqa: E402
+
+# Compile the Numba kernels into NUMBA_CACHE_DIR now, in this one local job, so that the
+# parallel jobs after it load them instead of all compiling the same code at once.
+_kernels.warm_up()
+log.info("kernels compiled or loaded from the Numba cache")
 
 slides = snakemake.params.slides  # noqa: F821
 problems = {}
