@@ -101,7 +101,8 @@ def _pixel_qc(overview, overview_mpp, mask, focus_tiles, i0, estimate, config):
     """The QC metrics of :mod:`cxcr4score.qc_metrics` measured on pixels (see :func:`slide_info`)."""
     pixels = stain_estimation.sample_pixels(overview, mask)
     return {
-        "blurred_tiles": qc_metrics.blurred_share(focus_tiles, min_variance=config["qc"]["focus_min_variance"]),
+        # The threshold is applied at merge, so that changing it reruns no pixel work.
+        "focus_scores": qc_metrics.focus_scores(focus_tiles),
         "saturated": qc_metrics.saturated_share(pixels),
         "pen": qc_metrics.pen_share(stains.od_table(i0)[np.arange(3), pixels], estimate.matrix[:2]),
         "folds": qc_metrics.fold_share(tissue.od_sum(overview, i0), mask, mpp=overview_mpp),
@@ -156,10 +157,12 @@ def slide_info(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", conf
         "i0": list(background.i0),
         "i0_source": background.source,
         "stain_matrix": estimate.matrix.tolist(),
-        "stain_vectors": _vector_text(estimate.matrix if estimate.third_stain else estimate.matrix[:2]),
+        # Always hematoxylin;DAB (DESIGN section 4); a third stain in use is named in the notes.
+        "stain_vectors": _vector_text(estimate.matrix[:2]),
         "stain_source": estimate.source,
         "stain_dab_fraction": estimate.dab_fraction,
-        "stain_notes": "; ".join(estimate.notes),
+        "stain_notes": "; ".join(estimate.notes + ((f"third stain vector {_vector_text(estimate.matrix[2:])} in use "
+                                                    "(its OD does not enter DAB)",) if estimate.third_stain else ())),
         "pixel_qc": _pixel_qc(overview, overview_mpp, mask, focus_tiles, background.i0, estimate, config),
         "chunks": [str(c.index) for c in chunks],
         "chunk_boxes": [c.to_json() for c in chunks],
@@ -356,8 +359,10 @@ def merge_slide(info, measurements, hists, *, config):
         qc_messages.append(f"the ROI holds none of the {len(cells)} detected cells")
     metrics = {}
     if "pixel_qc" in info:  # not for a slide that could not be read (failed_info)
-        metrics = {"tissue_mm2": info["tissue_mm2"], "tumour_cells": float(scored.sum()), **info["pixel_qc"],
-                   "stroma_dab": qc_metrics.stroma_dab(classified[in_region])}
+        pixel_qc = {k: v for k, v in info["pixel_qc"].items() if k != "focus_scores"}
+        blurred = qc_metrics.blurred_share(info["pixel_qc"]["focus_scores"], min_variance=config["qc"]["focus_min_variance"])
+        metrics = {"tissue_mm2": info["tissue_mm2"], "tumour_cells": float(scored.sum()), "blurred_tiles": blurred,
+                   **pixel_qc, "stroma_dab": qc_metrics.stroma_dab(classified[in_region])}
         metric_status, metric_messages = qc_metrics.evaluate(metrics, config["qc"])
         qc_status = max(qc_status, metric_status, key=_QC_ORDER.index)
         qc_messages += metric_messages

@@ -30,6 +30,8 @@ LABELS = {
 FOCUS_TILE_PX = 256
 #: At most this many tissue tiles are read for the focus measure.
 FOCUS_MAX_TILES = 16
+#: A pixel at least this bright in every channel is glass, not a clipped stained pixel.
+SATURATED_GLASS = 235
 #: OD norm below which a pixel's hue is too uncertain to call it ink.
 PEN_MIN_OD = 0.3
 #: A hue this far (deg) outside the hematoxylin-DAB cone is ink: a drawn green stroke is 3% of
@@ -82,31 +84,69 @@ def focus_tiles(mask, *, overview_scale, shape, tile_px=FOCUS_TILE_PX, max_tiles
             r0, c0 = int(top / overview_scale), int(left / overview_scale)
             r1 = max(r0 + 1, int((top + tile_px) / overview_scale))
             c1 = max(c0 + 1, int((left + tile_px) / overview_scale))
-            if mask[r0:r1, c0:c1].mean() >= 0.5:
+            window = mask[r0:r1, c0:c1]  # empty where rounding puts it past the overview's edge
+            if window.size and window.mean() >= 0.5:
                 boxes.append((top, left, top + tile_px, left + tile_px))
     if len(boxes) > max_tiles:
         boxes = [boxes[i] for i in np.linspace(0, len(boxes) - 1, max_tiles).round().astype(int)]
     return boxes
 
 
-def blurred_share(tiles, *, min_variance):
-    """Share of RGB tiles whose grey variance of the Laplacian is below ``min_variance``."""
-    if not tiles:
+def focus_scores(tiles):
+    """Grey variance of the Laplacian of each RGB tile (higher is sharper).
+
+    Parameters
+    ----------
+    tiles : sequence of (M, N, 3) ndarray of uint8
+
+    Returns
+    -------
+    list of float
+    """
+    return [variance_of_laplacian(cv2.cvtColor(t, cv2.COLOR_RGB2GRAY)) for t in tiles]
+
+
+def blurred_share(scores, *, min_variance):
+    """Share of tiles whose focus score (:func:`focus_scores`) is below ``min_variance``.
+
+    Parameters
+    ----------
+    scores : sequence of float
+    min_variance : float
+
+    Returns
+    -------
+    float
+        0 without tiles.
+    """
+    if not len(scores):
         return 0.0
-    scores = [variance_of_laplacian(cv2.cvtColor(t, cv2.COLOR_RGB2GRAY)) for t in tiles]
     return float(np.mean(np.asarray(scores) < min_variance))
 
 
-def saturated_share(pixels):
-    """Share of (tissue) pixels with a channel at 0 or 255 (clipped by the scanner).
+def saturated_share(pixels, *, glass_value=SATURATED_GLASS):
+    """Share of (tissue) pixels clipped by the scanner: a channel at 0, or at 255 while another
+    channel is stained.
+
+    A pixel at 255 in every channel (or bright in every channel) is glass, not clipping:
+    scanners that write glass as 255 would otherwise count the glass in fat vacuoles and at
+    tissue edges, which the tissue mask holds, as saturated tissue.
 
     Parameters
     ----------
     pixels : (K, 3) ndarray of uint8
+    glass_value : int
+        A pixel whose every channel is at least this bright is glass.
+
+    Returns
+    -------
+    float
+        0 without pixels.
     """
     if not len(pixels):
         return 0.0
-    return float(np.mean(((pixels == 0) | (pixels == 255)).any(axis=1)))
+    clipped = (pixels == 0).any(axis=1) | ((pixels == 255).any(axis=1) & (pixels < glass_value).any(axis=1))
+    return float(np.mean(clipped))
 
 
 def pen_share(od, vectors, *, max_angle_deg=PEN_ANGLE_DEG):

@@ -41,6 +41,14 @@ EXTREME_PERCENTILE = 1.0
 MAX_PIXELS = 500_000
 #: Fewer stained pixels than this: no estimate (too little tissue to trust the directions).
 MIN_PIXELS = 1000
+#: A second extreme this close to DAB may be a DAB tilted beyond the acceptance cone; it is
+#: never made the third vector (eosin lies 22 deg from QuPath's DAB; on the two H&E crops of
+#: shared/data the second extreme is 25.6 and 27.7 deg from it).
+THIRD_MIN_DAB_ANGLE_DEG = 20.0
+#: A real second stain carries a share of the OD: the second singular value is at least this
+#: fraction of the first (H&E crops 0.08 and 0.14; hematoxylin-only demo slides 0.03-0.05,
+#: where the second extreme is noise and must not become a third vector).
+SECOND_STAIN_MIN_SV_RATIO = 0.06
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,7 +112,7 @@ def sample_pixels(image, mask, max_pixels=MAX_PIXELS):
     (K, C) ndarray
     """
     index = np.flatnonzero(mask)
-    return image.reshape(-1, image.shape[-1])[index[:: max(1, len(index) // max_pixels)]]
+    return image.reshape(-1, image.shape[-1])[index[:: max(1, -(-len(index) // max_pixels))]]
 
 
 def stained_od(rgb, mask, i0, *, od_floor):
@@ -141,13 +149,16 @@ def macenko_extremes(od):
     low, high : (3,) ndarray of float64
         Unit directions at the 1st and 99th percentile of the in-plane angle, each with a
         non-negative component sum.
+    sv_ratio : float
+        Second singular value over the first: the share of OD the second direction carries.
     """
     # The stain plane passes through OD 0 (no stain), so the SVD is taken uncentred.
-    _, _, vt = np.linalg.svd(od, full_matrices=False)
+    _, singular, vt = np.linalg.svd(od, full_matrices=False)
     e1, e2 = _positive(vt[0]), vt[1]
     phi = np.arctan2(od @ e2, od @ e1)
     lo, hi = np.percentile(phi, [EXTREME_PERCENTILE, 100 - EXTREME_PERCENTILE])
-    return _positive(e1 * np.cos(lo) + e2 * np.sin(lo)), _positive(e1 * np.cos(hi) + e2 * np.sin(hi))
+    low, high = _positive(e1 * np.cos(lo) + e2 * np.sin(lo)), _positive(e1 * np.cos(hi) + e2 * np.sin(hi))
+    return low, high, float(singular[1] / singular[0]) if singular[0] > 0 else 0.0
 
 
 def estimate_stains(od, *, hematoxylin, dab, max_angle_deg, min_dab_fraction, third_min_angle_deg):
@@ -174,7 +185,7 @@ def estimate_stains(od, *, hematoxylin, dab, max_angle_deg, min_dab_fraction, th
     reference = stains.stain_matrix(hematoxylin, dab)
     if len(od) < MIN_PIXELS:
         return StainEstimate(reference, "default", notes=(f"too few stained pixels ({len(od)}) to estimate stains",))
-    low, high = macenko_extremes(od)
+    low, high, sv_ratio = macenko_extremes(od)
     h_est, second = (low, high) if angle_deg(low, reference[0]) <= angle_deg(high, reference[0]) else (high, low)
     h_angle = angle_deg(h_est, reference[0])
     second_angle = angle_deg(second, reference[1])
@@ -196,11 +207,14 @@ def estimate_stains(od, *, hematoxylin, dab, max_angle_deg, min_dab_fraction, th
         notes.append("the stain plane misses the slide's DAB (ink or artefact?): default vectors kept")
     h_used = h_est if trusted and h_angle <= max_angle_deg else reference[0]
     d_used = second if dab_ok else reference[1]
-    off_plane = 0.0 if has_dab else 90.0 - angle_deg(second, np.cross(h_used, d_used))
-    # Only on a slide without DAB-like pixels may a non-DAB extreme well out of the H-DAB plane
-    # become the third vector (eosin); on a positive slide it would move real DAB readings.
+    # Only on a slide without DAB-like pixels, with a real second stain (not noise), may a
+    # non-DAB extreme well out of the H-DAB plane and well away from DAB become the third
+    # vector (eosin); on a positive slide it would move real DAB readings.
+    real_second = not has_dab and sv_ratio >= SECOND_STAIN_MIN_SV_RATIO
+    off_plane = 90.0 - angle_deg(second, np.cross(h_used, d_used)) if real_second else 0.0
     third = None
-    if off_plane >= third_min_angle_deg and angle_deg(second, h_used) > max_angle_deg:
+    if (off_plane >= third_min_angle_deg and angle_deg(second, h_used) > max_angle_deg
+            and second_angle >= THIRD_MIN_DAB_ANGLE_DEG):
         third = second
     matrix = stains.stain_matrix(h_used, d_used, third)
     source = "default" if np.allclose(matrix, reference) else "estimated"

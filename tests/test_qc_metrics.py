@@ -123,3 +123,12 @@ def test_stain_angle_is_recorded_and_warns_beyond_its_level(demo_rgb, tmp_path):
     assert 2.0 < summary["qc_stain_angle_deg"] < LEVELS["stain_angle_deg"]["warning"]
     status, messages = qc_metrics.evaluate({"stain_angle_deg": 12.0}, LEVELS)
     assert status == "warning" and messages == ["stain vectors estimated 12.0 deg from the reference (warning >= 10.0)"]
+
+
+def test_saturated_share_ignores_glass_written_as_255():
+    """Glass at 255 in fat vacuoles or at tissue edges is not a clipped stained pixel."""
+    glass = np.full((50, 3), 255, np.uint8)
+    bright = np.full((30, 3), 240, np.uint8)
+    clipped = np.array([[255, 120, 90]] * 10 + [[0, 40, 60]] * 10, np.uint8)
+    assert qc_metrics.saturated_share(np.concatenate([glass, bright])) == 0.0
+    assert qc_metrics.saturated_share(np.concatenate([glass, bright, clipped])) == pytest.approx(20 / 100)

@@ -11,7 +11,7 @@ from cxcr4score import config, pipeline, stain_estimation, stains, synthetic
 
 CONFIG = config.default_config()
 SETTINGS = CONFIG["stain_estimation"]
-HE_SLIDE = Path("/work/shared/data/wsi/cmu_small_region.svs")
+HE_SLIDE = Path(__file__).resolve().parents[2] / "shared" / "data" / "wsi" / "cmu_small_region.svs"
 DEMO = Path(__file__).resolve().parents[1] / "sample_slides" / "P01" / "P01_A.tif"
 
 
@@ -78,7 +78,8 @@ def test_he_slide_reads_below_one_percent_dab_positive_and_fails_on_stain():
     scored = cells[cells["scored"]]
     assert len(scored) > 1000
     assert (scored["class"] >= 1).mean() < 0.01
-    assert info["stain_source"] == "estimated" and len(info["stain_vectors"].split(";")) == 3
+    assert info["stain_source"] == "estimated" and len(info["stain_vectors"].split(";")) == 2
+    assert "third stain vector" in info["stain_notes"]
     assert summary["qc_status"] == "failed" and "second stain" in summary["qc_message"]
 
 
@@ -91,3 +92,60 @@ def test_pen_stroke_on_a_positive_slide_keeps_the_default_vectors():
     estimate = _estimate(rgb, np.linalg.norm(stains.od_table(i0)[np.arange(3), rgb], axis=2) > 0.05, i0)
     assert estimate.source == "default" and not estimate.third_stain
     assert estimate.dab_fraction >= SETTINGS["min_dab_fraction"] and estimate.second_off_plane_deg == 0
+
+
+def _mixture_od(second, *, fraction, n=20_000, noise=0.0, seed=0):
+    """OD of hematoxylin-only pixels plus ``fraction`` of pixels of a ``second`` stain."""
+    rng = np.random.default_rng(seed)
+    h = stains.stain_matrix()[stains.HEMATOXYLIN]
+    amount_h = rng.uniform(0.2, 0.8, n)
+    amount_2 = np.where(rng.random(n) < fraction, rng.uniform(0.3, 1.0, n), 0.0)
+    od = amount_h[:, None] * h + amount_2[:, None] * np.asarray(second) + rng.normal(0, noise, (n, 3))
+    return od[np.linalg.norm(od, axis=1) >= SETTINGS["od_floor"]]
+
+
+def _tilted(vector, towards, angle_deg):
+    """``vector`` turned by ``angle_deg`` towards ``towards`` (unit length)."""
+    v = np.asarray(vector, float) / np.linalg.norm(vector)
+    w = np.asarray(towards, float) - v * (v @ towards)
+    w /= np.linalg.norm(w)
+    return np.cos(np.radians(angle_deg)) * v + np.sin(np.radians(angle_deg)) * w
+
+
+def _estimate_od(od):
+    return stain_estimation.estimate_stains(
+        od, hematoxylin=stains.QUPATH_HEMATOXYLIN, dab=stains.QUPATH_DAB, max_angle_deg=SETTINGS["max_angle_deg"],
+        min_dab_fraction=SETTINGS["min_dab_fraction"], third_min_angle_deg=SETTINGS["third_stain_min_angle_deg"],
+    )
+
+
+@pytest.mark.parametrize("angle", [16.0, 18.0])
+def test_dab_tilted_out_of_plane_never_becomes_the_third_vector(angle):
+    """A DAB turned out of the H-DAB plane beyond the 15 deg cone, on a positive slide, must
+    keep reading as DAB (were it the third vector, its DAB would read ~0)."""
+    matrix = stains.stain_matrix()
+    dab = _tilted(matrix[stains.DAB], matrix[2], angle)
+    estimate = _estimate_od(_mixture_od(dab, fraction=0.3))
+    assert not estimate.third_stain
+    concentrations = dab @ np.linalg.inv(estimate.matrix)
+    assert concentrations[stains.DAB] > 0.8
+
+
+@pytest.mark.parametrize("noise", [0.02, 0.03])
+def test_noisy_hematoxylin_only_slide_gets_no_third_vector(noise):
+    """Reference: a DAB-negative, hematoxylin-only slide; OD noise of JPEG size is not a stain."""
+    estimate = _estimate_od(_mixture_od(stains.QUPATH_DAB, fraction=0.0, noise=noise))
+    assert not estimate.third_stain
+    assert estimate.second_off_plane_deg == 0.0
+    np.testing.assert_allclose(estimate.matrix[stains.DAB], stains.stain_matrix()[stains.DAB])
+
+
+def test_eosin_like_second_stain_becomes_the_third_vector():
+    """Reference: Ruifrok & Johnston's eosin OD direction (H&E), 22 deg from DAB and off the
+    H-DAB plane: it becomes the third vector, so eosin and H+E pixels read no DAB."""
+    eosin = np.array([0.0928, 0.8302, 0.5497]) / np.linalg.norm([0.0928, 0.8302, 0.5497])
+    estimate = _estimate_od(_mixture_od(eosin, fraction=0.6))
+    assert estimate.third_stain
+    inverse = np.linalg.inv(estimate.matrix)
+    for pixel in (eosin, 0.5 * eosin + 0.4 * stains.stain_matrix()[stains.HEMATOXYLIN]):
+        assert abs((pixel @ inverse)[stains.DAB]) < 0.05
