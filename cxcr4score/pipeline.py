@@ -91,10 +91,14 @@ def _stain_estimate(overview, mask, i0, config):
         matrix = stains.stain_matrix(reference["hematoxylin"], reference["dab"])
         return stain_estimation.StainEstimate(matrix, "default")
     od = stain_estimation.stained_od(overview, mask, i0, od_floor=settings["od_floor"])
-    return stain_estimation.estimate_stains(
-        od, hematoxylin=reference["hematoxylin"], dab=reference["dab"], max_angle_deg=settings["max_angle_deg"],
-        min_dab_fraction=settings["min_dab_fraction"], third_min_angle_deg=settings["third_stain_min_angle_deg"],
-    )
+    try:
+        return stain_estimation.estimate_stains(
+            od, hematoxylin=reference["hematoxylin"], dab=reference["dab"], max_angle_deg=settings["max_angle_deg"],
+            min_dab_fraction=settings["min_dab_fraction"], third_min_angle_deg=settings["third_stain_min_angle_deg"],
+        )
+    except (ValueError, np.linalg.LinAlgError) as err:  # degenerate OD: the slide is still scored
+        matrix = stains.stain_matrix(reference["hematoxylin"], reference["dab"])
+        return stain_estimation.StainEstimate(matrix, "default", notes=(f"stain estimation failed ({err}): default kept",))
 
 
 def _pixel_qc(overview, overview_mpp, mask, focus_tiles, i0, estimate, config):

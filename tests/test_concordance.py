@@ -89,6 +89,8 @@ def test_call_agreement_by_hand():
     assert result["ppa_ci"] == pytest.approx(_wilson(5, 7))
     assert result["npa_ci"] == pytest.approx(_wilson(4, 5))
     assert result["kappa"] == pytest.approx(0.5)
+    # 13 patients with a pathologist call: 12 definite calls of ours, 9 of them agreeing.
+    assert (result["definite"], result["overall_all_calls"]) == pytest.approx((12 / 13, 9 / 13))
 
 
 def test_kappa_is_undefined_when_everyone_agrees_on_one_call():

@@ -353,7 +353,10 @@ def call_agreement(ours, truth):
         ``n`` (pairs where both calls are definite), ``ppa`` = eligible by both / eligible by
         the pathologist, ``npa`` = not_eligible by both / not_eligible by the pathologist,
         ``overall`` (each with a Wilson interval ``*_ci``), and unweighted Cohen's ``kappa``
-        (None when undefined). Our indeterminate and inadequate calls appear in ``table`` only.
+        (None when undefined). Our indeterminate and inadequate calls appear in ``table`` only,
+        and in ``definite`` (share of pathologist-called patients we called definitely) and
+        ``overall_all_calls`` (agreement over all of them, a non-definite call counting as a
+        disagreement), each with its interval.
     """
     pairs = pd.DataFrame({"ours": list(ours), "truth": list(truth)})
     pairs = pairs[pairs["truth"] != ""]
@@ -363,7 +366,10 @@ def call_agreement(ours, truth):
     n_pos = both + table["eligible"]["not_eligible"]
     n_neg = neither + table["not_eligible"]["eligible"]
     result = {"table": table, "n": n_pos + n_neg}
-    for name, k, n in (("ppa", both, n_pos), ("npa", neither, n_neg), ("overall", both + neither, n_pos + n_neg)):
+    # Sending hard cases to indeterminate / inadequate would flatter PPA and NPA: the share of
+    # definite calls, and the agreement counting every other call as a disagreement, say so.
+    for name, k, n in (("ppa", both, n_pos), ("npa", neither, n_neg), ("overall", both + neither, n_pos + n_neg),
+                       ("definite", n_pos + n_neg, len(pairs)), ("overall_all_calls", both + neither, len(pairs))):
         result[name], result[f"{name}_ci"] = _proportion(k, n)
     definite = pairs[pairs["ours"].isin(["eligible", "not_eligible"])]
     codes = [(definite[side] == "eligible").to_numpy(int) for side in ("truth", "ours")]
@@ -448,6 +454,8 @@ def format_report(result):
         lines += [f"  PPA                   {_with_ci(c, 'ppa')}",
                   f"  NPA                   {_with_ci(c, 'npa')}",
                   f"  overall agreement     {_with_ci(c, 'overall')}",
+                  f"  definite calls        {_with_ci(c, 'definite')}",
+                  f"  agreement, all calls  {_with_ci(c, 'overall_all_calls')}",
                   f"  Cohen's kappa         {_fmt(c['kappa'])}"]
     return "\n".join(lines)
 
