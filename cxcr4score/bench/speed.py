@@ -388,7 +388,9 @@ def format_report(result):
         f"(tests/reference.py) at 1; ratio = reference time / our time at 1 thread; "
         f"{machine['cpus_available']} CPUs available",
         table.to_string(float_format=lambda v: f"{v:.3f}" if v < 10 else f"{v:.1f}"),
-        "(deconvolution vs rgb2hed: the reference column is skimage.color.rgb2hed, a speed baseline only)",
+        "(deconvolution vs rgb2hed: the reference column is skimage.color.rgb2hed, a speed baseline only; "
+        "end to end = the seven per-tile stages; the per-slide overview work of slide_info - background, "
+        "stain estimation, QC metrics - is left out on both sides)",
     ]
     memory = result["memory_mb"]
     lines.append(f"peak memory (peak RSS of a fresh process, end to end at {threads} thread(s)): "
