@@ -27,6 +27,8 @@ Q_SCALE = float(2**20)
 N_SECTORS = 16
 #: Compartment codes (DESIGN section 3).
 BACKGROUND, NUCLEUS, CYTOPLASM, MEMBRANE = 0, 1, 2, 3
+#: Cytoplasm pixels within the membrane capture width (see ``segment.compartments``).
+MEMBRANE_RING = 4
 #: Joint histogram of tumour-region pixels: DAB in 800 bins of 0.005 OD and hematoxylin in
 #: 200 bins of 0.02 OD, both from -1 to 3 (clamped), so that pixel-score thresholds on either
 #: stain are applied after the pixel pass.

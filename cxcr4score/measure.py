@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 
 from . import _kernels
-from ._kernels import HEM_BINS, HEM_BINS_PER_OD, HIST_BINS, HIST_LOW, N_SECTORS, Q_SCALE
+from ._kernels import CYTOPLASM, HEM_BINS, HEM_BINS_PER_OD, HIST_BINS, HIST_LOW, MEMBRANE, MEMBRANE_RING, N_SECTORS, Q_SCALE
 
 #: Compartment names in kernel order (codes 1, 2, 3).
 COMPARTMENT_NAMES = ("nucleus", "cytoplasm", "membrane")
+#: Compartment codes the measurement kernel accumulates: 1-3 and the capture ring 4.
+_N_CODES = MEMBRANE_RING
 #: Column names of the membrane-band sector means.
 SECTOR_COLUMNS = tuple(f"dab_membrane_sector_{s:02d}" for s in range(N_SECTORS))
 #: Rows per parallel work item of the statistics kernel.
@@ -169,7 +171,8 @@ def measure_cells(
     cell_labels : (M, N) ndarray of int32
         0 outside cells, 1..n_cells inside.
     compartments : (M, N) ndarray of uint8
-        0 background, 1 nucleus, 2 cytoplasm, 3 membrane.
+        0 background, 1 nucleus, 2 cytoplasm, 3 membrane, 4 membrane capture ring (cytoplasm
+        measured apart, see :func:`cxcr4score.segment.compartments`).
     n_cells : int
     tables : (2, 3, 256) ndarray of float32
         Concentration tables (hematoxylin, DAB).
@@ -186,8 +189,11 @@ def measure_cells(
     table : pandas.DataFrame
         One row per label 1..n_cells (index ``label``): ``n_<compartment>`` pixel counts,
         ``dab_<compartment>`` and ``dab_<compartment>_sd`` (mean and SD of DAB OD, NaN when
-        the compartment is empty), ``dab_<compartment>_alt``, ``dab_cell``, ``dab_cell_sd``,
-        ``dab_cell_alt``, ``hematoxylin_nucleus`` and the sector means ``dab_membrane_sector_SS``.
+        the compartment is empty; cytoplasm includes the capture ring), ``dab_<compartment>_alt``,
+        ``dab_cell``, ``dab_cell_sd``, ``dab_cell_alt``, ``hematoxylin_nucleus`` and the sector
+        means ``dab_membrane_sector_SS``. ``dab_membrane`` (and its ``_alt``) is the band mean
+        plus the ring's DAB above the cell's interior, per band pixel (:func:`_membrane_line`);
+        ``dab_membrane_band`` is the band mean alone, as are ``dab_membrane_sd`` and the sectors.
     hist : (200, 800) ndarray of int64
         Joint histogram of in-scope pixels: hematoxylin in bins of 0.02 OD (rows), DAB in bins
         of 0.005 OD (columns), both from -1 to 3 and clamped at both ends; see
@@ -215,11 +221,11 @@ def measure_cells(
             raise ValueError(f"{name} must have shape ({n_cells + 1},), got {array.shape}")
 
     n_threads = numba.get_num_threads()
-    per_cell3 = (n_threads, n_cells + 1, 3)
-    count = np.zeros(per_cell3, np.int64)
-    dab_sum = np.zeros(per_cell3, np.int64)
-    dab_sq = np.zeros(per_cell3, np.int64)
-    alt_sum = np.zeros(per_cell3, np.int64)
+    per_cell = (n_threads, n_cells + 1, _N_CODES)
+    count = np.zeros(per_cell, np.int64)
+    dab_sum = np.zeros(per_cell, np.int64)
+    dab_sq = np.zeros(per_cell, np.int64)
+    alt_sum = np.zeros(per_cell, np.int64)
     hem_sum = np.zeros((n_threads, n_cells + 1), np.int64)
     sector_count = np.zeros((n_threads, n_cells + 1, N_SECTORS), np.int64)
     sector_sum = np.zeros((n_threads, n_cells + 1, N_SECTORS), np.int64)
@@ -263,7 +269,7 @@ def empty_histogram():
 
 def empty_table():
     """The table of :func:`measure_cells` for an image without cells (all columns, no rows)."""
-    zeros = np.zeros((0, 3), np.int64)
+    zeros = np.zeros((0, _N_CODES), np.int64)
     sectors = np.zeros((0, N_SECTORS), np.int64)
     return _to_table(zeros, zeros, zeros, zeros, np.zeros(0, np.int64), sectors, sectors)
 
@@ -281,14 +287,43 @@ def _sd(total, sq, n):
         return np.where(n > 0, np.sqrt(np.maximum(var, 0.0)) / Q_SCALE, np.nan)
 
 
+def _membrane_line(band_sum, band_n, ring_sum, ring_n, interior_sum, interior_n):
+    """Membrane DAB with the part blur and JPEG spread into the capture ring returned to it.
+
+    band mean + (ring mean - interior mean) x ring pixels / band pixels: the ring's DAB above
+    the cell's own cytoplasm level is membrane stain spread outwards (blur and JPEG 4:2:0
+    chroma subsampling move OD about 1 um without changing its total, and cell boundaries
+    from nucleus expansion lie up to about 1 um off the stained line). On generated tiles the
+    band mean alone read a stained 1 um membrane at x0.65-0.87 of its OD. Without a ring, or
+    with no interior left (the ring is then the cytoplasm level), this is the band mean.
+    """
+    band = _mean(band_sum, band_n)
+    ring = _mean(ring_sum, ring_n)
+    interior = np.where(interior_n > 0, _mean(interior_sum, interior_n), ring)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread = np.where(ring_n > 0, (ring - interior) * ring_n / band_n, 0.0)
+    return band + spread
+
+
 def _to_table(count, dab_sum, dab_sq, alt_sum, hem_sum, sector_count, sector_sum):
+    # The capture ring is cytoplasm: pooled into it here, and used for the membrane line.
+    ring, cyto = MEMBRANE_RING - 1, CYTOPLASM - 1
+    pooled = [a.copy() for a in (count, dab_sum, dab_sq, alt_sum)]
+    for a in pooled:
+        a[:, cyto] += a[:, ring]
+    p_count, p_sum, p_sq, p_alt = pooled
     columns = {}
     for c, name in enumerate(COMPARTMENT_NAMES):
-        n = count[:, c]
+        n = p_count[:, c]
         columns[f"n_{name}"] = n
-        columns[f"dab_{name}"] = _mean(dab_sum[:, c], n)
-        columns[f"dab_{name}_sd"] = _sd(dab_sum[:, c], dab_sq[:, c], n)
-        columns[f"dab_{name}_alt"] = _mean(alt_sum[:, c], n)
+        columns[f"dab_{name}"] = _mean(p_sum[:, c], n)
+        columns[f"dab_{name}_sd"] = _sd(p_sum[:, c], p_sq[:, c], n)
+        columns[f"dab_{name}_alt"] = _mean(p_alt[:, c], n)
+    band = MEMBRANE - 1
+    columns["dab_membrane_band"] = columns["dab_membrane"]
+    for key, sums in (("dab_membrane", dab_sum), ("dab_membrane_alt", alt_sum)):
+        columns[key] = _membrane_line(sums[:, band], count[:, band], sums[:, ring], count[:, ring],
+                                      sums[:, cyto], count[:, cyto])
     n_cell = count.sum(axis=1)
     columns["dab_cell"] = _mean(dab_sum.sum(axis=1), n_cell)
     columns["dab_cell_sd"] = _sd(dab_sum.sum(axis=1), dab_sq.sum(axis=1), n_cell)

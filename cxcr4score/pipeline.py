@@ -204,7 +204,8 @@ def segment_cells(hematoxylin, *, mpp, config):
     """
     nuclei = segment.detect_nuclei(hematoxylin, mpp=mpp, params=_nucleus_params(config))
     cells = segment.expand_cells(nuclei, mpp=mpp, expansion_um=config["cell_expansion_um"])
-    codes, exposed = segment.compartments(cells, nuclei, mpp=mpp, band_um=config["membrane_band_um"])
+    codes, exposed = segment.compartments(cells, nuclei, mpp=mpp, band_um=config["membrane_band_um"],
+                                          capture_um=config["membrane_capture_um"])
     return nuclei, cells, codes, exposed
 
 

@@ -229,23 +229,30 @@ def expand_cells(nucleus_labels, *, mpp, expansion_um=5.0):
     return cells
 
 
-def compartments(cell_labels, nucleus_labels, *, mpp, band_um=1.0):
+def compartments(cell_labels, nucleus_labels, *, mpp, band_um=1.0, capture_um=0.0):
     """Compartment codes and each cell's exposed share of its membrane band.
 
     A cell pixel is in the membrane band when a pixel of another cell, or a pixel outside
     every cell, lies within ``band_um`` of it (a disk); nucleus pixels stay nucleus. Band
     pixels near no other cell are "exposed".
 
+    With ``capture_um`` above ``band_um``, cytoplasm pixels within ``capture_um`` of another
+    cell or of the outside form the membrane capture ring (code 4): still cytoplasm, but
+    measured apart so that membrane DAB that blur and JPEG spread out of the band can be
+    returned to it (see :func:`cxcr4score.measure.measure_cells`).
+
     Parameters
     ----------
     cell_labels, nucleus_labels : (M, N) ndarray of int32
     mpp : float
     band_um : float
+    capture_um : float, optional
+        Outer width of the capture ring (0: no ring).
 
     Returns
     -------
     codes : (M, N) ndarray of uint8
-        0 background, 1 nucleus, 2 cytoplasm, 3 membrane.
+        0 background, 1 nucleus, 2 cytoplasm, 3 membrane, 4 capture ring.
     exposed_fraction : (n + 1,) ndarray of float64
         Per label (index 0 unused): share of the band near no other cell; NaN without band.
 
@@ -254,19 +261,29 @@ def compartments(cell_labels, nucleus_labels, *, mpp, band_um=1.0):
     The image border is not a boundary (border pixels are replicated), so cells cut by a
     tile edge get no band along it.
     """
-    footprint = _disk(band_um / mpp)
-    r = footprint.shape[0] // 2
-    offsets = (np.argwhere(footprint) - r).astype(np.int64)
-    offsets = offsets[np.argsort(np.abs(offsets).sum(axis=1), kind="stable")]  # near first: earlier exit
     cells = np.ascontiguousarray(cell_labels, dtype=np.int32)
     if nucleus_labels.shape != cells.shape:
         raise ValueError(f"nucleus labels shape {nucleus_labels.shape} does not match cells {cells.shape}")
+    nuclei = np.ascontiguousarray(nucleus_labels)
+    codes, counts = _band_codes(cells, nuclei, band_um / mpp)
+    band_count, exposed_count = counts.sum(axis=0).T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        exposed = np.where(band_count > 0, exposed_count / band_count, np.nan)
+    if capture_um > band_um:
+        wide, _ = _band_codes(cells, nuclei, capture_um / mpp)
+        codes[(wide == _kernels.MEMBRANE) & (codes == _kernels.CYTOPLASM)] = _kernels.MEMBRANE_RING
+    return codes, exposed
+
+
+def _band_codes(cells, nuclei, radius_px):
+    """Codes 0-3 with a band of ``radius_px``, and per-(thread, cell) band / exposed counts."""
+    footprint = _disk(radius_px)
+    r = footprint.shape[0] // 2
+    offsets = (np.argwhere(footprint) - r).astype(np.int64)
+    offsets = offsets[np.argsort(np.abs(offsets).sum(axis=1), kind="stable")]  # near first: earlier exit
     n = int(cells.max(initial=0))
     codes = np.empty(cells.shape, dtype=np.uint8)
     counts = np.zeros((numba.get_num_threads(), n + 1, 2), dtype=np.int64)
     bands = _kernels.row_bands(cells.shape[0], 16)
-    _kernels.compartments_kernel(cells, np.ascontiguousarray(nucleus_labels), offsets, bands, codes, counts)
-    band_count, exposed_count = counts.sum(axis=0).T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        exposed = np.where(band_count > 0, exposed_count / band_count, np.nan)
-    return codes, exposed
+    _kernels.compartments_kernel(cells, nuclei, offsets, bands, codes, counts)
+    return codes, counts

@@ -51,7 +51,7 @@ def halo_um(config):
     """
     nuclei = config["nuclei"]
     diameter = 2.0 * math.sqrt(nuclei["max_area_um2"] / math.pi)
-    return (diameter + config["cell_expansion_um"] + config["membrane_band_um"]
+    return (diameter + config["cell_expansion_um"] + max(config["membrane_band_um"], config["membrane_capture_um"])
             + 3.0 * nuclei["sigma_um"] + 2.0 * nuclei["background_radius_um"] + OUTLINE_WINDOW_UM)
 
 

@@ -12,7 +12,7 @@ import pytest
 from skimage import data
 
 from cxcr4score import measure, stains
-from cxcr4score._kernels import CYTOPLASM, MEMBRANE, NUCLEUS
+from cxcr4score._kernels import CYTOPLASM, MEMBRANE, MEMBRANE_RING, NUCLEUS
 
 from . import nojit_case, reference
 
@@ -97,6 +97,28 @@ def test_cell_statistics_match_reference():
     _, ref_alt = reference.deconvolve(rgb, (255.0, 255.0, 255.0), MATRIX)
     ref_alt_stats = reference.cell_statistics(ref_alt, hem, cells, codes, rows, cols)
     np.testing.assert_allclose(table["dab_membrane_alt"].to_numpy()[present], ref_alt_stats["dab_membrane"][present], atol=1e-5)
+
+
+def test_membrane_line_and_pooled_cytoplasm_match_reference():
+    """Reference: reference.membrane_line (per-cell masks) and plain means over codes {2, 4}."""
+    rgb = _random_rgb((150, 170), seed=12)
+    cells, codes = _random_cells(rgb.shape[:2], 40, seed=13)
+    ring = np.random.default_rng(14).random(codes.shape) < 0.3
+    codes[ring & (codes == CYTOPLASM)] = MEMBRANE_RING
+    i0 = (243.0, 239.5, 250.0)
+    table, _, _, _ = _run_measure(rgb, cells, codes, i0)
+    _, dab = reference.deconvolve(rgb, i0, MATRIX)
+    n = int(cells.max())
+    np.testing.assert_allclose(table["dab_membrane"].to_numpy(), reference.membrane_line(dab, cells, codes),
+                               atol=1e-5, equal_nan=True)
+    for name, selected in (("dab_membrane_band", codes == MEMBRANE),
+                           ("dab_cytoplasm", (codes == CYTOPLASM) | (codes == MEMBRANE_RING))):
+        where = selected & (cells > 0)
+        counts = np.bincount(cells[where], minlength=n + 1)[1:]
+        sums = np.bincount(cells[where], weights=dab[where], minlength=n + 1)[1:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            expected = np.where(counts > 0, sums / counts, np.nan)
+        np.testing.assert_allclose(table[name].to_numpy(), expected, atol=1e-5, equal_nan=True, err_msg=name)
 
 
 def test_cell_sd_matches_numpy():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cxcr4score import config, measure, segment, stains, synthetic, tissue
-from cxcr4score._kernels import CYTOPLASM, MEMBRANE, NUCLEUS
+from cxcr4score._kernels import CYTOPLASM, MEMBRANE, MEMBRANE_RING, NUCLEUS
 
 from . import reference
 
@@ -93,6 +93,18 @@ def test_membrane_band_matches_brute_force(tile):
     exposed_ref = np.bincount(cells[band & ~near_other], minlength=n + 1)
     has_band = band_count > 0
     np.testing.assert_allclose(exposed[has_band], exposed_ref[has_band] / band_count[has_band])
+
+
+def test_capture_ring_is_the_wider_band_less_the_band(tile):
+    """Reference: reference.membrane_band at 1 um and at 2 um (explicit disk search)."""
+    cells, nuclei = tile.cell_labels, tile.nucleus_labels
+    codes, exposed = segment.compartments(cells, nuclei, mpp=0.5, band_um=1.0, capture_um=2.0)
+    plain, plain_exposed = segment.compartments(cells, nuclei, mpp=0.5, band_um=1.0)
+    band, _ = reference.membrane_band(cells, nuclei, band_px=2)
+    wide, _ = reference.membrane_band(cells, nuclei, band_px=4)
+    np.testing.assert_array_equal(codes == MEMBRANE_RING, wide & ~band)
+    np.testing.assert_array_equal(np.where(codes == MEMBRANE_RING, CYTOPLASM, codes), plain)
+    np.testing.assert_array_equal(exposed, plain_exposed)
 
 
 def test_tissue_mask_finds_glass(tile):
