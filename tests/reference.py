@@ -290,3 +290,15 @@ def od_sum(rgb, white):
     """Float64 optical density summed over channels, against ``white``, clamped at 0."""
     white = np.asarray(white, dtype=np.float64)
     return -np.log10(np.clip(rgb.astype(np.float64), 1.0, white) / white).sum(axis=2)
+
+
+def label_moments(labels, n, origin_row, origin_col):
+    """Per label 1..n: (count, sum a, sum b, sum a^2, sum b^2, sum ab) of its pixels, a and b
+    the row and column minus the label's origin; row 0: the count of label-0 pixels."""
+    sums = np.zeros((n + 1, 6), np.int64)
+    sums[0, 0] = np.count_nonzero(labels == 0)
+    for k in range(1, n + 1):
+        r, c = np.nonzero(labels == k)
+        a, b = r - origin_row[k], c - origin_col[k]
+        sums[k] = (r.size, a.sum(), b.sum(), (a * a).sum(), (b * b).sum(), (a * b).sum())
+    return sums
