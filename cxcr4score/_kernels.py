@@ -497,6 +497,38 @@ def channel_counts_kernel(pixels, step, counts):
 
 
 @numba.njit(cache=True)
+def pack_boxes_kernel(components, distance, seeds, ids, boxes, tops, lefts, surface, markers, inside):
+    """Copy each component ids[c]'s box (``boxes[ids[c]]``, as label_boxes_kernel) to
+    (tops[c], lefts[c]): surface = -distance over the box; markers = seeds and
+    inside = True on the component's own pixels."""
+    for c in range(ids.shape[0]):
+        component = ids[c]
+        r0, c0, r1, c1 = boxes[component, 0], boxes[component, 1], boxes[component, 2], boxes[component, 3]
+        for y in range(r0, r1):
+            yy = tops[c] + y - r0
+            for x in range(c0, c1):
+                xx = lefts[c] + x - c0
+                surface[yy, xx] = -distance[y, x]
+                if components[y, x] == component:
+                    markers[yy, xx] = seeds[y, x]
+                    inside[yy, xx] = True
+
+
+@numba.njit(cache=True)
+def unpack_boxes_kernel(components, basins, ids, boxes, tops, lefts, offset, labels):
+    """The inverse of pack_boxes_kernel for labels: each pixel of component ids[c] gets
+    its packed pixel's basin plus ``offset``."""
+    for c in range(ids.shape[0]):
+        component = ids[c]
+        r0, c0, r1, c1 = boxes[component, 0], boxes[component, 1], boxes[component, 2], boxes[component, 3]
+        for y in range(r0, r1):
+            yy = tops[c] + y - r0
+            for x in range(c0, c1):
+                if components[y, x] == component:
+                    labels[y, x] = basins[yy, lefts[c] + x - c0] + offset
+
+
+@numba.njit(cache=True)
 def label_boxes_kernel(labels, wanted, boxes):
     """boxes[k] = (first row, first col, last row + 1, last col + 1) of each label k with wanted[k].
 

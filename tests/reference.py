@@ -302,3 +302,17 @@ def label_moments(labels, n, origin_row, origin_col):
         a, b = r - origin_row[k], c - origin_col[k]
         sums[k] = (r.size, a.sum(), b.sum(), (a * a).sum(), (b * b).sum(), (a * b).sum())
     return sums
+
+
+def split_per_component(components, distance, seeds, ids):
+    """Each component in ``ids`` split by its own watershed of -distance from ``seeds``, on
+    its bounding box; the basins are numbered seed + components.max() + 1."""
+    labels = components.astype(np.int32)
+    offset = int(components.max()) + 1
+    for component in ids:
+        rows, cols = np.nonzero(components == component)
+        box = slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
+        mask = components[box] == component
+        basins = segmentation.watershed(-distance[box], np.where(mask, seeds[box], 0), mask=mask)
+        labels[box][mask] = basins[mask] + offset
+    return labels
