@@ -443,27 +443,42 @@ def thread_bands(n_rows):
 def label_moments_kernel(labels, origin_row, origin_col, row_bands, sums):
     """Integer moments of every label 1..n about an integer origin, per thread.
 
-    For each pixel (i, j) with label k in 1..n (n = origin_row.shape[0] - 1; other labels are
-    skipped), with a = i - origin_row[k], b = j - origin_col[k]:
+    For each pixel (i, j) with label k in 1..n (n = origin_row.shape[0] - 1), with
+    a = i - origin_row[k], b = j - origin_col[k]:
     sums[t, k] += (1, a, b, a*a, b*b, a*b). Integers, so any thread count gives the same sums.
+    A run of L equal labels along a row (a fixed, b = b0 .. b0 + L - 1) is added at once from
+    the closed forms of sum b and sum b**2, which are exact in integers. Label 0 pixels
+    are only counted (sums[t, 0, 0]); other labels are skipped.
     """
     n_cols = labels.shape[1]
     n = origin_row.shape[0] - 1
     for band in numba.prange(row_bands.shape[0] - 1):
         t = numba.get_thread_id()
         for i in range(row_bands[band], row_bands[band + 1]):
-            for j in range(n_cols):
-                k = labels[i, j]
-                if k <= 0 or k > n:
-                    continue
-                a = i - origin_row[k]
-                b = j - origin_col[k]
-                sums[t, k, 0] += 1
-                sums[t, k, 1] += a
-                sums[t, k, 2] += b
-                sums[t, k, 3] += a * a
-                sums[t, k, 4] += b * b
-                sums[t, k, 5] += a * b
+            row = labels[i]
+            j = 0
+            while j < n_cols:
+                k = row[j]
+                end = j + 1
+                while end < n_cols and row[end] == k:
+                    end += 1
+                if 0 < k <= n:
+                    length = end - j
+                    a = i - origin_row[k]
+                    b0 = j - origin_col[k]
+                    # sum over t < L of t and of t**2; L * (L - 1) is even, L (L - 1) (2L - 1) divisible by 6.
+                    t1 = length * (length - 1) // 2
+                    t2 = length * (length - 1) * (2 * length - 1) // 6
+                    sum_b = length * b0 + t1
+                    sums[t, k, 0] += length
+                    sums[t, k, 1] += a * length
+                    sums[t, k, 2] += sum_b
+                    sums[t, k, 3] += a * a * length
+                    sums[t, k, 4] += length * b0 * b0 + 2 * b0 * t1 + t2
+                    sums[t, k, 5] += a * sum_b
+                elif k == 0:
+                    sums[t, 0, 0] += end - j
+                j = end
 
 
 @numba.njit(parallel=True, cache=True)
@@ -481,6 +496,38 @@ def channel_counts_kernel(pixels, step, counts):
     for p in range(0, pixels.shape[0], step):
         for c in range(3):
             counts[c, pixels[p, c]] += 1
+
+
+@numba.njit(cache=True)
+def pack_boxes_kernel(components, distance, seeds, ids, boxes, tops, lefts, surface, markers, inside):
+    """Copy each component ids[c]'s box (``boxes[ids[c]]``, as label_boxes_kernel) to
+    (tops[c], lefts[c]): surface = -distance over the box; markers = seeds and
+    inside = True on the component's own pixels."""
+    for c in range(ids.shape[0]):
+        component = ids[c]
+        r0, c0, r1, c1 = boxes[component, 0], boxes[component, 1], boxes[component, 2], boxes[component, 3]
+        for y in range(r0, r1):
+            yy = tops[c] + y - r0
+            for x in range(c0, c1):
+                xx = lefts[c] + x - c0
+                surface[yy, xx] = -distance[y, x]
+                if components[y, x] == component:
+                    markers[yy, xx] = seeds[y, x]
+                    inside[yy, xx] = True
+
+
+@numba.njit(cache=True)
+def unpack_boxes_kernel(components, basins, ids, boxes, tops, lefts, offset, labels):
+    """The inverse of pack_boxes_kernel for labels: each pixel of component ids[c] gets
+    its packed pixel's basin plus ``offset``."""
+    for c in range(ids.shape[0]):
+        component = ids[c]
+        r0, c0, r1, c1 = boxes[component, 0], boxes[component, 1], boxes[component, 2], boxes[component, 3]
+        for y in range(r0, r1):
+            yy = tops[c] + y - r0
+            for x in range(c0, c1):
+                if components[y, x] == component:
+                    labels[y, x] = basins[yy, lefts[c] + x - c0] + offset
 
 
 @numba.njit(cache=True)

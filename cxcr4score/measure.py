@@ -89,8 +89,9 @@ def label_areas(labels):
 
 
 def _label_moments(labels, n_cells, origin_row, origin_col):
-    """Per label 0..n_cells: (count, sum a, sum b, sum a^2, sum b^2, sum ab), a and b the
-    pixel's row and column minus the label's integer origin (int64, exact)."""
+    """Per label 1..n_cells: (count, sum a, sum b, sum a^2, sum b^2, sum ab), a and b the
+    pixel's row and column minus the label's integer origin (int64, exact); row 0 holds the
+    count of label-0 pixels and zeros."""
     labels = np.ascontiguousarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"expected a 2-D label image, got shape {labels.shape}")
@@ -112,7 +113,6 @@ def nucleus_centroids(nucleus_labels, n_cells):
     origin = np.zeros(n_cells + 1, np.int64)
     sums = _label_moments(nucleus_labels, n_cells, origin, origin)
     area = sums[:, 0]
-    area[0] = np.count_nonzero(np.asarray(nucleus_labels) == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         rows = sums[:, 1] / area
         cols = sums[:, 2] / area

@@ -40,6 +40,8 @@ OUTLINE_WINDOW_UM = 5.0
 #: A seed must lie at least this far inside its nucleus (um); shallower maxima of the
 #: distance transform are notches in an outline, not separate nuclei.
 SPLIT_MIN_DEPTH_UM = 1.0
+#: Width (pixels) of the image the boxes of nuclei to split are packed into.
+SHELF_WIDTH = 512
 
 
 @dataclass(frozen=True)
@@ -146,14 +148,8 @@ def _split_touching(foreground, components, *, mpp):
     the watershed runs only over the few with several seeds (under a tenth of the nuclear
     pixels on generated tiles), on their bounding boxes only, which keeps it off the hot path.
     """
-    distance = cv2.distanceTransform(foreground.view(np.uint8), cv2.DIST_L2, 5)
-    distance = cv2.GaussianBlur(distance, (0, 0), 1.0)
-    # Seeds: maxima of the distance over a (2 d + 1)^2 window (as skimage's peak_local_max,
-    # at a fraction of its cost), deep enough; a plateau of equal maxima is one seed.
-    reach = max(1, int(round(SPLIT_MIN_DISTANCE_UM / mpp)))
-    window = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1))
-    peaks = (distance >= cv2.dilate(distance, window)) & (distance >= SPLIT_MIN_DEPTH_UM / mpp) & foreground
-    n_seeds, seeds = cv2.connectedComponents(peaks.view(np.uint8), connectivity=8)
+    distance, peaks, seeds = _split_seeds(foreground, mpp=mpp)
+    n_seeds = int(seeds.max()) + 1
     n_components = int(components.max()) + 1
     seed_component = np.zeros(n_seeds, dtype=np.int64)
     seed_component[seeds[peaks]] = components[peaks]
@@ -166,30 +162,62 @@ def _split_touching(foreground, components, *, mpp):
     to_split = np.flatnonzero(several)
     if to_split.size == 0:
         return labels
-    # One watershed over a column of the components' boxes, a blank row between boxes: one
-    # call instead of one per component. Each component floods only itself (components are
-    # 8-separated, the flooding is 4-connected), in the same raster order as on the whole image.
+    # One watershed over the components' boxes packed side by side on shelves, a blank
+    # row and column between boxes: one call instead of one per component, on little more
+    # than the boxes' area (skimage's watershed costs per pixel of its image, mask or not).
+    # Each component floods only itself (components are 8-separated, the flooding is
+    # 4-connected), in the same raster order as on the whole image, since a box's pixels
+    # keep their relative order when it is moved.
     heights = boxes[to_split, 2] - boxes[to_split, 0]
-    starts = np.concatenate([[0], np.cumsum(heights + 1)[:-1]])
-    width = int((boxes[to_split, 3] - boxes[to_split, 1]).max())
-    shape = (int(starts[-1] + heights[-1]), width)
+    widths = boxes[to_split, 3] - boxes[to_split, 1]
+    tops, lefts, shape = _shelf_positions(heights, widths)
     surface = np.zeros(shape, np.float32)
     markers = np.zeros(shape, np.int32)
     inside = np.zeros(shape, bool)
-    crops = []
-    for component, start in zip(to_split, starts):
-        top, left, bottom, right = boxes[component]
-        box = slice(top, bottom), slice(left, right)
-        place = slice(start, start + bottom - top), slice(0, right - left)
-        mask = components[box] == component
-        surface[place] = -distance[box]
-        markers[place] = np.where(mask, seeds[box], 0)
-        inside[place] = mask
-        crops.append((box, place, mask))
+    to_split = to_split.astype(np.int64)
+    _kernels.pack_boxes_kernel(components, distance, seeds, to_split, boxes, tops, lefts, surface, markers, inside)
     basins = watershed(surface, markers, mask=inside)
-    for box, place, mask in crops:
-        labels[box][mask] = basins[place][mask] + n_components  # distinct from every component id
+    # Distinct from every component id.
+    _kernels.unpack_boxes_kernel(components, basins, to_split, boxes, tops, lefts, n_components, labels)
     return labels
+
+
+def _split_seeds(foreground, *, mpp):
+    """Smoothed distance transform of the mask, its seed pixels and the seeds' labels.
+
+    Seeds are maxima of the distance over a (2 d + 1)^2 window (as skimage's
+    ``peak_local_max``, at a fraction of its cost) at least ``SPLIT_MIN_DEPTH_UM`` deep;
+    a plateau of equal maxima is one seed (8-connected).
+    """
+    distance = cv2.distanceTransform(foreground.view(np.uint8), cv2.DIST_L2, 5)
+    distance = cv2.GaussianBlur(distance, (0, 0), 1.0)
+    reach = max(1, int(round(SPLIT_MIN_DISTANCE_UM / mpp)))
+    window = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1))
+    peaks = (distance >= cv2.dilate(distance, window)) & (distance >= SPLIT_MIN_DEPTH_UM / mpp) & foreground
+    _, seeds = cv2.connectedComponents(peaks.view(np.uint8), connectivity=8)
+    return distance, peaks, seeds
+
+
+def _shelf_positions(heights, widths):
+    """Top-left corners of boxes placed left to right on shelves, one blank pixel between boxes.
+
+    Returns
+    -------
+    tops, lefts : (n,) ndarray of int64
+    shape : (int, int)
+        Of the image holding every box.
+    """
+    width = max(int(widths.max()), SHELF_WIDTH)
+    tops = np.empty(len(heights), np.int64)
+    lefts = np.empty(len(heights), np.int64)
+    x = y = shelf_height = 0
+    for c, (h, w) in enumerate(zip(heights.tolist(), widths.tolist())):
+        if x > 0 and x + w > width:
+            y, x, shelf_height = y + shelf_height + 1, 0, 0
+        tops[c], lefts[c] = y, x
+        x += w + 1
+        shelf_height = max(shelf_height, h)
+    return tops, lefts, (y + shelf_height, width)
 
 
 def _filter_by_area(labels, *, mpp, params):

@@ -314,3 +314,29 @@ def membrane_line(dab, cells, codes, *, ring_code=4):
         base = interior.mean() if interior.size else ring.mean()
         out[k - 1] = band.mean() + (ring.mean() - base) * ring.size / band.size
     return out
+
+
+def label_moments(labels, n, origin_row, origin_col):
+    """Per label 1..n: (count, sum a, sum b, sum a^2, sum b^2, sum ab) of its pixels, a and b
+    the row and column minus the label's origin; row 0: the count of label-0 pixels."""
+    sums = np.zeros((n + 1, 6), np.int64)
+    sums[0, 0] = np.count_nonzero(labels == 0)
+    for k in range(1, n + 1):
+        r, c = np.nonzero(labels == k)
+        a, b = r - origin_row[k], c - origin_col[k]
+        sums[k] = (r.size, a.sum(), b.sum(), (a * a).sum(), (b * b).sum(), (a * b).sum())
+    return sums
+
+
+def split_per_component(components, distance, seeds, ids):
+    """Each component in ``ids`` split by its own watershed of -distance from ``seeds``, on
+    its bounding box; the basins are numbered seed + components.max() + 1."""
+    labels = components.astype(np.int32)
+    offset = int(components.max()) + 1
+    for component in ids:
+        rows, cols = np.nonzero(components == component)
+        box = slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
+        mask = components[box] == component
+        basins = segmentation.watershed(-distance[box], np.where(mask, seeds[box], 0), mask=mask)
+        labels[box][mask] = basins[mask] + offset
+    return labels

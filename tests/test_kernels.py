@@ -272,6 +272,18 @@ def test_centroids_and_axis_ratio_match_reference():
     assert np.isnan(rows[4]) and np.isnan(ratio[4]) and np.isnan(ratio[0])
 
 
+def test_label_moments_of_runs_match_reference():
+    """Reference: reference.label_moments (per-pixel integer sums); labels above n are skipped."""
+    rng = np.random.default_rng(14)
+    labels = np.repeat(rng.integers(0, 8, size=(37, 9)), rng.integers(1, 12, size=9), axis=1).astype(np.int32)
+    labels[3, :] = 5  # a run over the whole row
+    labels[7, 2:] = 7  # label 7 > n: skipped, not background
+    origin_row = rng.integers(-40, 40, size=7)
+    origin_col = rng.integers(-40, 40, size=7)
+    ours = measure._label_moments(labels, 6, origin_row, origin_col)
+    np.testing.assert_array_equal(ours, reference.label_moments(labels, 6, origin_row, origin_col))
+
+
 def test_label_areas_match_bincount():
     """Reference: np.bincount."""
     labels = np.random.default_rng(14).integers(0, 300, size=(77, 91)).astype(np.int32)

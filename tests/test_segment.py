@@ -1,5 +1,6 @@
 """Segmentation and tissue against scikit-image references and the generator's truth."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -67,6 +68,30 @@ def test_touching_nuclei_are_split():
     labels = segment.detect_nuclei(hem, mpp=0.5)
     assert labels.max() == 2
     assert labels[40, 42] != labels[40, 73]
+
+
+def test_packed_split_equals_one_watershed_per_component():
+    """Reference: reference.split_per_component (a watershed on each component's own box).
+
+    60 touching pairs of discs of varied sizes fill several shelves of the packed image.
+    """
+    rows, cols = np.indices((400, 420))
+    foreground = np.zeros(rows.shape, bool)
+    rng = np.random.default_rng(21)
+    for n in range(60):
+        top, left = 12 + 64 * (n // 6), 14 + 68 * (n % 6)
+        radius = rng.integers(5, 10)
+        for dy, dx in ((0, 0), (rng.integers(-3, 4), radius + rng.integers(3, 7))):
+            foreground |= (rows - top - dy) ** 2 + (cols - left - dx) ** 2 <= radius**2
+    _, components = cv2.connectedComponents(foreground.view(np.uint8), connectivity=8)
+    distance, peaks, seeds = segment._split_seeds(foreground, mpp=0.5)
+    per_seed = np.bincount(components[peaks][np.unique(seeds[peaks], return_index=True)[1]])
+    several = np.flatnonzero(per_seed >= 2)
+    several = several[several > 0]
+    assert several.size > 40
+    ours = segment._split_touching(foreground, components, mpp=0.5)
+    expected = reference.split_per_component(components, distance, seeds, several)
+    np.testing.assert_array_equal(ours, expected)
 
 
 def test_expansion_never_crosses_a_neighbour():
