@@ -365,7 +365,7 @@ def merge_slide(info, measurements, hists, *, config):
     metrics = {}
     if "pixel_qc" in info:  # not for a slide that could not be read (failed_info)
         pixel_qc = {k: v for k, v in info["pixel_qc"].items() if k != "focus_scores"}
-        blurred = qc_metrics.blurred_share(info["pixel_qc"]["focus_scores"], min_variance=config["qc"]["focus_min_variance"])
+        blurred = qc_metrics.blurred_share(info["pixel_qc"]["focus_scores"], min_sharpness=config["qc"]["focus_min_sharpness"])
         metrics = {"tissue_mm2": info["tissue_mm2"], "tumour_cells": float(scored.sum()), "blurred_tiles": blurred,
                    **pixel_qc, "stroma_dab": qc_metrics.stroma_dab(classified[in_region])}
         metric_status, metric_messages = qc_metrics.evaluate(metrics, config["qc"])
