@@ -155,32 +155,42 @@ def reference_pipeline_nuclei(hematoxylin, *, mpp, background_radius_um=8.0, sig
     return segmentation.relabel_sequential(labels)[0]
 
 
-def reference_pipeline_compartments(nuclei, *, mpp, expansion_um=5.0, band_um=1.0):
+def reference_pipeline_compartments(nuclei, *, mpp, expansion_um=5.0, band_um=1.0, capture_um=0.0):
     """Cells, compartment codes and exposed band fraction, as ``segment`` defines them.
 
     Cells: ``skimage.segmentation.expand_labels``. Band: a cell pixel outside the nucleus
     with another cell (grey dilation / erosion of the labels over a disk differs from it) or
-    no cell (erosion of the cell mask) within ``band_um``; borders replicated.
+    no cell (erosion of the cell mask) within ``band_um``; borders replicated. Cytoplasm
+    within ``capture_um`` by the same test is the capture ring (4) when ``capture_um`` >
+    ``band_um``.
 
     Returns
     -------
     cells : (M, N) ndarray of int
     codes : (M, N) ndarray of uint8
-        0 background, 1 nucleus, 2 cytoplasm, 3 membrane.
+        0 background, 1 nucleus, 2 cytoplasm, 3 membrane, 4 capture ring.
     exposed : (n + 1,) ndarray of float64
         Share of each cell's band near no other cell (NaN without band).
     """
     cells = segmentation.expand_labels(nuclei, distance=expansion_um / mpp)
-    footprint = morphology.disk(max(1, int(round(band_um / mpp))))
     inside = cells > 0
-    above = morphology.dilation(cells, footprint, mode="nearest") != cells
-    big = np.iinfo(cells.dtype).max
-    below = morphology.erosion(np.where(inside, cells, big), footprint, mode="nearest") != cells
-    near_outside = ~morphology.erosion(inside, footprint, mode="nearest")
-    near_other = above | below
     nucleus = (nuclei > 0) & inside
+
+    def near_boundary(width_um):
+        footprint = morphology.disk(max(1, int(round(width_um / mpp))))
+        above = morphology.dilation(cells, footprint, mode="nearest") != cells
+        big = np.iinfo(cells.dtype).max
+        below = morphology.erosion(np.where(inside, cells, big), footprint, mode="nearest") != cells
+        near_outside = ~morphology.erosion(inside, footprint, mode="nearest")
+        return above | below, near_outside
+
+    near_other, near_outside = near_boundary(band_um)
     band = inside & ~nucleus & (near_other | near_outside)
-    codes = np.select([nucleus, band, inside], [1, 3, 2], 0).astype(np.uint8)
+    ring = np.zeros_like(band)
+    if capture_um > band_um:
+        wide_other, wide_outside = near_boundary(capture_um)
+        ring = inside & ~nucleus & ~band & (wide_other | wide_outside)
+    codes = np.select([nucleus, band, ring, inside], [1, 3, 4, 2], 0).astype(np.uint8)
     n = int(cells.max())
     band_count = np.bincount(cells[band], minlength=n + 1)
     exposed_count = np.bincount(cells[band & ~near_other], minlength=n + 1)
@@ -196,7 +206,9 @@ def reference_pipeline_measure(dab, hematoxylin, nuclei, cells, codes, exposed):
     -------
     pandas.DataFrame
         Index ``label`` 1..n; ``row``, ``col`` (nucleus centroid), the compartment means of
-        :func:`cell_statistics`, ``dab_membrane_sector_00`` .. ``_15`` and
+        :func:`cell_statistics` (the capture ring counted as cytoplasm), ``dab_membrane`` from
+        :func:`membrane_line` and the band mean ``dab_membrane_band``,
+        ``dab_membrane_sector_00`` .. ``_15`` and
         ``membrane_exposed_fraction``.
     """
     import pandas as pd
@@ -206,7 +218,9 @@ def reference_pipeline_measure(dab, hematoxylin, nuclei, cells, codes, exposed):
     centroids = np.array(ndi.center_of_mass(np.ones(nuclei.shape), nuclei, index)).reshape(-1, 2)
     rows = np.concatenate([[np.nan], centroids[:, 0]])
     cols = np.concatenate([[np.nan], centroids[:, 1]])
-    stats = cell_statistics(dab, hematoxylin, cells, codes, rows, cols)
+    stats = cell_statistics(dab, hematoxylin, cells, np.where(codes == 4, 2, codes), rows, cols)
+    stats["dab_membrane_band"] = stats["dab_membrane"]
+    stats["dab_membrane"] = membrane_line(dab, cells, codes)
     sectors = stats.pop("sectors")
     table = pd.DataFrame(stats, index=pd.Index(index, name="label"))
     table[[f"dab_membrane_sector_{s:02d}" for s in range(N_SECTORS)]] = sectors
@@ -299,21 +313,17 @@ def membrane_line(dab, cells, codes, *, ring_code=4):
     For each cell: band mean (code 3) + (ring mean - interior mean) x ring pixels / band
     pixels, where the ring is ``ring_code`` and the interior is the remaining cytoplasm
     (code 2; the ring mean stands in when there is none). NaN without band; the band mean
-    without ring. Written with one boolean mask per cell (slow, plain).
+    without ring. Per-label means by ``np.bincount``.
     """
     n = int(cells.max())
-    out = np.full(n, np.nan)
-    for k in range(1, n + 1):
-        own = cells == k
-        band, ring, interior = dab[own & (codes == 3)], dab[own & (codes == ring_code)], dab[own & (codes == 2)]
-        if band.size == 0:
-            continue
-        if ring.size == 0:
-            out[k - 1] = band.mean()
-            continue
-        base = interior.mean() if interior.size else ring.mean()
-        out[k - 1] = band.mean() + (ring.mean() - base) * ring.size / band.size
-    return out
+    means = {}
+    for code in (3, ring_code, 2):
+        where = (codes == code) & (cells > 0)
+        means[code] = _mean_by_label(dab[where], cells[where], n)
+    (band, n_band), (ring, n_ring), (interior, n_interior) = means[3], means[ring_code], means[2]
+    base = np.where(n_interior > 0, interior, ring)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_ring > 0, band + (ring - base) * n_ring / n_band, band)
 
 
 def label_moments(labels, n, origin_row, origin_col):

@@ -99,7 +99,8 @@ def our_stages(path, config):
 
     def compartments(state):
         cells = segment.expand_cells(state["nuclei"], mpp=MPP, expansion_um=config["cell_expansion_um"])
-        codes, exposed = segment.compartments(cells, state["nuclei"], mpp=MPP, band_um=config["membrane_band_um"])
+        codes, exposed = segment.compartments(cells, state["nuclei"], mpp=MPP, band_um=config["membrane_band_um"],
+                                              capture_um=config["membrane_capture_um"])
         return cells, codes, exposed
 
     def measurement(state):
@@ -153,7 +154,8 @@ def reference_stages(path, config, reference):
             min_area_um2=config["tissue"]["min_area_um2"]),
         "nuclei": lambda state: reference.reference_pipeline_nuclei(state["deconvolution"][0], mpp=MPP, **nuclei_params),
         "compartments": lambda state: reference.reference_pipeline_compartments(
-            state["nuclei"], mpp=MPP, expansion_um=config["cell_expansion_um"], band_um=config["membrane_band_um"]),
+            state["nuclei"], mpp=MPP, expansion_um=config["cell_expansion_um"], band_um=config["membrane_band_um"],
+            capture_um=config["membrane_capture_um"]),
         "measurement": measurement,
         "scoring": lambda state: reference.reference_pipeline_score(
             state["measurement"], thresholds=config["thresholds"], mpp=MPP, compartments=tuple(config["compartments"]),
