@@ -264,8 +264,8 @@ def compartments(cell_labels, nucleus_labels, *, mpp, band_um=1.0, capture_um=0.
     every cell, lies within ``band_um`` of it (a disk); nucleus pixels stay nucleus. Band
     pixels near no other cell are "exposed".
 
-    With ``capture_um`` above ``band_um``, cytoplasm pixels within ``capture_um`` of another
-    cell or of the outside form the membrane capture ring (code 4): still cytoplasm, but
+    With ``capture_um`` above ``band_um``, the cytoplasm pixels within ``capture_um -
+    band_um`` of the band form the membrane capture ring (code 4): still cytoplasm, but
     measured apart so that membrane DAB that blur and JPEG spread out of the band can be
     returned to it (see :func:`cxcr4score.measure.measure_cells`).
 
@@ -298,8 +298,11 @@ def compartments(cell_labels, nucleus_labels, *, mpp, band_um=1.0, capture_um=0.
     with np.errstate(invalid="ignore", divide="ignore"):
         exposed = np.where(band_count > 0, exposed_count / band_count, np.nan)
     if capture_um > band_um:
-        wide, _ = _band_codes(cells, nuclei, capture_um / mpp)
-        codes[(wide == _kernels.MEMBRANE) & (codes == _kernels.CYTOPLASM)] = _kernels.MEMBRANE_RING
+        # The next (capture - band) of cytoplasm inside the band: the band dilated by a disk
+        # (it cannot reach another cell's cytoplasm, whose own band lies in between).
+        band = (codes == _kernels.MEMBRANE).view(np.uint8)
+        near_band = cv2.dilate(band, _disk((capture_um - band_um) / mpp)).view(bool)
+        codes[near_band & (codes == _kernels.CYTOPLASM)] = _kernels.MEMBRANE_RING
     return codes, exposed
 
 

@@ -161,8 +161,8 @@ def reference_pipeline_compartments(nuclei, *, mpp, expansion_um=5.0, band_um=1.
     Cells: ``skimage.segmentation.expand_labels``. Band: a cell pixel outside the nucleus
     with another cell (grey dilation / erosion of the labels over a disk differs from it) or
     no cell (erosion of the cell mask) within ``band_um``; borders replicated. Cytoplasm
-    within ``capture_um`` by the same test is the capture ring (4) when ``capture_um`` >
-    ``band_um``.
+    within ``capture_um - band_um`` of the band (binary dilation with a disk) is the capture
+    ring (4) when ``capture_um`` > ``band_um``.
 
     Returns
     -------
@@ -188,8 +188,8 @@ def reference_pipeline_compartments(nuclei, *, mpp, expansion_um=5.0, band_um=1.
     band = inside & ~nucleus & (near_other | near_outside)
     ring = np.zeros_like(band)
     if capture_um > band_um:
-        wide_other, wide_outside = near_boundary(capture_um)
-        ring = inside & ~nucleus & ~band & (wide_other | wide_outside)
+        reach = morphology.disk(max(1, int(round((capture_um - band_um) / mpp))))
+        ring = inside & ~nucleus & ~band & morphology.dilation(band, reach)
     codes = np.select([nucleus, band, ring, inside], [1, 3, 4, 2], 0).astype(np.uint8)
     n = int(cells.max())
     band_count = np.bincount(cells[band], minlength=n + 1)

@@ -3,6 +3,7 @@
 import cv2
 import numpy as np
 import pytest
+from skimage import morphology
 
 from cxcr4score import config, measure, segment, stains, synthetic, tissue
 from cxcr4score._kernels import CYTOPLASM, MEMBRANE, MEMBRANE_RING, NUCLEUS
@@ -120,14 +121,19 @@ def test_membrane_band_matches_brute_force(tile):
     np.testing.assert_allclose(exposed[has_band], exposed_ref[has_band] / band_count[has_band])
 
 
-def test_capture_ring_is_the_wider_band_less_the_band(tile):
-    """Reference: reference.membrane_band at 1 um and at 2 um (explicit disk search)."""
+def test_capture_ring_is_the_cytoplasm_next_to_the_band(tile):
+    """Reference: reference.membrane_band (explicit disk search), then a brute-force disk of
+    2 px around it, cytoplasm only."""
     cells, nuclei = tile.cell_labels, tile.nucleus_labels
     codes, exposed = segment.compartments(cells, nuclei, mpp=0.5, band_um=1.0, capture_um=2.0)
     plain, plain_exposed = segment.compartments(cells, nuclei, mpp=0.5, band_um=1.0)
     band, _ = reference.membrane_band(cells, nuclei, band_px=2)
-    wide, _ = reference.membrane_band(cells, nuclei, band_px=4)
-    np.testing.assert_array_equal(codes == MEMBRANE_RING, wide & ~band)
+    padded = np.pad(band, 2)
+    near = np.zeros_like(band)
+    for di, dj in zip(*np.nonzero(morphology.disk(2))):
+        near |= padded[di : di + band.shape[0], dj : dj + band.shape[1]]
+    cytoplasm = (cells > 0) & (nuclei == 0) & ~band
+    np.testing.assert_array_equal(codes == MEMBRANE_RING, cytoplasm & near)
     np.testing.assert_array_equal(np.where(codes == MEMBRANE_RING, CYTOPLASM, codes), plain)
     np.testing.assert_array_equal(exposed, plain_exposed)
 
