@@ -517,6 +517,59 @@ def pack_boxes_kernel(components, distance, seeds, ids, boxes, tops, lefts, surf
 
 
 @numba.njit(cache=True)
+def watershed_kernel(levels, markers, mask, output):
+    """Marker watershed of a 2-D image of integer ``levels`` >= 0, 4-connected.
+
+    Priority flood with a hierarchical queue (a FIFO per level): markers enter in raster
+    order; a popped pixel labels each unlabelled mask neighbour (up, left, right, down)
+    with its own label and queues it at max(its level, the current level). The pop order is
+    (level, entry order), the order of scikit-image's heap ``watershed`` on the same levels
+    except among markers of equal level, which scikit-image takes in heap order. O(1) per
+    pixel where a heap costs ~150 ns (its sift over ~10 levels), hence written by hand.
+    ``levels`` must have a one-pixel border outside ``mask``; ``output`` starts as a copy
+    of ``markers`` and receives the basins.
+    """
+    n_cols = levels.shape[1]
+    flat_levels = levels.reshape(-1)
+    flat_mask = mask.reshape(-1)
+    flat_out = output.reshape(-1)
+    flat_markers = markers.reshape(-1)
+    neighbours = np.array((-n_cols, -1, 1, n_cols), np.int64)
+    n_levels = flat_levels.max() + 1
+    head = np.full(n_levels, -1, np.int64)
+    tail = np.full(n_levels, -1, np.int64)
+    following = np.empty(flat_levels.shape[0], np.int64)
+    level = n_levels
+    for p in range(flat_markers.shape[0]):
+        if flat_markers[p] != 0:
+            q = flat_levels[p]
+            _enqueue(head, tail, following, q, p)
+            level = min(level, q)
+    while level < n_levels:
+        place = head[level]
+        if place < 0:
+            level += 1
+            continue
+        head[level] = following[place]
+        label = flat_out[place]
+        for n in range(4):
+            neighbour = place + neighbours[n]
+            if flat_mask[neighbour] and flat_out[neighbour] == 0:
+                flat_out[neighbour] = label
+                _enqueue(head, tail, following, max(flat_levels[neighbour], level), neighbour)
+
+
+@numba.njit(cache=True)
+def _enqueue(head, tail, following, level, place):
+    following[place] = -1
+    if head[level] < 0:
+        head[level] = place
+    else:
+        following[tail[level]] = place
+    tail[level] = place
+
+
+@numba.njit(cache=True)
 def unpack_boxes_kernel(components, basins, ids, boxes, tops, lefts, offset, labels):
     """The inverse of pack_boxes_kernel for labels: each pixel of component ids[c] gets
     its packed pixel's basin plus ``offset``."""

@@ -21,7 +21,6 @@ import cv2
 import numba
 import numpy as np
 from skimage.morphology import disk
-from skimage.segmentation import watershed
 
 from . import _kernels, measure
 
@@ -40,6 +39,10 @@ OUTLINE_WINDOW_UM = 5.0
 #: A seed must lie at least this far inside its nucleus (um); shallower maxima of the
 #: distance transform are notches in an outline, not separate nuclei.
 SPLIT_MIN_DEPTH_UM = 1.0
+#: The watershed that splits touching nuclei floods the smoothed distance transform
+#: quantised to this many levels per pixel of distance: an O(1) queue per level instead of
+#: a heap; pixels whose distances differ by less than 1/16 pixel are taken in arrival order.
+WATERSHED_LEVELS_PER_PX = 16
 #: Width (pixels) of the image the boxes of nuclei to split are packed into.
 SHELF_WIDTH = 512
 
@@ -171,12 +174,18 @@ def _split_touching(foreground, components, *, mpp):
     heights = boxes[to_split, 2] - boxes[to_split, 0]
     widths = boxes[to_split, 3] - boxes[to_split, 1]
     tops, lefts, shape = _shelf_positions(heights, widths)
+    # A one-pixel border outside the mask, which the watershed kernel needs (as
+    # scikit-image pads its input): the same raveled image as scikit-image floods.
+    tops, lefts, shape = tops + 1, lefts + 1, (shape[0] + 2, shape[1] + 2)
     surface = np.zeros(shape, np.float32)
     markers = np.zeros(shape, np.int32)
     inside = np.zeros(shape, bool)
     to_split = to_split.astype(np.int64)
     _kernels.pack_boxes_kernel(components, distance, seeds, to_split, boxes, tops, lefts, surface, markers, inside)
-    basins = watershed(surface, markers, mask=inside)
+    levels = np.rint(surface * WATERSHED_LEVELS_PER_PX).astype(np.int32)  # same grid in any packing
+    levels -= levels.min()
+    basins = markers.copy()
+    _kernels.watershed_kernel(levels, markers, inside, basins)
     # Distinct from every component id.
     _kernels.unpack_boxes_kernel(components, basins, to_split, boxes, tops, lefts, n_components, labels)
     return labels

@@ -8,6 +8,8 @@ vectorised library calls only.
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters, morphology, segmentation
@@ -338,15 +340,38 @@ def label_moments(labels, n, origin_row, origin_col):
     return sums
 
 
-def split_per_component(components, distance, seeds, ids):
-    """Each component in ``ids`` split by its own watershed of -distance from ``seeds``, on
-    its bounding box; the basins are numbered seed + components.max() + 1."""
+def priority_flood(levels, markers, mask):
+    """Marker watershed by a heap of (level, entry order), 4-connected (up, left, right, down).
+
+    Markers enter in raster order; a popped pixel labels each unlabelled neighbour in the
+    mask with its label and pushes it at max(its level, the popped level). scikit-image's
+    ``watershed`` on the same levels, except that it takes markers of equal level in heap
+    order, not raster order.
+    """
+    out = np.where(mask, markers, 0).astype(np.int32)
+    heap = [(int(levels[p]), age, p) for age, p in enumerate(zip(*np.nonzero(out)))]
+    heapq.heapify(heap)
+    age = len(heap)
+    while heap:
+        level, _, (i, j) = heapq.heappop(heap)
+        for di, dj in ((-1, 0), (0, -1), (0, 1), (1, 0)):
+            y, x = i + di, j + dj
+            if 0 <= y < mask.shape[0] and 0 <= x < mask.shape[1] and mask[y, x] and out[y, x] == 0:
+                out[y, x] = out[i, j]
+                heapq.heappush(heap, (max(int(levels[y, x]), level), age, (y, x)))
+                age += 1
+    return out
+
+
+def split_per_component(components, distance, seeds, ids, levels_per_px):
+    """Each component in ``ids`` split by its own :func:`priority_flood` of -distance
+    quantised to ``levels_per_px``, from ``seeds``; the basins are numbered seed +
+    components.max() + 1."""
     labels = components.astype(np.int32)
     offset = int(components.max()) + 1
     for component in ids:
-        rows, cols = np.nonzero(components == component)
-        box = slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
-        mask = components[box] == component
-        basins = segmentation.watershed(-distance[box], np.where(mask, seeds[box], 0), mask=mask)
-        labels[box][mask] = basins[mask] + offset
+        mask = components == component
+        levels = np.rint(-distance * levels_per_px).astype(np.int64)
+        basins = priority_flood(levels - levels.min(), np.where(mask, seeds, 0), mask)
+        labels[mask] = basins[mask] + offset
     return labels
