@@ -502,10 +502,10 @@ def channel_counts_kernel(pixels, step, counts):
 
 
 @numba.njit(cache=True)
-def pack_boxes_kernel(components, distance, seeds, ids, boxes, tops, lefts, surface, markers, inside):
-    """Copy each component ids[c]'s box (``boxes[ids[c]]``, as label_boxes_kernel) to
-    (tops[c], lefts[c]): surface = -distance over the box; markers = seeds and
-    inside = True on the component's own pixels."""
+def pack_boxes_kernel(components, distance, ids, boxes, tops, lefts, surface, inside):
+    """Copy each component ids[c]'s box (``boxes[ids[c]]``, as label_stats_kernel) to
+    (tops[c], lefts[c]): surface = -distance over the box, inside = True on the
+    component's own pixels."""
     for c in range(ids.shape[0]):
         component = ids[c]
         r0, c0, r1, c1 = boxes[component, 0], boxes[component, 1], boxes[component, 2], boxes[component, 3]
@@ -514,9 +514,7 @@ def pack_boxes_kernel(components, distance, seeds, ids, boxes, tops, lefts, surf
             for x in range(c0, c1):
                 xx = lefts[c] + x - c0
                 surface[yy, xx] = -distance[y, x]
-                if components[y, x] == component:
-                    markers[yy, xx] = seeds[y, x]
-                    inside[yy, xx] = True
+                inside[yy, xx] = components[y, x] == component
 
 
 @numba.njit(cache=True)
@@ -573,34 +571,112 @@ def _enqueue(head, tail, following, level, place):
 
 
 @numba.njit(cache=True)
-def unpack_boxes_kernel(components, basins, ids, boxes, tops, lefts, offset, labels):
-    """The inverse of pack_boxes_kernel for labels: each pixel of component ids[c] gets
-    its packed pixel's basin plus ``offset``."""
+def unpack_boxes_kernel(basins, ids, boxes, tops, lefts, offset, labels, basin_areas):
+    """The inverse of pack_boxes_kernel, in place: each pixel of component ids[c] in
+    ``labels`` becomes its packed pixel's basin plus ``offset`` (> every component id, so
+    no later component is confused with it); basin_areas[basin] counts its pixels."""
     for c in range(ids.shape[0]):
         component = ids[c]
         r0, c0, r1, c1 = boxes[component, 0], boxes[component, 1], boxes[component, 2], boxes[component, 3]
         for y in range(r0, r1):
             yy = tops[c] + y - r0
             for x in range(c0, c1):
-                if components[y, x] == component:
-                    labels[y, x] = basins[yy, lefts[c] + x - c0] + offset
+                if labels[y, x] == component:
+                    basin = basins[yy, lefts[c] + x - c0]
+                    labels[y, x] = basin + offset
+                    basin_areas[basin] += 1
 
 
 @numba.njit(cache=True)
-def label_boxes_kernel(labels, wanted, boxes):
-    """boxes[k] = (first row, first col, last row + 1, last col + 1) of each label k with wanted[k].
-
-    ``boxes`` must start as (big, big, 0, 0) rows; other labels' rows are left as they are.
-    """
+def label_stats_kernel(labels, areas, boxes):
+    """areas[k] = pixel count and boxes[k] = (first row, first col, last row + 1,
+    last col + 1) of every label k >= 1; ``boxes`` must start as (big, big, 0, 0) rows."""
     n_cols = labels.shape[1]
     for i in range(labels.shape[0]):
         for j in range(n_cols):
             k = labels[i, j]
-            if wanted[k]:
+            if k > 0:
+                areas[k] += 1
                 boxes[k, 0] = min(boxes[k, 0], i)
                 boxes[k, 1] = min(boxes[k, 1], j)
                 boxes[k, 2] = max(boxes[k, 2], i + 1)
                 boxes[k, 3] = max(boxes[k, 3], j + 1)
+
+
+@numba.njit(parallel=True, cache=True)
+def foreground_kernel(signal, local_peak, threshold, fraction, out):
+    """out = 1 where signal >= threshold and signal >= fraction * local_peak, else 0."""
+    fraction32 = np.float32(fraction)
+    threshold32 = np.float32(threshold)
+    for i in numba.prange(signal.shape[0]):
+        for j in range(signal.shape[1]):
+            v = signal[i, j]
+            out[i, j] = (v >= threshold32) & (v >= fraction32 * local_peak[i, j])
+
+
+@numba.njit(cache=True)
+def peak_seeds_kernel(distance, window_max, min_depth, foreground):
+    """Seed pixels of the split: foreground pixels at least ``min_depth`` deep whose distance
+    equals its window maximum, as raveled indices in raster order, and the 1-based number of
+    the 8-connected group of such pixels each belongs to (groups numbered in raster order
+    of their first pixel)."""
+    n_rows, n_cols = distance.shape
+    depth = np.float32(min_depth)
+    # Two passes (count, then collect) over a branch-free test: growing the output inside
+    # the scan made it ten times slower.
+    n = 0
+    for i in range(n_rows):
+        for j in range(n_cols):
+            d = distance[i, j]
+            n += (foreground[i, j] != 0) & (d >= depth) & (d >= window_max[i, j])
+    flat = np.empty(n, np.int64)
+    k = 0
+    for i in range(n_rows):
+        for j in range(n_cols):
+            d = distance[i, j]
+            if (foreground[i, j] != 0) & (d >= depth) & (d >= window_max[i, j]):
+                flat[k] = i * n_cols + j
+                k += 1
+    parent = np.arange(n)
+    above = 0  # first seed pixel not before the row above's window: it only moves forward
+    for k in range(n):
+        p = flat[k]
+        j = p % n_cols
+        if j > 0 and k > 0 and flat[k - 1] == p - 1:
+            _union(parent, k, k - 1)
+        lo = p - n_cols - (1 if j > 0 else 0)
+        hi = p - n_cols + (1 if j < n_cols - 1 else 0)
+        while above < k and flat[above] < lo:
+            above += 1
+        for m in range(above, k):
+            if flat[m] > hi:
+                break
+            _union(parent, k, m)
+    ids = np.empty(n, np.int32)
+    group = np.zeros(n, np.int32)
+    n_groups = 0
+    for k in range(n):
+        root = _find(parent, k)
+        if group[root] == 0:
+            n_groups += 1
+            group[root] = n_groups
+        ids[k] = group[root]
+    return flat, ids
+
+
+@numba.njit(cache=True)
+def _find(parent, k):
+    while parent[k] != k:
+        parent[k] = parent[parent[k]]
+        k = parent[k]
+    return k
+
+
+@numba.njit(cache=True)
+def _union(parent, a, b):
+    a, b = _find(parent, a), _find(parent, b)
+    if a != b:
+        parent[max(a, b)] = min(a, b)
 
 
 def warm_up():

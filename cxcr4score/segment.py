@@ -22,7 +22,7 @@ import numba
 import numpy as np
 from skimage.morphology import disk
 
-from . import _kernels, measure
+from . import _kernels
 
 #: Smallest distance between two nucleus seeds when splitting touching nuclei (um): about
 #: the radius of the smallest nucleus kept (10 um^2 -> r = 1.8 um).
@@ -153,77 +153,104 @@ def detect_nuclei(hematoxylin, *, mpp, params=NucleusParams()):
         raise ValueError(f"pixel size must be positive, got {mpp!r}")
     signal = nucleus_signal(hematoxylin, mpp=mpp, params=params)
     local_peak = _disk_filter(signal, OUTLINE_WINDOW_UM / mpp, take_max=True, row_step=MORPHOLOGY_ROW_STEP)
-    foreground = (signal >= params.threshold) & (signal >= OUTLINE_FRACTION * local_peak)
+    foreground = np.empty(signal.shape, np.uint8)
+    _kernels.foreground_kernel(signal, local_peak, params.threshold, OUTLINE_FRACTION, foreground)
     # Fill pinholes left by pale chromatin so the distance transform sees whole nuclei.
-    foreground = cv2.morphologyEx(foreground.view(np.uint8), cv2.MORPH_CLOSE, _disk(1)).astype(bool)
-    n, components = cv2.connectedComponents(foreground.view(np.uint8), connectivity=8)
-    labels = components
+    foreground = cv2.morphologyEx(foreground, cv2.MORPH_CLOSE, _disk(1))
+    n, labels = cv2.connectedComponents(foreground, connectivity=8)
+    areas = np.zeros(n, np.int64)
+    boxes = np.zeros((n, 4), np.int64)
+    boxes[:, :2] = np.iinfo(np.int64).max
+    _kernels.label_stats_kernel(labels, areas, boxes)
     if params.split and n > 1:
-        labels = _split_touching(foreground, components, mpp=mpp)
-    return _filter_by_area(labels, mpp=mpp, params=params)
+        areas = _split_touching(foreground, labels, areas, boxes, mpp=mpp)
+    return _filter_by_area(labels, areas, mpp=mpp, params=params)
 
 
-def _split_touching(foreground, components, *, mpp):
+def _split_touching(foreground, labels, areas, boxes, *, mpp):
     """Split components holding two or more seeds by a watershed of their distance transform.
 
     Components with one seed (or none, when too thin to hold one) are a nucleus as they are;
     the watershed runs only over the few with several seeds (under a tenth of the nuclear
     pixels on generated tiles), on their bounding boxes only, which keeps it off the hot path.
+
+    Parameters
+    ----------
+    foreground : (M, N) ndarray of uint8
+        0 / 1 mask.
+    labels : (M, N) ndarray of int32
+        Its 8-connected components 1..n - 1; split components' pixels are relabelled in
+        place to their basin's seed number plus n.
+    areas, boxes : (n,) and (n, 4) ndarray of int64
+        Pixel count and bounding box of each component (``_kernels.label_stats_kernel``).
+
+    Returns
+    -------
+    (n + n_seeds + 1,) ndarray of int64
+        The pixel count of every label after the split (split components count 0).
     """
-    distance, peaks, seeds = _split_seeds(foreground, mpp=mpp)
-    n_seeds = int(seeds.max()) + 1
-    n_components = int(components.max()) + 1
-    seed_component = np.zeros(n_seeds, dtype=np.int64)
-    seed_component[seeds[peaks]] = components[peaks]
+    distance, seed_pixels, seed_ids = _split_seeds(foreground, mpp=mpp)
+    n_components = areas.size
+    seed_component = np.zeros(int(seed_ids.max(initial=0)) + 1, dtype=np.int64)
+    seed_component[seed_ids] = labels.reshape(-1)[seed_pixels]
     several = np.bincount(seed_component[1:], minlength=n_components) >= 2
     several[0] = False
-    labels = components.astype(np.int32)
-    boxes = np.zeros((n_components, 4), np.int64)
-    boxes[:, :2] = np.iinfo(np.int64).max
-    _kernels.label_boxes_kernel(components, several, boxes)
     to_split = np.flatnonzero(several)
+    basin_areas = np.zeros(seed_component.size, np.int64)
     if to_split.size == 0:
-        return labels
+        return np.concatenate([areas, basin_areas])
     # One watershed over the components' boxes packed side by side on shelves, a blank
-    # row and column between boxes: one call instead of one per component, on little more
-    # than the boxes' area (skimage's watershed costs per pixel of its image, mask or not).
-    # Each component floods only itself (components are 8-separated, the flooding is
-    # 4-connected), in the same raster order as on the whole image, since a box's pixels
-    # keep their relative order when it is moved.
+    # row and column between boxes, on little more than the boxes' area. Each component
+    # floods only itself (components are 8-separated, the flooding is 4-connected), in the
+    # same order as alone, since a box's pixels keep their relative order when it is moved.
     heights = boxes[to_split, 2] - boxes[to_split, 0]
     widths = boxes[to_split, 3] - boxes[to_split, 1]
     tops, lefts, shape = _shelf_positions(heights, widths)
-    # A one-pixel border outside the mask, which the watershed kernel needs (as
-    # scikit-image pads its input): the same raveled image as scikit-image floods.
+    # A one-pixel border outside the mask, which the watershed kernel needs.
     tops, lefts, shape = tops + 1, lefts + 1, (shape[0] + 2, shape[1] + 2)
     surface = np.zeros(shape, np.float32)
-    markers = np.zeros(shape, np.int32)
     inside = np.zeros(shape, bool)
-    to_split = to_split.astype(np.int64)
-    _kernels.pack_boxes_kernel(components, distance, seeds, to_split, boxes, tops, lefts, surface, markers, inside)
+    _kernels.pack_boxes_kernel(labels, distance, to_split, boxes, tops, lefts, surface, inside)
+    markers = np.zeros(shape, np.int32)
+    slot = np.full(n_components, -1, np.int64)
+    slot[to_split] = np.arange(to_split.size)
+    placed = slot[seed_component[seed_ids]]
+    mine = placed >= 0
+    rows, cols = np.divmod(seed_pixels[mine], labels.shape[1])
+    box = boxes[to_split[placed[mine]]]
+    markers[tops[placed[mine]] + rows - box[:, 0], lefts[placed[mine]] + cols - box[:, 1]] = seed_ids[mine]
     levels = np.rint(surface * WATERSHED_LEVELS_PER_PX).astype(np.int32)  # same grid in any packing
     levels -= levels.min()
     basins = markers.copy()
     _kernels.watershed_kernel(levels, markers, inside, basins)
-    # Distinct from every component id.
-    _kernels.unpack_boxes_kernel(components, basins, to_split, boxes, tops, lefts, n_components, labels)
-    return labels
+    _kernels.unpack_boxes_kernel(basins, to_split, boxes, tops, lefts, n_components, labels, basin_areas)
+    areas = areas.copy()
+    areas[to_split] = 0
+    return np.concatenate([areas, basin_areas])
 
 
 def _split_seeds(foreground, *, mpp):
-    """Smoothed distance transform of the mask, its seed pixels and the seeds' labels.
+    """Smoothed distance transform of the mask, its seed pixels and the seeds' numbers.
 
     Seeds are maxima of the distance over a (2 d + 1)^2 window (as skimage's
     ``peak_local_max``, at a fraction of its cost) at least ``SPLIT_MIN_DEPTH_UM`` deep;
     a plateau of equal maxima is one seed (8-connected).
+
+    Returns
+    -------
+    distance : (M, N) ndarray of float32
+    seed_pixels : (k,) ndarray of int64
+        Raveled indices of the seed pixels, in raster order.
+    seed_ids : (k,) ndarray of int32
+        The seed (1..) each belongs to.
     """
-    distance = cv2.distanceTransform(foreground.view(np.uint8), cv2.DIST_L2, 5)
+    distance = cv2.distanceTransform(foreground, cv2.DIST_L2, 5)
     distance = _gaussian(distance, 1.0)
     reach = max(1, int(round(SPLIT_MIN_DISTANCE_UM / mpp)))
     window = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1))
-    peaks = (distance >= cv2.dilate(distance, window)) & (distance >= SPLIT_MIN_DEPTH_UM / mpp) & foreground
-    _, seeds = cv2.connectedComponents(peaks.view(np.uint8), connectivity=8)
-    return distance, peaks, seeds
+    seed_pixels, seed_ids = _kernels.peak_seeds_kernel(distance, cv2.dilate(distance, window),
+                                                       SPLIT_MIN_DEPTH_UM / mpp, foreground)
+    return distance, seed_pixels, seed_ids
 
 
 def _shelf_positions(heights, widths):
@@ -248,15 +275,15 @@ def _shelf_positions(heights, widths):
     return tops, lefts, (y + shelf_height, width)
 
 
-def _filter_by_area(labels, *, mpp, params):
-    area = measure.label_areas(labels)
+def _filter_by_area(labels, areas, *, mpp, params):
+    """Labels renumbered 1.. in label order, dropping those outside the area limits."""
     px_area = mpp * mpp
-    keep = (area * px_area >= params.min_area_um2) & (area * px_area <= params.max_area_um2)
+    keep = (areas * px_area >= params.min_area_um2) & (areas * px_area <= params.max_area_um2)
     keep[0] = False
-    new_ids = np.zeros(area.size, dtype=np.int32)
+    new_ids = np.zeros(areas.size, dtype=np.int32)
     new_ids[keep] = np.arange(1, np.count_nonzero(keep) + 1, dtype=np.int32)
     out = np.empty(labels.shape, dtype=np.int32)
-    _kernels.relabel_kernel(np.ascontiguousarray(labels, dtype=np.int32), new_ids, out)
+    _kernels.relabel_kernel(labels, new_ids, out)
     return out
 
 

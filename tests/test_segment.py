@@ -83,27 +83,67 @@ def _touching_discs():
         radius = rng.integers(5, 10)
         for dy, dx in ((0, 0), (rng.integers(-3, 4), radius + rng.integers(3, 7))):
             foreground |= (rows - top - dy) ** 2 + (cols - left - dx) ** 2 <= radius**2
-    _, components = cv2.connectedComponents(foreground.view(np.uint8), connectivity=8)
-    distance, peaks, seeds = segment._split_seeds(foreground, mpp=0.5)
-    per_seed = np.bincount(components[peaks][np.unique(seeds[peaks], return_index=True)[1]])
+    foreground = foreground.view(np.uint8)
+    _, components = cv2.connectedComponents(foreground, connectivity=8)
+    distance, seed_pixels, seed_ids = segment._split_seeds(foreground, mpp=0.5)
+    seeds = np.zeros(components.shape, np.int32)
+    seeds.reshape(-1)[seed_pixels] = seed_ids
+    per_seed = np.bincount(components.reshape(-1)[seed_pixels][np.unique(seed_ids, return_index=True)[1]])
     several = np.flatnonzero(per_seed >= 2)
     return foreground, components, distance, seeds, several[several > 0]
+
+
+def _split(foreground, components):
+    """segment._split_touching on a copy of ``components``: the labels and the returned areas."""
+    n = int(components.max()) + 1
+    areas, boxes = np.zeros(n, np.int64), np.zeros((n, 4), np.int64)
+    boxes[:, :2] = np.iinfo(np.int64).max
+    _kernels.label_stats_kernel(components, areas, boxes)
+    labels = components.copy()
+    return labels, segment._split_touching(foreground, labels, areas, boxes, mpp=0.5)
+
+
+@pytest.mark.parametrize("step", [0.0, 0.5])
+def test_split_seeds_equal_connected_window_maxima(step):
+    """Reference: the seeds as OpenCV comparisons and 8-connected components of the window
+    maxima (the same pixels and the same groups), on irregular blobs; the distance
+    rounded down to ``step`` makes plateaus of many pixels, joined diagonally too."""
+    noise = np.random.default_rng(3).random((300, 340)).astype(np.float32)
+    foreground = (cv2.GaussianBlur(noise, (0, 0), 2.5) > 0.5).view(np.uint8)
+    distance = cv2.GaussianBlur(cv2.distanceTransform(foreground, cv2.DIST_L2, 5), (0, 0), 1.0)
+    if step:
+        distance = np.floor(distance / step) * step
+    window = cv2.dilate(distance, np.ones((9, 9), np.uint8))
+    seed_pixels, seed_ids = _kernels.peak_seeds_kernel(distance, window, 2.0, foreground)
+    seeds = np.zeros(foreground.shape, np.int32)
+    seeds.reshape(-1)[seed_pixels] = seed_ids
+    peaks = (distance >= window) & (distance >= 2.0) & (foreground > 0)
+    n, expected = cv2.connectedComponents(peaks.view(np.uint8), connectivity=8)
+    assert n > 100
+    if step:
+        assert (np.bincount(expected.ravel())[1:] > 3).sum() > 20
+    np.testing.assert_array_equal(seeds > 0, expected > 0)
+    pairs = np.unique(np.stack([seeds[peaks], expected[peaks]]), axis=1)
+    assert pairs.shape[1] == seeds.max() == n - 1  # one group of ours per group of OpenCV's
+    first = np.unique(seeds.reshape(-1)[seed_pixels], return_index=True)[1]
+    np.testing.assert_array_equal(first, np.sort(first))  # numbered in raster order of first pixel
 
 
 def test_packed_split_equals_one_watershed_per_component():
     """Reference: reference.split_per_component (a priority flood on each component alone)."""
     foreground, components, distance, seeds, several = _touching_discs()
     assert several.size > 40
-    ours = segment._split_touching(foreground, components, mpp=0.5)
+    ours, areas = _split(foreground, components)
     expected = reference.split_per_component(components, distance, seeds, several, segment.WATERSHED_LEVELS_PER_PX)
     np.testing.assert_array_equal(ours, expected)
+    np.testing.assert_array_equal(areas[1:], np.bincount(ours.ravel(), minlength=areas.size)[1:])
 
 
 def test_split_agrees_with_scikit_image_watershed():
     """Reference: skimage.segmentation.watershed of the unquantised -distance, per component:
     the 1/16 px quantisation of the flooded surface moves under 1% of the split pixels."""
     foreground, components, distance, seeds, several = _touching_discs()
-    ours = segment._split_touching(foreground, components, mpp=0.5)
+    ours, _ = _split(foreground, components)
     split = np.isin(components, several)
     expected = np.zeros_like(ours)
     for component in several:
