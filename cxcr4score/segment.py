@@ -119,7 +119,7 @@ def nucleus_signal(hematoxylin, *, mpp, params=NucleusParams()):
         radius = params.background_radius_um / mpp
         eroded = _disk_filter(hem, radius, take_max=False, row_step=MORPHOLOGY_ROW_STEP)
         opened = _disk_filter(eroded, radius, take_max=True, row_step=MORPHOLOGY_ROW_STEP)
-        hem = hem - opened
+        hem = np.subtract(hem, opened, out=opened)
     if params.sigma_um > 0:
         hem = _gaussian(hem, params.sigma_um / mpp)
     return hem
