@@ -276,15 +276,14 @@ def _shelf_positions(heights, widths):
 
 
 def _filter_by_area(labels, areas, *, mpp, params):
-    """Labels renumbered 1.. in label order, dropping those outside the area limits."""
+    """``labels`` renumbered 1.. in label order, in place, dropping those outside the area limits."""
     px_area = mpp * mpp
     keep = (areas * px_area >= params.min_area_um2) & (areas * px_area <= params.max_area_um2)
     keep[0] = False
     new_ids = np.zeros(areas.size, dtype=np.int32)
     new_ids[keep] = np.arange(1, np.count_nonzero(keep) + 1, dtype=np.int32)
-    out = np.empty(labels.shape, dtype=np.int32)
-    _kernels.relabel_kernel(labels, new_ids, out)
-    return out
+    _kernels.relabel_kernel(labels, new_ids, labels)
+    return labels
 
 
 def expand_cells(nucleus_labels, *, mpp, expansion_um=5.0):
