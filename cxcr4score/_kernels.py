@@ -495,9 +495,10 @@ def mask_upsample_kernel(mask, edge_blocks, smoothed, block_of, offsets, weights
     """Upsample a block mask to ``out``: out pixel (i, j) lies in block (block_of[i], block_of[j]).
 
     Blocks replicate ``mask``, except the blocks listed in ``edge_blocks`` ((K, 2) as (column,
-    row), the order of ``cv2.findNonZero``), where out[i, j] = (bicubic interpolation of ``smoothed`` >= threshold) with the
-    four taps of sub-pixel k (k = i - f * block, f the block size) at block offsets
-    offsets[k] - 1 .. offsets[k] + 2 (clamped to the image) and weights[k], summed in float64.
+    row), the order of ``cv2.findNonZero``), where out[i, j] = (bicubic interpolation of
+    ``smoothed`` >= threshold): the four taps of sub-pixel k (k = i - f * block, f the block
+    size) at block offsets offsets[k] - 1 .. offsets[k] + 2 (clamped to the image) with
+    weights[k], summed in float64. The tissue mask's way back from its working grid.
     """
     n_rows, n_cols = mask.shape
     factor = offsets.shape[0]

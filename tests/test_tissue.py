@@ -72,7 +72,8 @@ def test_working_grid_agrees_on_real_scans():
     for name, overview, mpp in _overviews([WSI / n for n in names]):
         agreement, area = _agreement(overview, mpp)
         assert agreement >= MIN_AGREEMENT and area <= MAX_AREA_CHANGE, (name, agreement, area)
-    reader, chosen, _, _ = pipeline.open_grid(WSI / "cmu_small_region.svs", sheet_mpp="", config=config.default_config())
+    settings = config.default_config()
+    reader, chosen, _, _ = pipeline.open_grid(WSI / "cmu_small_region.svs", sheet_mpp="", config=settings)
     with reader:
         whole = grid.read_box(reader, chosen, (0, 0, *chosen.shape))
     agreement, area = _agreement(whole, chosen.mpp)
