@@ -165,6 +165,8 @@ def tissue_mask(rgb, *, mpp, od_threshold=0.05, min_area_um2=2000.0, work_mpp=WO
     """
     if mpp <= 0:
         raise ValueError(f"pixel size must be positive, got {mpp!r}")
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        return np.zeros(rgb.shape[:2], bool)
     factor = max(1, round(work_mpp / mpp))
     white = provisional_white(rgb)
     if factor == 1:

@@ -107,6 +107,15 @@ def test_odd_shapes_and_pixel_sizes():
     np.testing.assert_array_equal(coarse, tissue.tissue_mask(rgb, mpp=0.8, work_mpp=0.1))
 
 
+@pytest.mark.parametrize("shape", [(0, 0), (0, 5), (1, 1), (3, 1)])
+def test_empty_and_tiny_images(shape):
+    """Reference: the full-resolution mask (tiny images); an empty image has an empty mask."""
+    rgb = np.full((*shape, 3), 120, np.uint8)
+    mask = tissue.tissue_mask(rgb, mpp=0.5, min_area_um2=0.1)
+    assert mask.shape == shape and mask.dtype == bool
+    np.testing.assert_array_equal(mask, tissue.tissue_mask(rgb, mpp=0.5, min_area_um2=0.1, work_mpp=0.5))
+
+
 def test_too_coarse_working_grid_is_refused():
     rgb = np.full((64, 64, 3), 200, np.uint8)
     with pytest.raises(ValueError, match="working pixel size 8.0 um is coarser"):
