@@ -375,3 +375,18 @@ def split_per_component(components, distance, seeds, ids, levels_per_px):
         basins = priority_flood(levels - levels.min(), np.where(mask, seeds, 0), mask)
         labels[mask] = basins[mask] + offset
     return labels
+
+
+def upsample_mask(coarse, smoothed, factor, threshold, shape):
+    """A block mask back on the pixel grid as ``tissue._upsample_mask`` defines it: blocks
+    replicated (np.repeat), except blocks with an 8-neighbour of the other value (scipy grey
+    dilation / erosion), where OpenCV's bicubic resize of ``smoothed`` is thresholded.
+    Also returns the interpolated values (NaN outside edge blocks)."""
+    import cv2
+
+    rows, cols = coarse.shape
+    edge = ndi.grey_dilation(coarse, size=3, mode="nearest") != ndi.grey_erosion(coarse, size=3, mode="nearest")
+    upsample = lambda a: np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)[: shape[0], : shape[1]]  # noqa: E731
+    cubic = cv2.resize(smoothed, (cols * factor, rows * factor), interpolation=cv2.INTER_CUBIC)[: shape[0], : shape[1]]
+    at_edge = upsample(edge)
+    return np.where(at_edge, cubic >= threshold, upsample(coarse)), np.where(at_edge, cubic, np.nan)

@@ -756,3 +756,57 @@ def test_real_broken_slides_via_open_slide(name, message):
             slide.read_region(0, 0, 0, 16, 16)
     (problem,) = caught.value.problems
     assert problem.startswith(str(WSI / name)) and message in problem and "\n" not in problem
+
+
+def _segment_cases(tmp_path):
+    """JPEG tiles (the synthetic writer), JPEG tiles with shared tables (SVS), sparse tiles."""
+    from cxcr4score import synthetic
+
+    tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(150.0, 170.0)), seed=1)
+    yield synthetic.write_tile(tile, tmp_path / "jpeg.tif", jpeg_quality=90)
+    svs = Path(__file__).resolve().parents[2] / "shared" / "data" / "wsi" / "cmu_small_region.svs"
+    if svs.is_file():
+        yield svs
+    pixels = np.random.default_rng(5).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    tiles = (None if (r, c) == (1, 1) else pixels[r * 32:(r + 1) * 32, c * 32:(c + 1) * 32]
+             for r in range(3) for c in range(4))  # tile row 1, column 1 missing
+    sparse = tmp_path / "sparse.tif"
+    tifffile.imwrite(sparse, tiles, shape=pixels.shape, dtype=np.uint8, photometric="rgb", tile=(32, 32),
+                     compression="zlib")
+    yield sparse
+
+
+def test_segment_decoder_equals_the_zarr_store(tmp_path):
+    """Reference: the same levels read through tifffile's zarr store; 1 and 2 decoding threads."""
+    import numba
+
+    for path in _segment_cases(tmp_path):
+        with io.open_slide(path) as slide:
+            for level, (rows, cols) in enumerate(lv.shape for lv in slide.levels):
+                assert slide._segment_layouts[level] is not None, path
+                for top, left, height, width in [(0, 0, rows, cols), (7, 33, rows // 2, cols // 3),
+                                                 (-9, cols - 20, 40, 50), (rows - 1, 0, 1, cols)]:
+                    whole = slide._read_tiff_pixels(level, 0, rows, 0, cols)
+                    expected = _expected_region(whole, top, left, height, width)
+                    threads = numba.get_num_threads()
+                    try:
+                        for n in (1, 2):
+                            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+                            np.testing.assert_array_equal(slide.read_region(level, top, left, height, width), expected)
+                    finally:
+                        numba.set_num_threads(threads)
+        if path.name == "sparse.tif":
+            with tifffile.TiffFile(path) as tif:
+                nodata = tif.pages[0].nodata
+            with io.open_slide(path) as slide:
+                assert (slide.read_region(0, 32, 32, 32, 32) == nodata).all()
+
+
+def test_planar_and_rgba_levels_use_the_zarr_store(tmp_path):
+    planar = _write_pyramid(tmp_path / "planar.tif", [np.zeros((3, 40, 40), np.uint8)], planarconfig="separate",
+                            tile=(16, 16))
+    rgba = _write_pyramid(tmp_path / "rgba.tif", [np.zeros((40, 40, 4), np.uint8)], tile=(16, 16),
+                          extrasamples=["unassalpha"])
+    for path in (planar, rgba):
+        with io.open_slide(path) as slide:
+            assert slide._segment_layouts == [None]
