@@ -400,33 +400,83 @@ def relabel_kernel(labels, new_ids, out):
             out[i, j] = new_ids[labels[i, j]]
 
 
-@numba.njit(cache=True)
-def nonzero_values(labels):
-    """The nonzero entries of ``labels`` in raster order, after a leading 0."""
-    flat = labels.ravel()
-    n = 0
-    for v in flat:
-        if v != 0:
-            n += 1
-    out = np.zeros(n + 1, labels.dtype)
-    n = 0
-    for v in flat:
-        if v != 0:
-            n += 1
-            out[n] = v
-    return out
-
-
 @numba.njit(parallel=True, cache=True)
-def nearest_label_kernel(nearest, distance, lookup, limit, out):
-    """out = lookup[nearest] where distance <= limit (compared in float64), else 0."""
-    n_cols = nearest.shape[1]
-    for i in numba.prange(nearest.shape[0]):
-        for j in range(n_cols):
-            if np.float64(distance[i, j]) <= limit:
-                out[i, j] = lookup[nearest[i, j]]
-            else:
-                out[i, j] = 0
+def expand_labels_kernel(labels, reach, max_d2, shift, row_bands, out):
+    """out = each zero pixel's nearest nonzero pixel's label if within reach, as scikit-image.
+
+    The nearest pixel of ``labels != 0`` by exact Euclidean distance, among those at squared
+    distance <= ``max_d2`` (<= ``reach`` ** 2); ties go to the lowest column, then the lowest
+    row, which is what ``scipy.ndimage.distance_transform_edt(..., return_indices=True)``
+    (columns, then rows, each keeping the first of equal distances) returns, so that
+    ``skimage.segmentation.expand_labels`` is matched pixel for pixel. Nonzero pixels keep
+    their label; pixels with no nonzero pixel in reach get 0.
+
+    Separable and truncated at ``reach`` (Meijster-style): a column pass finds each pixel's
+    nearest nonzero pixel above and below within ``reach`` (two sweeps; the one above wins a
+    tie), then a row pass takes the minimum over the 2 ``reach`` + 1 columns around of
+    key = (dv**2 + dx**2) * 2**shift + (dx + reach), whose low bits name the winning column
+    (float32: exact for integers below 2**24, and Numba vectorises float min, not int min).
+    ``row_bands`` holds the first row of each band a parallel iteration handles; each band
+    sweeps ``reach`` rows beyond its edges, so results do not depend on the banding.
+    """
+    n_rows, n_cols = labels.shape
+    none = np.float32(reach + 1)
+    zero = np.float32(0.0)
+    big = np.float32(2**23)
+    scale = np.float32(1 << shift)
+    mask = (1 << shift) - 1
+    width = 2 * reach + 1
+    for band in numba.prange(row_bands.shape[0] - 1):
+        y0, y1 = row_bands[band], row_bands[band + 1]
+        # Column pass, upward sweep: distance to the nearest nonzero pixel at or below.
+        below = np.empty((y1 - y0, n_cols), np.float32)
+        d = np.full(n_cols, none, np.float32)
+        for y in range(min(n_rows - 1, y1 - 1 + reach), y0 - 1, -1):
+            row = labels[y]
+            for x in range(n_cols):
+                step = min(d[x] + np.float32(1.0), none)
+                d[x] = zero if row[x] != 0 else step
+            if y < y1:
+                below[y - y0] = d
+        # Downward sweep: distance at or above, started `reach` rows early.
+        d[:] = none
+        for y in range(max(0, y0 - reach), y0):
+            row = labels[y]
+            for x in range(n_cols):
+                step = min(d[x] + np.float32(1.0), none)
+                d[x] = zero if row[x] != 0 else step
+        # Padded by `reach` on both sides with keys no pixel accepts.
+        key = np.full(n_cols + 2 * reach, big, np.float32)
+        offset = np.zeros(n_cols + 2 * reach, np.float32)  # row of the candidate, relative
+        acc = np.empty(n_cols, np.float32)
+        for y in range(y0, y1):
+            row, down = labels[y], below[y - y0]
+            key_row, offset_row = key[reach : reach + n_cols], offset[reach : reach + n_cols]
+            for x in range(n_cols):
+                step = min(d[x] + np.float32(1.0), none)
+                up = zero if row[x] != 0 else step
+                d[x] = up
+                dv = min(up, down[x])
+                offset_row[x] = -up if up <= down[x] else down[x]
+                key_row[x] = dv * dv * scale if dv < none else big
+            # Row pass.
+            acc[:] = big
+            for k in range(width):
+                c = np.float32((((k - reach) * (k - reach)) << shift) + k)
+                src = key[k : k + n_cols]
+                for x in range(n_cols):
+                    acc[x] = min(acc[x], src[x] + c)
+            out_row = out[y]
+            for x in range(n_cols):
+                if row[x] != 0:
+                    out_row[x] = row[x]
+                    continue
+                a = np.int64(acc[x])
+                if (a >> shift) > max_d2:
+                    out_row[x] = 0
+                    continue
+                k = a & mask
+                out_row[x] = labels[y + np.int64(offset[x + k]), x + k - reach]
 
 
 def row_bands(n_rows, rows_per_band):

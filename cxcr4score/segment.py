@@ -235,25 +235,29 @@ def _filter_by_area(labels, *, mpp, params):
 def expand_cells(nucleus_labels, *, mpp, expansion_um=5.0):
     """Grow each nucleus into its cell by ``expansion_um``, never into a neighbour.
 
-    Each background pixel within the distance goes to the nearest nucleus pixel's label, as
-    :func:`skimage.segmentation.expand_labels` defines it, computed with OpenCV's labelled
-    distance transform (5x5 mask: distances within about 2%, so pixels on a tie or at the
-    rim may differ; 99.7% of pixels agree with scikit-image on generated tiles, 6x faster).
+    Each background pixel within the distance goes to the nearest nucleus pixel's label,
+    exactly as :func:`skimage.segmentation.expand_labels` (the same pixel on ties), by a
+    separable Euclidean distance transform truncated at the distance (hand-written: neither
+    scipy's nor OpenCV's transform can stop there, and OpenCV's labelled one is approximate).
 
     Returns
     -------
     (M, N) ndarray of int32
     """
     labels = np.ascontiguousarray(nucleus_labels, dtype=np.int32)
-    background = (labels == 0).view(np.uint8)
-    if not background.any() or background.all():
-        return labels.copy()
-    distance, nearest = cv2.distanceTransformWithLabels(
-        background, cv2.DIST_L2, cv2.DIST_MASK_5, labelType=cv2.DIST_LABEL_PIXEL
-    )
-    # `nearest` numbers the zero pixels (nuclei) 1.. in raster order; map them to their labels.
+    limit = expansion_um / mpp
+    if not limit >= 0:
+        raise ValueError(f"cell expansion must be non-negative, got {expansion_um!r} um")
+    reach = int(np.floor(limit))
+    shift = (2 * reach).bit_length()
+    if (2 * reach * reach << shift) + 2 * reach >= 2**23:  # the kernel's float32 keys stay exact
+        raise ValueError(f"cell expansion of {limit:g} px is too large (at most 150 px)")
+    # Largest squared distance d2 with sqrt(d2) <= limit in float64, as scikit-image compares.
+    max_d2 = reach * reach
+    while np.sqrt(np.float64(max_d2 + 1)) <= limit:
+        max_d2 += 1
     cells = np.empty_like(labels)
-    _kernels.nearest_label_kernel(nearest, distance, _kernels.nonzero_values(labels), expansion_um / mpp, cells)
+    _kernels.expand_labels_kernel(labels, reach, max_d2, shift, _kernels.row_bands(labels.shape[0], 64), cells)
     return cells
 
 

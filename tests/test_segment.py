@@ -163,13 +163,62 @@ def test_default_config_params_are_qupath_defaults():
 
 
 def test_expansion_matches_scikit_image(tile):
-    """Reference: skimage.segmentation.expand_labels; OpenCV's 5x5-mask distance differs at ties/rims only."""
+    """Reference: skimage.segmentation.expand_labels, pixel for pixel."""
     from skimage.segmentation import expand_labels
 
     ours = segment.expand_cells(tile.nucleus_labels, mpp=0.5, expansion_um=5.0)
-    ref = expand_labels(tile.nucleus_labels, distance=10)
-    assert np.mean(ours == ref) > 0.99
-    assert np.all(ours[tile.nucleus_labels > 0] == tile.nucleus_labels[tile.nucleus_labels > 0])
+    np.testing.assert_array_equal(ours, expand_labels(tile.nucleus_labels, distance=10))
+
+
+@pytest.mark.parametrize("distance", [0.0, 0.7, 1.0, 2.0, 3.6, 5.0, 7.0710678118654755, 10.0, 12.5])
+@pytest.mark.parametrize("density", [0.002, 0.02, 0.2])
+def test_expansion_matches_scikit_image_on_ties_and_edges(distance, density):
+    """Reference: skimage.segmentation.expand_labels on scattered single-pixel nuclei of a few
+    labels on a grid (many equidistant pixels, pixels on the image edges), every distance
+    rule: integer and not, below a pixel, at sqrt(50)."""
+    from skimage.segmentation import expand_labels
+
+    rng = np.random.default_rng(int(distance * 10) + int(density * 1000))
+    nuclei = np.where(rng.random((83, 97)) < density, rng.integers(1, 6, (83, 97)), 0).astype(np.int32)
+    nuclei[0, 5], nuclei[-1, -3], nuclei[40, 0] = 2, 3, 4
+    ours = segment.expand_cells(nuclei, mpp=0.5, expansion_um=distance / 2)
+    np.testing.assert_array_equal(ours, expand_labels(nuclei, distance=distance))
+
+
+@pytest.mark.parametrize("case", ["empty", "full", "one cell", "corner"])
+def test_expansion_edge_cases(case):
+    """Reference: skimage.segmentation.expand_labels."""
+    from skimage.segmentation import expand_labels
+
+    nuclei = np.zeros((30, 41), np.int32)
+    if case == "full":
+        nuclei[:] = 7
+    elif case == "one cell":
+        nuclei[12:16, 18:21] = 3
+    elif case == "corner":
+        nuclei[0, 0] = 1
+        nuclei[-1, -1] = 2
+    ours = segment.expand_cells(nuclei, mpp=0.5, expansion_um=5.0)
+    np.testing.assert_array_equal(ours, expand_labels(nuclei, distance=10))
+
+
+def test_expansion_does_not_depend_on_row_bands(tile):
+    """Each band of rows sweeps beyond its edges: one-row bands give the whole-image result."""
+    from cxcr4score import _kernels
+
+    nuclei = tile.nucleus_labels.astype(np.int32)
+    whole, rows = np.empty_like(nuclei), np.empty_like(nuclei)
+    _kernels.expand_labels_kernel(nuclei, 10, 100, 5, _kernels.row_bands(nuclei.shape[0], nuclei.shape[0]), whole)
+    _kernels.expand_labels_kernel(nuclei, 10, 100, 5, _kernels.row_bands(nuclei.shape[0], 1), rows)
+    np.testing.assert_array_equal(rows, whole)
+
+
+def test_expansion_rejects_bad_distances():
+    nuclei = np.zeros((5, 5), np.int32)
+    with pytest.raises(ValueError, match="non-negative"):
+        segment.expand_cells(nuclei, mpp=0.5, expansion_um=-1.0)
+    with pytest.raises(ValueError, match="too large"):
+        segment.expand_cells(nuclei, mpp=0.5, expansion_um=1000.0)
 
 
 def test_segmentation_identical_for_any_thread_count(hematoxylin):
