@@ -297,28 +297,32 @@ def compartments(cell_labels, nucleus_labels, *, mpp, band_um=1.0, capture_um=0.
     if nucleus_labels.shape != cells.shape:
         raise ValueError(f"nucleus labels shape {nucleus_labels.shape} does not match cells {cells.shape}")
     nuclei = np.ascontiguousarray(nucleus_labels)
-    codes, counts = _band_codes(cells, nuclei, band_um / mpp)
+    # The ring: the next (capture - band) of cytoplasm inside the band, the band dilated by a
+    # disk (it cannot reach another cell's cytoplasm, whose own band lies in between).
+    ring_px = (capture_um - band_um) / mpp if capture_um > band_um else None
+    codes, counts = _band_codes(cells, nuclei, band_um / mpp, ring_px)
     band_count, exposed_count = counts.sum(axis=0).T
     with np.errstate(invalid="ignore", divide="ignore"):
         exposed = np.where(band_count > 0, exposed_count / band_count, np.nan)
-    if capture_um > band_um:
-        # The next (capture - band) of cytoplasm inside the band: the band dilated by a disk
-        # (it cannot reach another cell's cytoplasm, whose own band lies in between).
-        band = (codes == _kernels.MEMBRANE).view(np.uint8)
-        near_band = cv2.dilate(band, _disk((capture_um - band_um) / mpp)).view(bool)
-        codes[near_band & (codes == _kernels.CYTOPLASM)] = _kernels.MEMBRANE_RING
     return codes, exposed
 
 
-def _band_codes(cells, nuclei, radius_px):
-    """Codes 0-3 with a band of ``radius_px``, and per-(thread, cell) band / exposed counts."""
-    footprint = _disk(radius_px)
-    r = footprint.shape[0] // 2
-    offsets = (np.argwhere(footprint) - r).astype(np.int64)
-    offsets = offsets[np.argsort(np.abs(offsets).sum(axis=1), kind="stable")]  # near first: earlier exit
+def _band_codes(cells, nuclei, radius_px, ring_px=None):
+    """Codes 0-4 with a band of ``radius_px`` and a ring of ``ring_px`` (None: no ring), and
+    per-(thread, cell) band / exposed counts."""
     n = int(cells.max(initial=0))
+    if n >= 2**24:  # the kernel compares labels as float32
+        raise ValueError(f"{n} cells in one image: at most 2**24 - 1 can be compartmented")
     codes = np.empty(cells.shape, dtype=np.uint8)
     counts = np.zeros((numba.get_num_threads(), n + 1, 2), dtype=np.int64)
-    bands = _kernels.row_bands(cells.shape[0], 16)
-    _kernels.compartments_kernel(cells, nuclei, offsets, bands, codes, counts)
+    ring = np.zeros(1, np.int64) if ring_px is None else _disk_half_widths(ring_px)
+    bands = _kernels.row_bands(cells.shape[0], 64)
+    _kernels.compartments_kernel(cells, nuclei, _disk_half_widths(radius_px), ring, bands, codes, counts)
     return codes, counts
+
+
+def _disk_half_widths(radius_px):
+    """Half-width of each row of :func:`_disk` at vertical offset 0, 1, ..., r, as int64."""
+    footprint = _disk(radius_px)
+    r = footprint.shape[0] // 2
+    return ((footprint[r:].sum(axis=1) - 1) // 2).astype(np.int64)
