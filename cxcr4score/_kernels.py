@@ -516,7 +516,7 @@ def expand_labels_kernel(labels, reach, max_d2, shift, row_bands, out):
     """out = each zero pixel's nearest nonzero pixel's label if within reach, as scikit-image.
 
     The nearest pixel of ``labels != 0`` by exact Euclidean distance, among those at squared
-    distance <= ``max_d2`` (<= ``reach`` ** 2); ties go to the lowest column, then the lowest
+    distance <= ``max_d2`` (< (``reach`` + 1) ** 2); ties go to the lowest column, then the lowest
     row, which is what ``scipy.ndimage.distance_transform_edt(..., return_indices=True)``
     (columns, then rows, each keeping the first of equal distances) returns, so that
     ``skimage.segmentation.expand_labels`` is matched pixel for pixel. Nonzero pixels keep
@@ -537,6 +537,7 @@ def expand_labels_kernel(labels, reach, max_d2, shift, row_bands, out):
     scale = np.float32(1 << shift)
     mask = (1 << shift) - 1
     width = 2 * reach + 1
+    flat = labels.reshape(-1)
     for band in numba.prange(row_bands.shape[0] - 1):
         y0, y1 = row_bands[band], row_bands[band + 1]
         # Column pass, upward sweep: distance to the nearest nonzero pixel at or below.
@@ -558,18 +559,21 @@ def expand_labels_kernel(labels, reach, max_d2, shift, row_bands, out):
                 d[x] = zero if row[x] != 0 else step
         # Padded by `reach` on both sides with keys no pixel accepts.
         key = np.full(n_cols + 2 * reach, big, np.float32)
-        offset = np.zeros(n_cols + 2 * reach, np.float32)  # row of the candidate, relative
+        # Flat index of each column's candidate; padded to every column a key's low bits can
+        # name, with index 0, which is read only when nothing is in reach.
+        source = np.zeros(n_cols + (1 << shift), np.int64)
         acc = np.empty(n_cols, np.float32)
         for y in range(y0, y1):
             row, down = labels[y], below[y - y0]
-            key_row, offset_row = key[reach : reach + n_cols], offset[reach : reach + n_cols]
+            key_row, source_row = key[reach : reach + n_cols], source[reach : reach + n_cols]
             for x in range(n_cols):
                 step = min(d[x] + np.float32(1.0), none)
                 up = zero if row[x] != 0 else step
                 d[x] = up
                 dv = min(up, down[x])
-                offset_row[x] = -up if up <= down[x] else down[x]
                 key_row[x] = dv * dv * scale if dv < none else big
+                dy = np.int64(-up if up <= down[x] else down[x]) if dv < none else 0
+                source_row[x] = (y + dy) * n_cols + x
             # Row pass.
             acc[:] = big
             for k in range(width):
@@ -577,17 +581,12 @@ def expand_labels_kernel(labels, reach, max_d2, shift, row_bands, out):
                 src = key[k : k + n_cols]
                 for x in range(n_cols):
                     acc[x] = min(acc[x], src[x] + c)
+            # Branch-free; unsigned indices: no negative-index wraparound test per pixel.
             out_row = out[y]
             for x in range(n_cols):
-                if row[x] != 0:
-                    out_row[x] = row[x]
-                    continue
                 a = np.int64(acc[x])
-                if (a >> shift) > max_d2:
-                    out_row[x] = 0
-                    continue
-                k = a & mask
-                out_row[x] = labels[y + np.int64(offset[x + k]), x + k - reach]
+                label = flat[np.uint64(source[np.uint64(x + (a & mask))])]
+                out_row[x] = label if (a >> shift) <= max_d2 else 0
 
 
 def row_bands(n_rows, rows_per_band):
