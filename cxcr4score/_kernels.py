@@ -574,13 +574,15 @@ def expand_labels_kernel(labels, reach, max_d2, shift, row_bands, out):
                 key_row[x] = dv * dv * scale if dv < none else big
                 dy = np.int64(-up if up <= down[x] else down[x]) if dv < none else 0
                 source_row[x] = (y + dy) * n_cols + x
-            # Row pass.
+            # Row pass, two columns per loop (half the loads and stores of `acc`).
             acc[:] = big
-            for k in range(width):
+            for k in range(0, width, 2):
+                j = min(k + 1, width - 1)
                 c = np.float32((((k - reach) * (k - reach)) << shift) + k)
-                src = key[k : k + n_cols]
+                c_next = np.float32((((j - reach) * (j - reach)) << shift) + j)
+                src, src_next = key[k : k + n_cols], key[j : j + n_cols]
                 for x in range(n_cols):
-                    acc[x] = min(acc[x], src[x] + c)
+                    acc[x] = min(acc[x], min(src[x] + c, src_next[x] + c_next))
             # Branch-free; unsigned indices: no negative-index wraparound test per pixel.
             out_row = out[y]
             for x in range(n_cols):
