@@ -432,6 +432,7 @@ def compartments_kernel(cells, nuclei, half_widths, ring_half_widths, row_bands,
         exposed = np.empty((n_ring_slots, n_cols), np.float32)
         extremes = np.empty((3, n_cols), np.float32)
         near = np.empty(n_cols, np.float32)
+        tally = np.empty(n_cols, np.uint8)
         first = y0 - ring_reach
         for yy in range(first - r, first + r):
             s = yy % n_slots
@@ -475,8 +476,9 @@ def compartments_kernel(cells, nuclei, half_widths, ring_half_widths, row_bands,
                     code[x] = MEMBRANE_RING
                 else:
                     code[x] = CYTOPLASM
+                tally[x] = np.uint8(z_band[x] + np.float32(2.0) * z_exposed[x])  # bit 0 band, bit 1 exposed
             # Band counts summed over runs of one label, flushed at a change, in a loop of
-            # its own: the codes above then vectorise, and the sums stay in registers.
+            # its own: the loop above then vectorises, and the sums stay in registers.
             current = n_band = n_exposed = 0
             for x in range(n_cols):
                 k = cell[x]
@@ -484,9 +486,8 @@ def compartments_kernel(cells, nuclei, half_widths, ring_half_widths, row_bands,
                     counts[t, current, 0] += n_band
                     counts[t, current, 1] += n_exposed
                     current, n_band, n_exposed = k, 0, 0
-                in_band = code[x] == MEMBRANE
-                n_band += in_band
-                n_exposed += in_band & (z_exposed[x] != 0)
+                n_band += tally[x] & 1
+                n_exposed += tally[x] >> 1
             counts[t, current, 0] += n_band
             counts[t, current, 1] += n_exposed
 
