@@ -1,6 +1,7 @@
 """Segmentation and tissue against scikit-image references and the generator's truth."""
 
 import cv2
+import numba
 import numpy as np
 import pytest
 from skimage import morphology
@@ -216,6 +217,91 @@ def test_capture_ring_is_the_cytoplasm_next_to_the_band(tile):
     np.testing.assert_array_equal(exposed, plain_exposed)
 
 
+def _random_cells(shape, seed, n_labels=40):
+    """Blocky random labels with background, single pixels and every arrangement of neighbours."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, n_labels, size=(shape[0] // 3 + 1, shape[1] // 3 + 1))
+    cells = np.kron(blocks, np.ones((3, 3), np.int64))[: shape[0], : shape[1]]
+    specks = rng.random(shape) < 0.03
+    cells[specks] = rng.integers(0, n_labels, size=specks.sum())
+    nuclei = np.where(rng.random(shape) < 0.2, cells, 0)
+    return cells.astype(np.int32), nuclei.astype(np.int32)
+
+
+def _brute_force_compartments(cells, nuclei, band_px, ring_px):
+    """Reference: reference.membrane_band, then a brute-force disk around the band (outside ignored)."""
+    band, near_other = reference.membrane_band(cells, nuclei, band_px=band_px)
+    near = np.zeros_like(band)
+    if ring_px:
+        padded = np.pad(band, ring_px)
+        for di, dj in zip(*np.nonzero(morphology.disk(ring_px))):
+            near |= padded[di : di + band.shape[0], dj : dj + band.shape[1]]
+    inside, nucleus = cells > 0, (nuclei > 0) & (cells > 0)
+    codes = np.select([nucleus, band, inside & near, inside], [NUCLEUS, MEMBRANE, MEMBRANE_RING, CYTOPLASM], 0)
+    n = int(cells.max(initial=0))
+    band_count = np.bincount(cells[band], minlength=n + 1)
+    exposed_count = np.bincount(cells[band & ~near_other], minlength=n + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        exposed = np.where(band_count > 0, exposed_count / band_count, np.nan)
+    return codes.astype(np.uint8), exposed
+
+
+@pytest.mark.parametrize(("band_um", "capture_um"), [(1.0, 0.0), (1.0, 2.0), (0.5, 1.5), (1.5, 2.0), (2.0, 4.0), (3.0, 3.0)])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 9), (7, 50), (61, 45)])
+def test_compartments_match_brute_force_on_random_labels(band_um, capture_um, shape):
+    """Reference: reference.membrane_band and a brute-force ring, exactly (codes and exposed
+    fractions), on blocky random labels touching every edge, band radii 1 to 6 px."""
+    cells, nuclei = _random_cells(shape, seed=shape[0] * 100 + int(band_um * 10))
+    band_px, ring_px = int(round(band_um / 0.5)), max(0, int(round((capture_um - band_um) / 0.5)))
+    codes, exposed = segment.compartments(cells, nuclei, mpp=0.5, band_um=band_um, capture_um=capture_um)
+    ref_codes, ref_exposed = _brute_force_compartments(cells, nuclei, band_px, ring_px)
+    np.testing.assert_array_equal(codes, ref_codes)
+    np.testing.assert_array_equal(exposed, ref_exposed)
+
+
+@pytest.mark.parametrize("case", ["empty", "one label", "one cell", "border cells"])
+def test_compartments_edge_cases(case):
+    """Reference: reference.membrane_band and a brute-force ring (as above)."""
+    cells = np.zeros((24, 31), np.int32)
+    if case == "one label":
+        cells[:] = 3
+    elif case == "one cell":
+        cells[5:15, 8:20] = 1
+    elif case == "border cells":
+        cells[:6, :] = 1
+        cells[18:, 10:] = 2
+        cells[:, :3] = 3
+    nuclei = np.where(cells > 0, cells, 0) * (np.arange(31) % 5 == 0)
+    codes, exposed = segment.compartments(cells, nuclei.astype(np.int32), mpp=0.5, band_um=1.0, capture_um=2.0)
+    ref_codes, ref_exposed = _brute_force_compartments(cells, nuclei, 2, 2)
+    np.testing.assert_array_equal(codes, ref_codes)
+    np.testing.assert_array_equal(exposed, ref_exposed)
+
+
+def test_compartments_do_not_depend_on_row_bands(tile):
+    """Each band of rows computes the membrane of the ring's reach beyond its edges: one-row
+    bands give the whole-image codes and counts."""
+    from cxcr4score import _kernels
+
+    cells, nuclei = tile.cell_labels.astype(np.int32), tile.nucleus_labels.astype(np.int32)
+    results = []
+    for rows_per_band in (cells.shape[0], 1, 7):
+        codes = np.empty(cells.shape, np.uint8)
+        counts = np.zeros((numba.get_num_threads(), int(cells.max()) + 1, 2), np.int64)
+        _kernels.compartments_kernel(cells, nuclei, segment._disk_half_widths(2), segment._disk_half_widths(2),
+                                     _kernels.row_bands(cells.shape[0], rows_per_band), codes, counts)
+        results.append((codes, counts.sum(axis=0)))
+    for codes, counts in results[1:]:
+        np.testing.assert_array_equal(codes, results[0][0])
+        np.testing.assert_array_equal(counts, results[0][1])
+
+
+def test_compartments_reject_labels_beyond_float32():
+    cells = np.full((3, 3), 2**24, np.int32)
+    with pytest.raises(ValueError, match="2\\*\\*24"):
+        segment.compartments(cells, np.zeros_like(cells), mpp=0.5)
+
+
 def test_tissue_mask_finds_glass(tile):
     """Reference: the generator's tissue mask (area agreement)."""
     mask = tissue.tissue_mask(tile.rgb, mpp=0.5)
@@ -241,19 +327,66 @@ def test_default_config_params_are_qupath_defaults():
 
 
 def test_expansion_matches_scikit_image(tile):
-    """Reference: skimage.segmentation.expand_labels; OpenCV's 5x5-mask distance differs at ties/rims only."""
+    """Reference: skimage.segmentation.expand_labels, pixel for pixel."""
     from skimage.segmentation import expand_labels
 
     ours = segment.expand_cells(tile.nucleus_labels, mpp=0.5, expansion_um=5.0)
-    ref = expand_labels(tile.nucleus_labels, distance=10)
-    assert np.mean(ours == ref) > 0.99
-    assert np.all(ours[tile.nucleus_labels > 0] == tile.nucleus_labels[tile.nucleus_labels > 0])
+    np.testing.assert_array_equal(ours, expand_labels(tile.nucleus_labels, distance=10))
+
+
+@pytest.mark.parametrize("distance", [0.0, 0.7, 1.0, 2.0, 3.6, 5.0, 7.0710678118654755, 10.0, 12.5])
+@pytest.mark.parametrize("density", [0.002, 0.02, 0.2])
+def test_expansion_matches_scikit_image_on_ties_and_edges(distance, density):
+    """Reference: skimage.segmentation.expand_labels on scattered single-pixel nuclei of a few
+    labels on a grid (many equidistant pixels, pixels on the image edges), every distance
+    rule: integer and not, below a pixel, at sqrt(50)."""
+    from skimage.segmentation import expand_labels
+
+    rng = np.random.default_rng(int(distance * 10) + int(density * 1000))
+    nuclei = np.where(rng.random((83, 97)) < density, rng.integers(1, 6, (83, 97)), 0).astype(np.int32)
+    nuclei[0, 5], nuclei[-1, -3], nuclei[40, 0] = 2, 3, 4
+    ours = segment.expand_cells(nuclei, mpp=0.5, expansion_um=distance / 2)
+    np.testing.assert_array_equal(ours, expand_labels(nuclei, distance=distance))
+
+
+@pytest.mark.parametrize("case", ["empty", "full", "one cell", "corner"])
+def test_expansion_edge_cases(case):
+    """Reference: skimage.segmentation.expand_labels."""
+    from skimage.segmentation import expand_labels
+
+    nuclei = np.zeros((30, 41), np.int32)
+    if case == "full":
+        nuclei[:] = 7
+    elif case == "one cell":
+        nuclei[12:16, 18:21] = 3
+    elif case == "corner":
+        nuclei[0, 0] = 1
+        nuclei[-1, -1] = 2
+    ours = segment.expand_cells(nuclei, mpp=0.5, expansion_um=5.0)
+    np.testing.assert_array_equal(ours, expand_labels(nuclei, distance=10))
+
+
+def test_expansion_does_not_depend_on_row_bands(tile):
+    """Each band of rows sweeps beyond its edges: one-row bands give the whole-image result."""
+    from cxcr4score import _kernels
+
+    nuclei = tile.nucleus_labels.astype(np.int32)
+    whole, rows = np.empty_like(nuclei), np.empty_like(nuclei)
+    _kernels.expand_labels_kernel(nuclei, 10, 100, 5, _kernels.row_bands(nuclei.shape[0], nuclei.shape[0]), whole)
+    _kernels.expand_labels_kernel(nuclei, 10, 100, 5, _kernels.row_bands(nuclei.shape[0], 1), rows)
+    np.testing.assert_array_equal(rows, whole)
+
+
+def test_expansion_rejects_bad_distances():
+    nuclei = np.zeros((5, 5), np.int32)
+    with pytest.raises(ValueError, match="non-negative"):
+        segment.expand_cells(nuclei, mpp=0.5, expansion_um=-1.0)
+    with pytest.raises(ValueError, match="too large"):
+        segment.expand_cells(nuclei, mpp=0.5, expansion_um=1000.0)
 
 
 def test_segmentation_identical_for_any_thread_count(hematoxylin):
     """Exact min/max and integer counts: 1 and 2 threads give identical labels and compartments."""
-    import numba
-
     from cxcr4score import pipeline
 
     before = numba.get_num_threads()
