@@ -263,12 +263,13 @@ def _load_row(image, y, ring, slot, pad, fill, take_max):
 
 
 @numba.njit(parallel=True, cache=True)
-def disk_filter_kernel(image, row_offsets, half_widths, take_max, out, row_bands):
+def disk_filter_kernel(image, row_offsets, half_widths, take_max, fill, out, row_bands):
     """Grey erosion (``take_max`` False) or dilation of ``image`` by a footprint of rows.
 
     Footprint row ``row_offsets[m]`` (vertical offset) spans columns [-half_widths[m],
     +half_widths[m]]. Pixels outside the image are ignored (OpenCV's default border for
-    erode and dilate). Each row's extreme over a centred run of 2w + 1 columns is the
+    erode and dilate): ``fill`` is the identity of the extreme (-inf or the type's minimum
+    for dilation, +inf or its maximum for erosion). Each row's extreme over a centred run of 2w + 1 columns is the
     extreme of two overlapping power-of-two runs of a sparse table, so the cost per pixel
     is O(footprint rows) instead of O(footprint area); the tables of the last 2r + 1 image
     rows (r the largest offset) live in a ring.
@@ -289,7 +290,6 @@ def disk_filter_kernel(image, row_offsets, half_widths, take_max, out, row_bands
         while (1 << (k + 1)) <= 2 * half_widths[m] + 1:
             k += 1
         level_of[m] = k
-    fill = -np.inf if take_max else np.inf
     n_ring = 2 * r + 1
     for band in numba.prange(row_bands.shape[0] - 1):
         y0, y1 = row_bands[band], row_bands[band + 1]
@@ -800,14 +800,31 @@ def label_stats_kernel(labels, areas, boxes):
 
 
 @numba.njit(parallel=True, cache=True)
-def foreground_kernel(signal, local_peak, threshold, fraction, out):
-    """out = 1 where signal >= threshold and signal >= fraction * local_peak, else 0."""
-    fraction32 = np.float32(fraction)
-    threshold32 = np.float32(threshold)
+def quantise_kernel(image, low, scale, out):
+    """out = rint((image - low) * scale) clamped to the range of uint16."""
+    for i in numba.prange(image.shape[0]):
+        for j in range(image.shape[1]):
+            out[i, j] = np.uint16(min(max(np.rint((np.float64(image[i, j]) - low) * scale), 0.0), 65535.0))
+
+
+@numba.njit(parallel=True, cache=True)
+def subtract_quantised_kernel(image, quantised, low, scale, out):
+    """out = image - (quantised / scale + low), in float32 (the inverse of quantise_kernel)."""
+    step = 1.0 / scale
+    for i in numba.prange(image.shape[0]):
+        for j in range(image.shape[1]):
+            out[i, j] = np.float32(image[i, j] - (quantised[i, j] * step + low))
+
+
+@numba.njit(parallel=True, cache=True)
+def foreground_kernel(signal, local_peak, low, scale, threshold, fraction, out):
+    """out = 1 where signal >= threshold and signal >= fraction * p, else 0, p the local peak
+    given quantised (p = local_peak / scale + low, as quantise_kernel)."""
+    step = 1.0 / scale
     for i in numba.prange(signal.shape[0]):
         for j in range(signal.shape[1]):
-            v = signal[i, j]
-            out[i, j] = (v >= threshold32) & (v >= fraction32 * local_peak[i, j])
+            v = np.float64(signal[i, j])
+            out[i, j] = (v >= threshold) & (v >= fraction * (local_peak[i, j] * step + low))
 
 
 @numba.njit(cache=True)

@@ -47,6 +47,11 @@ WATERSHED_LEVELS_PER_PX = 16
 #: their disks: half the cost; on a generated 2048^2 tile 99.8% of nuclei match (IoU >= 0.5)
 #: those of the full disks and the nucleus mask agrees on 99.7% of pixels.
 MORPHOLOGY_ROW_STEP = 2
+#: The background opening and the local peak run on OD quantised to uint16 steps of
+#: 1 / OD_GRID_SCALE from OD_GRID_LOW (-2 to 6 OD, steps of 1.2e-4 OD): erosion and dilation
+#: commute with a monotone quantisation, so the result is the float one rounded to the grid,
+#: and 16-bit lanes make the filters about 1.7x faster.
+OD_GRID_LOW, OD_GRID_SCALE = -2.0, float(2**13)
 #: Gaussian kernels are cut at this many sigmas (scikit-image and OpenCV use 4; the tails
 #: beyond 3 hold 0.3% of the weight): 25 -> 19 taps at the default 1.5 um / 0.5 um/px.
 GAUSSIAN_TRUNCATE = 3.0
@@ -72,7 +77,7 @@ def _disk(radius_px):
 
 
 def _disk_filter(image, radius_px, *, take_max, row_step=1):
-    """Grey dilation (``take_max``) or erosion of a float32 image by :func:`_disk`.
+    """Grey dilation (``take_max``) or erosion of a float32 or uint16 image by :func:`_disk`.
 
     Equal to ``cv2.dilate`` / ``cv2.erode`` with that footprint (pixels outside the image
     ignored), at a cost per pixel that grows with the disk's height, not its area: a
@@ -85,9 +90,22 @@ def _disk_filter(image, radius_px, *, take_max, row_step=1):
     r = footprint.shape[0] // 2
     offsets = np.arange(-(r // row_step) * row_step, r + 1, row_step, dtype=np.int64)
     half_widths = ((footprint[offsets + r].sum(axis=1) - 1) // 2).astype(np.int64)
-    image = np.ascontiguousarray(image, dtype=np.float32)
+    image = np.ascontiguousarray(image)
+    if image.dtype == np.float32:
+        fill = np.float32(-np.inf if take_max else np.inf)
+    elif image.dtype == np.uint16:
+        fill = np.uint16(0 if take_max else np.iinfo(np.uint16).max)
+    else:
+        raise TypeError(f"disk filter takes float32 or uint16 images, got {image.dtype}")
     out = np.empty_like(image)
-    _kernels.disk_filter_kernel(image, offsets, half_widths, take_max, out, _kernels.thread_bands(image.shape[0]))
+    _kernels.disk_filter_kernel(image, offsets, half_widths, take_max, fill, out, _kernels.thread_bands(image.shape[0]))
+    return out
+
+
+def _quantise(image):
+    """OD image as uint16 on the OD_GRID grid (the morphology then runs on 16-bit lanes)."""
+    out = np.empty(image.shape, np.uint16)
+    _kernels.quantise_kernel(np.ascontiguousarray(image, dtype=np.float32), OD_GRID_LOW, OD_GRID_SCALE, out)
     return out
 
 
@@ -117,9 +135,11 @@ def nucleus_signal(hematoxylin, *, mpp, params=NucleusParams()):
     hem = np.ascontiguousarray(hematoxylin, dtype=np.float32)
     if params.background_radius_um > 0:
         radius = params.background_radius_um / mpp
-        eroded = _disk_filter(hem, radius, take_max=False, row_step=MORPHOLOGY_ROW_STEP)
+        eroded = _disk_filter(_quantise(hem), radius, take_max=False, row_step=MORPHOLOGY_ROW_STEP)
         opened = _disk_filter(eroded, radius, take_max=True, row_step=MORPHOLOGY_ROW_STEP)
-        hem = np.subtract(hem, opened, out=opened)
+        background_free = np.empty_like(hem)
+        _kernels.subtract_quantised_kernel(hem, opened, OD_GRID_LOW, OD_GRID_SCALE, background_free)
+        hem = background_free
     if params.sigma_um > 0:
         hem = _gaussian(hem, params.sigma_um / mpp)
     return hem
@@ -152,9 +172,10 @@ def detect_nuclei(hematoxylin, *, mpp, params=NucleusParams()):
     if mpp <= 0:
         raise ValueError(f"pixel size must be positive, got {mpp!r}")
     signal = nucleus_signal(hematoxylin, mpp=mpp, params=params)
-    local_peak = _disk_filter(signal, OUTLINE_WINDOW_UM / mpp, take_max=True, row_step=MORPHOLOGY_ROW_STEP)
+    local_peak = _disk_filter(_quantise(signal), OUTLINE_WINDOW_UM / mpp, take_max=True, row_step=MORPHOLOGY_ROW_STEP)
     foreground = np.empty(signal.shape, np.uint8)
-    _kernels.foreground_kernel(signal, local_peak, params.threshold, OUTLINE_FRACTION, foreground)
+    _kernels.foreground_kernel(signal, local_peak, OD_GRID_LOW, OD_GRID_SCALE, params.threshold, OUTLINE_FRACTION,
+                               foreground)
     # Fill pinholes left by pale chromatin so the distance transform sees whole nuclei.
     foreground = cv2.morphologyEx(foreground, cv2.MORPH_CLOSE, _disk(1))
     n, labels = cv2.connectedComponents(foreground, connectivity=8)

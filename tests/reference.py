@@ -266,13 +266,15 @@ def reference_pipeline_score(table, *, thresholds, mpp, compartments=("membrane"
             "h_score": 100.0 * float(counts @ np.arange(4)) / max(1, counts.sum())}
 
 
-def disk_filter(image, radius, *, take_max):
-    """Grey dilation (``take_max``) or erosion by ``morphology.disk(radius)``, outside ignored.
+def disk_filter(image, radius, *, take_max, row_step=1):
+    """Grey dilation (``take_max``) or erosion by ``morphology.disk(radius)``, outside ignored;
+    with ``row_step`` s, only the disk rows at offsets that are multiples of s.
 
     scipy.ndimage with a constant border of -inf (dilation) or +inf (erosion), i.e. OpenCV's
     default border for ``cv2.dilate`` / ``cv2.erode``.
     """
     footprint = morphology.disk(radius).astype(bool)
+    footprint[(np.arange(footprint.shape[0]) - radius) % row_step != 0] = False
     values = image.astype(np.float64)
     if take_max:
         return ndi.grey_dilation(values, footprint=footprint, mode="constant", cval=-np.inf)

@@ -234,6 +234,39 @@ def test_disk_filter_matches_scipy_grey_morphology(radius, shape):
         np.testing.assert_array_equal(ours, reference.disk_filter(image, radius, take_max=take_max))
 
 
+@pytest.mark.parametrize("radius, row_step", [(3, 2), (10, 2), (16, 2), (16, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_disk_filter_on_rows_and_uint16_match_scipy(radius, row_step, dtype):
+    """Reference: reference.disk_filter with every row_step-th disk row (scipy.ndimage): exact,
+    for float32 and for uint16 (the quantised OD of nucleus detection), odd sizes."""
+    from cxcr4score.segment import _disk_filter
+
+    image = np.random.default_rng(radius).normal(size=(53, 70)) * 3000 + 30000
+    image = image.astype(dtype)
+    for take_max in (False, True):
+        ours = _disk_filter(image, radius, take_max=take_max, row_step=row_step)
+        assert ours.dtype == dtype
+        expected = reference.disk_filter(image, radius, take_max=take_max, row_step=row_step)
+        np.testing.assert_array_equal(ours, expected)
+
+
+def test_od_quantisation_round_trip():
+    """Reference: the OD grid by hand (rint((x + 2) * 8192), clamped): quantising commutes with
+    the filters, and subtracting a quantised background is exact to half a grid step."""
+    from cxcr4score import _kernels, segment
+
+    values = np.array([[-3.0, -2.0, -1.99994, 0.0, 0.1, 1.23456, 5.99, 6.0, 7.5]], np.float32)
+    q = segment._quantise(values)
+    np.testing.assert_array_equal(q, np.clip(np.rint((values.astype(np.float64) + 2) * 8192), 0, 65535))
+    out = np.empty_like(values)
+    _kernels.subtract_quantised_kernel(values, q, segment.OD_GRID_LOW, segment.OD_GRID_SCALE, out)
+    inside = (values > -2) & (values < 6)
+    assert np.abs(out[inside]).max() <= 0.5 / 8192 + 1e-6
+    image = np.random.default_rng(0).normal(size=(40, 50)).astype(np.float32)
+    np.testing.assert_array_equal(segment._disk_filter(segment._quantise(image), 5, take_max=True),
+                                  segment._quantise(segment._disk_filter(image, 5, take_max=True)))
+
+
 def test_sector_without_atan2_matches_atan2_definition():
     """Reference: reference.sector (atan2), on a grid of offsets from integer, half and odd
     centroids (points on axes and diagonals included) and near the 22.5-degree edges."""
