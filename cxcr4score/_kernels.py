@@ -211,18 +211,20 @@ def cell_stats_kernel(
     for band in numba.prange(row_bands.shape[0] - 1):
         t = numba.get_thread_id()
         thread_count, thread_sums, thread_sectors, thread_hist = count[t], sums[t], sectors[t], hist[t]
-        # Each row goes through loops without data-dependent branches where they can be
-        # avoided (runs of equal cell and compartment are a few pixels long, so branching on
-        # their ends mostly mispredicts): concentrations; q values and histogram bins
-        # (vectorised); running sums of q and the starts of runs; then per run the
+        # Runs of equal (cell, compartment) are a few pixels long, so branches on where they
+        # end would mostly mispredict. Each row goes instead through short loops without
+        # data-dependent branches, most of which LLVM vectorises: concentrations (one
+        # 16-byte table row per channel); q values, histogram bins and (cell, compartment)
+        # keys; histogram counts; starts of runs; running sums of q. Then each run adds the
         # difference of the running sums at its ends.
         stains = np.empty((n_cols, 4), np.float32)
         q_dab = np.empty(n_cols, np.int64)
         q_alt = np.empty(n_cols, np.int64)
         q_hem = np.empty(n_cols, np.int64)
         bins = np.empty(n_cols, np.int64)
-        running = np.empty((n_cols + 1, 4), np.int64)
+        keys = np.empty(n_cols, np.int64)
         starts = np.empty(n_cols + 1, np.int64)
+        running = np.empty((n_cols + 1, 4), np.int64)
         running[0] = 0
         for i in range(row_bands[band], row_bands[band + 1]):
             rgb_row, cell_row, comp_row = rgb[i], cells[i], compartments[i]
@@ -233,21 +235,23 @@ def cell_stats_kernel(
                 q_hem[j] = np.int64(np.rint(np.float64(h) * Q_SCALE))
                 q_dab[j] = np.int64(np.rint(np.float64(d) * Q_SCALE))
                 q_alt[j] = np.int64(np.rint(np.float64(stains[j, 2]) * Q_SCALE))
-                # Background pixels go to spare bins, a different one for neighbouring
+                k, m = np.int64(cell_row[j]), np.int64(comp_row[j])
+                keys[j] = k * N_CODES + m
+                # Background pixels count in spare bins, a different one for neighbouring
                 # pixels so that their increments do not wait on each other.
-                inside = (cell_row[j] > 0) & (comp_row[j] > 0)
                 joint = _bin(h, HEM_BINS_PER_OD, HEM_BINS) * HIST_BINS + _bin(d, HIST_BINS_PER_OD, HIST_BINS)
-                bins[j] = joint if inside else n_bins + (j & 7)
+                bins[j] = joint if (k > 0) & (m > 0) else n_bins + (j & 7)
             for j in range(n_cols):
                 thread_hist[bins[j]] += 1
             n_runs = 0
             previous = -1
+            for j in range(n_cols):
+                starts[n_runs] = j
+                n_runs += keys[j] != previous
+                previous = keys[j]
+            starts[n_runs] = n_cols
             s_dab = s_sq = s_alt = s_hem = 0
             for j in range(n_cols):
-                key = np.int64(cell_row[j]) * N_CODES + np.int64(comp_row[j])
-                starts[n_runs] = j
-                n_runs += key != previous
-                previous = key
                 q = q_dab[j]
                 s_dab += q
                 s_sq += q * q
@@ -257,16 +261,15 @@ def cell_stats_kernel(
                 running[j + 1, 1] = s_sq
                 running[j + 1, 2] = s_alt
                 running[j + 1, 3] = s_hem
-            starts[n_runs] = n_cols
             for r in range(n_runs):
                 a, b = starts[r], starts[r + 1]
-                k, m = cell_row[a], comp_row[a]
-                key = np.int64(k) * N_CODES + np.int64(m)
+                key = keys[a]
                 thread_count[key] += b - a
                 _add_difference(thread_sums, key, running, b, a)
+                k, m = cell_row[a], comp_row[a]
                 if k == 0 or m == 0:
                     continue
-                if not in_scope[k]:
+                if not in_scope[k]:  # counted above; out of the histogram's scope
                     for j in range(a, b):
                         thread_hist[bins[j]] -= 1
                 if m == MEMBRANE:
