@@ -106,62 +106,59 @@ def sector_of(dy, dx):
     return 8 * int(upper) + (k if upper == (dx > 0) else 7 - k)
 
 
+# Numba leaves LLVM's SLP vectoriser off, so a 4-lane row is loaded and added lane by lane;
+# the loop vectoriser would turn the table lookups into gathers (9 per pixel, slower than
+# scalar loads on current AMD CPUs). The two intrinsics below load, add and store rows of
+# four lanes as single vectors. Each lane is the same IEEE float32 or int64 operation as the
+# scalar code, so results are bit-identical; under NUMBA_DISABLE_JIT the NumPy twins run.
 def _row_of_four(context, builder, array_type, array, index_type, index):
-    """Pointer to row ``index`` of a C-contiguous (n, 4) array, as a pointer to a 4-lane vector."""
+    """Pointer to row ``index`` of a C-contiguous (n, 4) array, typed as a 4-lane vector."""
     data = context.make_array(array_type)(context, builder, array).data
-    row = context.cast(builder, index, index_type, types.int64)
-    offset = builder.mul(row, ir.Constant(ir.IntType(64), 4))
+    offset = builder.mul(context.cast(builder, index, index_type, types.int64), ir.Constant(ir.IntType(64), 4))
     vector = ir.VectorType(context.get_data_type(array_type.dtype), 4)
     return builder.bitcast(builder.gep(data, [offset]), vector.as_pointer())
 
 
-def _is_rows_of_four(array):
-    return isinstance(array, types.Array) and array.ndim == 2 and array.layout == "C"
+def _is_rows_of_four(array, dtype):
+    return isinstance(array, types.Array) and array.ndim == 2 and array.layout == "C" and array.dtype == dtype
 
 
-def _add(builder, x, y):
-    return builder.fadd(x, y) if isinstance(x.type.element, ir.FloatType) else builder.add(x, y)
-
-
-# Numba leaves LLVM's SLP vectoriser off, and its loop vectoriser cannot vectorise the
-# table lookups (gathers, slower than scalar loads on current AMD CPUs) nor running sums
-# (a dependence from one pixel to the next). These three intrinsics add rows of four lanes
-# as single vectors instead; each lane is the same IEEE float32 or int64 addition as a
-# scalar sum would be, so results are bit-identical. Under NUMBA_DISABLE_JIT the NumPy
-# twins run instead.
 @intrinsic
 def _sum_three_rows_jit(typingctx, out, j, table, r, g, b):
-    if not (_is_rows_of_four(out) and _is_rows_of_four(table) and out.dtype == table.dtype):
+    if not (_is_rows_of_four(out, types.float32) and _is_rows_of_four(table, types.float32)):
         return None
 
     def codegen(context, builder, signature, args):
         out_value, j_value, table_value, *channels = args
+        table_type = signature.args[2]
         total = None
         for c, (value, value_type) in enumerate(zip(channels, signature.args[3:])):
             index = builder.add(context.cast(builder, value, value_type, types.int64), ir.Constant(ir.IntType(64), 256 * c))
-            row = builder.load(_row_of_four(context, builder, signature.args[2], table_value, types.int64, index), align=4)
-            total = row if total is None else _add(builder, total, row)
-        builder.store(total, _row_of_four(context, builder, signature.args[0], out_value, signature.args[1], j_value), align=4)
+            row = builder.load(_row_of_four(context, builder, table_type, table_value, types.int64, index), align=4)
+            total = row if total is None else builder.fadd(total, row)
+        builder.store(total, _row_of_four(context, builder, signature.args[0], out_value, signature.args[1], j_value),
+                      align=4)
         return context.get_dummy_value()
 
     return types.void(out, j, table, r, g, b), codegen
 
 
 def _sum_three_rows_py(out, j, table, r, g, b):
+    """out[j] = (table[r] + table[256 + g]) + table[512 + b], rows of four float32."""
     out[j] = table[r] + table[256 + int(g)] + table[512 + int(b)]
 
 
 @intrinsic
 def _add_difference_jit(typingctx, out, o, a, ia, ib):
-    if not (_is_rows_of_four(out) and _is_rows_of_four(a) and out.dtype == a.dtype and isinstance(a.dtype, types.Integer)):
+    if not (_is_rows_of_four(out, types.int64) and _is_rows_of_four(a, types.int64)):
         return None
 
     def codegen(context, builder, signature, args):
         out_value, o_value, a_value, ia_value, ib_value = args
-        types_ = signature.args
-        target = _row_of_four(context, builder, types_[0], out_value, types_[1], o_value)
-        x = builder.load(_row_of_four(context, builder, types_[2], a_value, types_[3], ia_value), align=8)
-        y = builder.load(_row_of_four(context, builder, types_[2], a_value, types_[4], ib_value), align=8)
+        out_type, o_type, a_type, ia_type, ib_type = signature.args
+        target = _row_of_four(context, builder, out_type, out_value, o_type, o_value)
+        x = builder.load(_row_of_four(context, builder, a_type, a_value, ia_type, ia_value), align=8)
+        y = builder.load(_row_of_four(context, builder, a_type, a_value, ib_type, ib_value), align=8)
         builder.store(builder.add(builder.load(target, align=8), builder.sub(x, y)), target, align=8)
         return context.get_dummy_value()
 
@@ -169,6 +166,7 @@ def _add_difference_jit(typingctx, out, o, a, ia, ib):
 
 
 def _add_difference_py(out, o, a, ia, ib):
+    """out[o] += a[ia] - a[ib], rows of four int64."""
     out[o] += a[ia] - a[ib]
 
 

@@ -201,6 +201,7 @@ def _random_case(shape, n, seed):
 def _edge_cases():
     rgb = _random_rgb((5, 7), seed=40)
     one_cell = np.ones((5, 7), np.int32)
+    yield "empty image", rgb[:0], one_cell[:0], np.zeros((0, 7), np.uint8)
     yield "no cells", rgb, np.zeros((5, 7), np.int32), np.zeros((5, 7), np.uint8)
     yield "one cell, all membrane", rgb, one_cell, np.full((5, 7), MEMBRANE, np.uint8)
     yield "one pixel", rgb[:1, :1], one_cell[:1, :1], np.full((1, 1), NUCLEUS, np.uint8)
@@ -230,7 +231,7 @@ def test_measure_cells_equals_quantised_reference(case, threads):
     try:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         for name, rgb, cells, codes in cases:
-            n = int(cells.max())
+            n = int(cells.max(initial=0))
             rng = np.random.default_rng(n)
             rows, cols = rng.uniform(0, cells.shape[0], n + 1), rng.uniform(0, cells.shape[1], n + 1)
             rows[1::3] = np.round(rows[1::3])  # integer centroids: pixels on the sector edges
