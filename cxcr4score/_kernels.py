@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 #: Fixed-point scale of optical density in the accumulators (DESIGN section 6).
 Q_SCALE = float(2**20)
@@ -29,6 +32,8 @@ N_SECTORS = 16
 BACKGROUND, NUCLEUS, CYTOPLASM, MEMBRANE = 0, 1, 2, 3
 #: Cytoplasm pixels within the membrane capture width (see ``segment.compartments``).
 MEMBRANE_RING = 4
+#: Compartment codes 0 (background) to 4: the statistics kernel's accumulators per label.
+N_CODES = MEMBRANE_RING + 1
 #: Joint histogram of tumour-region pixels: DAB in 800 bins of 0.005 OD and hematoxylin in
 #: 200 bins of 0.02 OD, both from -1 to 3 (clamped), so that pixel-score thresholds on either
 #: stain are applied after the pixel pass.
@@ -101,92 +106,176 @@ def sector_of(dy, dx):
     return 8 * int(upper) + (k if upper == (dx > 0) else 7 - k)
 
 
+# Numba leaves LLVM's SLP vectoriser off, so a 4-lane row is loaded and added lane by lane;
+# the loop vectoriser would turn the table lookups into gathers (9 per pixel, slower than
+# scalar loads on current AMD CPUs). The two intrinsics below load, add and store rows of
+# four lanes as single vectors. Each lane is the same IEEE float32 or int64 operation as the
+# scalar code, so results are bit-identical; under NUMBA_DISABLE_JIT the NumPy twins run.
+def _row_of_four(context, builder, array_type, array, index_type, index):
+    """Pointer to row ``index`` of a C-contiguous (n, 4) array, typed as a 4-lane vector."""
+    data = context.make_array(array_type)(context, builder, array).data
+    offset = builder.mul(context.cast(builder, index, index_type, types.int64), ir.Constant(ir.IntType(64), 4))
+    vector = ir.VectorType(context.get_data_type(array_type.dtype), 4)
+    return builder.bitcast(builder.gep(data, [offset]), vector.as_pointer())
+
+
+def _is_rows_of_four(array, dtype):
+    return isinstance(array, types.Array) and array.ndim == 2 and array.layout == "C" and array.dtype == dtype
+
+
+@intrinsic
+def _sum_three_rows_jit(typingctx, out, j, table, r, g, b):
+    if not (_is_rows_of_four(out, types.float32) and _is_rows_of_four(table, types.float32)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        out_value, j_value, table_value, *channels = args
+        table_type = signature.args[2]
+        total = None
+        for c, (value, value_type) in enumerate(zip(channels, signature.args[3:])):
+            index = builder.add(context.cast(builder, value, value_type, types.int64), ir.Constant(ir.IntType(64), 256 * c))
+            row = builder.load(_row_of_four(context, builder, table_type, table_value, types.int64, index), align=4)
+            total = row if total is None else builder.fadd(total, row)
+        builder.store(total, _row_of_four(context, builder, signature.args[0], out_value, signature.args[1], j_value),
+                      align=4)
+        return context.get_dummy_value()
+
+    return types.void(out, j, table, r, g, b), codegen
+
+
+def _sum_three_rows_py(out, j, table, r, g, b):
+    """out[j] = (table[r] + table[256 + g]) + table[512 + b], rows of four float32."""
+    out[j] = table[r] + table[256 + int(g)] + table[512 + int(b)]
+
+
+@intrinsic
+def _add_difference_jit(typingctx, out, o, a, ia, ib):
+    if not (_is_rows_of_four(out, types.int64) and _is_rows_of_four(a, types.int64)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        out_value, o_value, a_value, ia_value, ib_value = args
+        out_type, o_type, a_type, ia_type, ib_type = signature.args
+        target = _row_of_four(context, builder, out_type, out_value, o_type, o_value)
+        x = builder.load(_row_of_four(context, builder, a_type, a_value, ia_type, ia_value), align=8)
+        y = builder.load(_row_of_four(context, builder, a_type, a_value, ib_type, ib_value), align=8)
+        builder.store(builder.add(builder.load(target, align=8), builder.sub(x, y)), target, align=8)
+        return context.get_dummy_value()
+
+    return types.void(out, o, a, ia, ib), codegen
+
+
+def _add_difference_py(out, o, a, ia, ib):
+    """out[o] += a[ia] - a[ib], rows of four int64."""
+    out[o] += a[ia] - a[ib]
+
+
+if numba.config.DISABLE_JIT:
+    _sum_three_rows, _add_difference = _sum_three_rows_py, _add_difference_py
+else:
+    _sum_three_rows, _add_difference = _sum_three_rows_jit, _add_difference_jit
+
+
 @numba.njit(parallel=True, cache=True)
 def cell_stats_kernel(
     rgb,
     cells,
     compartments,
-    tables,
-    alt_dab_table,
+    stain_rows,
     centroid_row,
     centroid_col,
     in_scope,
     row_bands,
     count,
-    dab_sum,
-    dab_sq,
-    alt_sum,
-    hem_sum,
-    sector_count,
-    sector_sum,
+    sums,
+    sectors,
     hist,
 ):
     """One pass over the pixels accumulating per (thread, cell, compartment) integer sums.
 
-    For a pixel of cell k (``cells > 0``) and compartment m (1 nucleus, 2 cytoplasm,
-    3 membrane), with q(x) = rint(x * 2**20) of the float32 concentration x:
-    count[t, k, m-1] += 1, dab_sum += q(DAB), dab_sq += q(DAB)**2, alt_sum += q(DAB under the
-    alternative I0); nucleus pixels add q(hematoxylin) to hem_sum[t, k]; membrane pixels add
-    to sector_count/sector_sum[t, k, s], s = :func:`sector_of` (i - cy, j - cx);
-    pixels of in-scope cells add to hist[t, hematoxylin bin, DAB bin].
-    Runs of equal (cell, compartment) along a row are summed locally and flushed at a change.
-    ``row_bands`` holds the first row of each band of rows a loop iteration handles.
+    ``stain_rows[256 c + v]`` holds the (hematoxylin, DAB, alternative DAB, 0) contributions
+    of channel c at value v. For a pixel of cell k and compartment m (0 background,
+    1 nucleus, 2 cytoplasm, 3 membrane, 4 capture ring), with q(x) = rint(x * 2**20) of the
+    float32 concentration x and key = N_CODES k + m: count[t, key] += 1 and sums[t, key] +=
+    (q(DAB), q(DAB)**2, q(alternative DAB), q(hematoxylin)); label 0 and code 0 accumulate
+    like the others (the caller drops them). Membrane pixels of cells (k > 0) add 1 and
+    q(DAB) to sectors[t, k, s], s = :func:`sector_of` (i - cy, j - cx). Pixels of in-scope
+    cells (k > 0, m > 0) add 1 to hist[t, HIST_BINS * hematoxylin bin + DAB bin], background
+    pixels to one of 8 spare bins after those. ``row_bands`` holds the first row of each band
+    of rows a loop iteration handles.
     """
     n_cols = rgb.shape[1]
+    n_bins = HEM_BINS * HIST_BINS
     for band in numba.prange(row_bands.shape[0] - 1):
         t = numba.get_thread_id()
-        flat_hist = hist[t].reshape(-1)
-        # Histogram indices of a row, scattered after the row: the arithmetic then
-        # pipelines instead of waiting on increments of the same bin.
+        thread_count, thread_sums, thread_sectors, thread_hist = count[t], sums[t], sectors[t], hist[t]
+        # Runs of equal (cell, compartment) are a few pixels long, so branches on where they
+        # end would mostly mispredict. Each row goes instead through short loops without
+        # data-dependent branches, most of which LLVM vectorises: concentrations (one
+        # 16-byte table row per channel); q values, histogram bins and (cell, compartment)
+        # keys; histogram counts; starts of runs; running sums of q. Then each run adds the
+        # difference of the running sums at its ends.
+        stains = np.empty((n_cols, 4), np.float32)
+        q_dab = np.empty(n_cols, np.int64)
+        q_alt = np.empty(n_cols, np.int64)
+        q_hem = np.empty(n_cols, np.int64)
         bins = np.empty(n_cols, np.int64)
+        keys = np.empty(n_cols, np.int64)
+        starts = np.empty(n_cols + 1, np.int64)
+        running = np.empty((n_cols + 1, 4), np.int64)
+        running[0] = 0
         for i in range(row_bands[band], row_bands[band + 1]):
             rgb_row, cell_row, comp_row = rgb[i], cells[i], compartments[i]
-            n_bins = 0
-            j = 0
-            while j < n_cols:
-                k = cell_row[j]
-                m = comp_row[j]
+            for j in range(n_cols):
+                _sum_three_rows(stains, j, stain_rows, rgb_row[j, 0], rgb_row[j, 1], rgb_row[j, 2])
+            for j in range(n_cols):
+                h, d = stains[j, 0], stains[j, 1]
+                q_hem[j] = np.int64(np.rint(np.float64(h) * Q_SCALE))
+                q_dab[j] = np.int64(np.rint(np.float64(d) * Q_SCALE))
+                q_alt[j] = np.int64(np.rint(np.float64(stains[j, 2]) * Q_SCALE))
+                k, m = np.int64(cell_row[j]), np.int64(comp_row[j])
+                keys[j] = k * N_CODES + m
+                # Background pixels count in spare bins, a different one for neighbouring
+                # pixels so that their increments do not wait on each other.
+                joint = _bin(h, HEM_BINS_PER_OD, HEM_BINS) * HIST_BINS + _bin(d, HIST_BINS_PER_OD, HIST_BINS)
+                bins[j] = joint if (k > 0) & (m > 0) else n_bins + (j & 7)
+            for j in range(n_cols):
+                thread_hist[bins[j]] += 1
+            n_runs = 0
+            previous = -1
+            for j in range(n_cols):
+                starts[n_runs] = j
+                n_runs += keys[j] != previous
+                previous = keys[j]
+            starts[n_runs] = n_cols
+            s_dab = s_sq = s_alt = s_hem = 0
+            for j in range(n_cols):
+                q = q_dab[j]
+                s_dab += q
+                s_sq += q * q
+                s_alt += q_alt[j]
+                s_hem += q_hem[j]
+                running[j + 1, 0] = s_dab
+                running[j + 1, 1] = s_sq
+                running[j + 1, 2] = s_alt
+                running[j + 1, 3] = s_hem
+            for r in range(n_runs):
+                a, b = starts[r], starts[r + 1]
+                key = keys[a]
+                thread_count[key] += b - a
+                _add_difference(thread_sums, key, running, b, a)
+                k, m = cell_row[a], comp_row[a]
                 if k == 0 or m == 0:
-                    j += 1
                     continue
-                # A run of equal (cell, compartment): sums stay in registers until its end.
-                end = j + 1
-                while end < n_cols and cell_row[end] == k and comp_row[end] == m:
-                    end += 1
-                scope = in_scope[k]
-                dy = i - centroid_row[k]
-                run_sum = 0
-                run_sq = 0
-                run_alt = 0
-                run_hem = 0
-                for jj in range(j, end):
-                    r, g, b = rgb_row[jj, 0], rgb_row[jj, 1], rgb_row[jj, 2]
-                    d = tables[1, 0, r] + tables[1, 1, g] + tables[1, 2, b]
-                    q = np.int64(np.rint(np.float64(d) * Q_SCALE))
-                    run_sum += q
-                    run_sq += q * q
-                    d_alt = alt_dab_table[0, r] + alt_dab_table[1, g] + alt_dab_table[2, b]
-                    run_alt += np.int64(np.rint(np.float64(d_alt) * Q_SCALE))
-                    if m == NUCLEUS or scope:
-                        h = tables[0, 0, r] + tables[0, 1, g] + tables[0, 2, b]
-                        if m == NUCLEUS:
-                            run_hem += np.int64(np.rint(np.float64(h) * Q_SCALE))
-                        if scope:
-                            bins[n_bins] = _bin(h, HEM_BINS_PER_OD, HEM_BINS) * HIST_BINS + _bin(d, HIST_BINS_PER_OD, HIST_BINS)
-                            n_bins += 1
-                    if m == MEMBRANE:
-                        s = sector_of(dy, jj - centroid_col[k])
-                        sector_count[t, k, s] += 1
-                        sector_sum[t, k, s] += q
-                c = m - 1
-                count[t, k, c] += end - j
-                dab_sum[t, k, c] += run_sum
-                dab_sq[t, k, c] += run_sq
-                alt_sum[t, k, c] += run_alt
-                hem_sum[t, k] += run_hem
-                j = end
-            for x in range(n_bins):
-                flat_hist[bins[x]] += 1
+                if not in_scope[k]:  # counted above; out of the histogram's scope
+                    for j in range(a, b):
+                        thread_hist[bins[j]] -= 1
+                if m == MEMBRANE:
+                    dy = i - centroid_row[k]
+                    for j in range(a, b):
+                        s = sector_of(dy, j - centroid_col[k])
+                        thread_sectors[k, s, 0] += 1
+                        thread_sectors[k, s, 1] += q_dab[j]
 
 
 @numba.njit(cache=True)

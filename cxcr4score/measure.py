@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 
 from . import _kernels
-from ._kernels import CYTOPLASM, HEM_BINS, HEM_BINS_PER_OD, HIST_BINS, HIST_LOW, MEMBRANE, MEMBRANE_RING, N_SECTORS, Q_SCALE
+from ._kernels import (
+    CYTOPLASM, HEM_BINS, HEM_BINS_PER_OD, HIST_BINS, HIST_LOW, MEMBRANE, MEMBRANE_RING, N_SECTORS, NUCLEUS, Q_SCALE,
+)
 
 #: Compartment names in kernel order (codes 1, 2, 3).
 COMPARTMENT_NAMES = ("nucleus", "cytoplasm", "membrane")
@@ -213,6 +215,8 @@ def measure_cells(
     cells = np.ascontiguousarray(cell_labels, dtype=np.int32)
     comps = np.ascontiguousarray(compartments, dtype=np.uint8)
     alt = np.ascontiguousarray(alt_dab_table, dtype=np.float32)
+    if alt.shape != (3, 256):
+        raise ValueError(f"alt_dab_table must have shape (3, 256), got {alt.shape}")
     scope = np.ascontiguousarray(in_scope, dtype=np.bool_)
     rows = np.ascontiguousarray(centroid_row, dtype=np.float64)
     cols = np.ascontiguousarray(centroid_col, dtype=np.float64)
@@ -221,22 +225,34 @@ def measure_cells(
             raise ValueError(f"{name} must have shape ({n_cells + 1},), got {array.shape}")
 
     n_threads = numba.get_num_threads()
-    per_cell = (n_threads, n_cells + 1, _N_CODES)
-    count = np.zeros(per_cell, np.int64)
-    dab_sum = np.zeros(per_cell, np.int64)
-    dab_sq = np.zeros(per_cell, np.int64)
-    alt_sum = np.zeros(per_cell, np.int64)
-    hem_sum = np.zeros((n_threads, n_cells + 1), np.int64)
-    sector_count = np.zeros((n_threads, n_cells + 1, N_SECTORS), np.int64)
-    sector_sum = np.zeros((n_threads, n_cells + 1, N_SECTORS), np.int64)
-    hist = np.zeros((n_threads, HEM_BINS, HIST_BINS), np.int64)
+    # Per thread; rows N_CODES k + m for label k and compartment code m (label 0 and code 0 are
+    # accumulated and dropped); sums of (q(DAB), q(DAB)^2, q(alternative DAB), q(hematoxylin)).
+    n_keys = (n_cells + 1) * _kernels.N_CODES
+    count = np.zeros((n_threads, n_keys), np.int64)
+    sums = np.zeros((n_threads, n_keys, 4), np.int64)
+    sectors = np.zeros((n_threads, n_cells + 1, N_SECTORS, 2), np.int64)
+    # 8 spare bins at the end count the pixels outside the histogram.
+    hist = np.zeros((n_threads, HEM_BINS * HIST_BINS + 8), np.int64)
     row_bands = _kernels.row_bands(shape[0], _ROWS_PER_BAND)
-    _kernels.cell_stats_kernel(
-        rgb, cells, comps, tables, alt, rows, cols, scope, row_bands,
-        count, dab_sum, dab_sq, alt_sum, hem_sum, sector_count, sector_sum, hist,
-    )
-    totals = [a.sum(axis=0)[1:] for a in (count, dab_sum, dab_sq, alt_sum, hem_sum, sector_count, sector_sum)]
-    return _to_table(*totals), hist.sum(axis=0)
+    _kernels.cell_stats_kernel(rgb, cells, comps, _stain_rows(tables, alt), rows, cols, scope, row_bands,
+                               count, sums, sectors, hist)
+    count = count.sum(axis=0).reshape(n_cells + 1, _kernels.N_CODES)[1:, 1:]
+    sums = sums.sum(axis=0).reshape(n_cells + 1, _kernels.N_CODES, 4)[1:, 1:]
+    sectors = sectors.sum(axis=0)[1:]
+    joint = hist[:, : HEM_BINS * HIST_BINS].sum(axis=0).reshape(HEM_BINS, HIST_BINS)
+    table = _to_table(count, sums[..., 0], sums[..., 1], sums[..., 2], sums[:, NUCLEUS - 1, 3],
+                      sectors[..., 0], sectors[..., 1])
+    return table, joint
+
+
+def _stain_rows(tables, alt_dab_table):
+    """(768, 4) float32: row 256 c + v holds the (hematoxylin, DAB, alternative DAB, 0)
+    contributions of channel c at value v, so that the kernel reads them with one load."""
+    rows = np.zeros((3, 256, 4), np.float32)
+    rows[..., 0] = tables[0]
+    rows[..., 1] = tables[1]
+    rows[..., 2] = alt_dab_table
+    return rows.reshape(768, 4)
 
 
 def split_by_hematoxylin(hist, hematoxylin_min):

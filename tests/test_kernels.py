@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numba
 import numpy as np
+import pandas as pd
 import pytest
 from skimage import data
 
@@ -171,6 +172,106 @@ def test_results_identical_for_any_thread_count():
         numba.set_num_threads(before)
     assert one.equals(two)
     np.testing.assert_array_equal(hist_one, hist_two)
+
+
+def _expected_measure(rgb, cells, codes, tables, alt, rows, cols, scope):
+    """measure_cells' table and histogram from reference.quantised_cell_sums (exact integers)."""
+    ref = reference.quantised_cell_sums(rgb, cells, codes, tables, alt, rows, cols, scope)
+    table = measure._to_table(ref["count"], ref["dab_sum"], ref["dab_sq"], ref["alt_sum"], ref["hem_sum"],
+                              ref["sector_count"], ref["sector_sum"])
+    return table, ref["hist"]
+
+
+def _synthetic_case():
+    from cxcr4score import synthetic
+
+    tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(60.0, 70.0), glass_fraction=0.2), seed=31)
+    codes = tile.compartments.copy()
+    ring = (codes == CYTOPLASM) & (np.random.default_rng(32).random(codes.shape) < 0.4)
+    codes[ring] = MEMBRANE_RING
+    return tile.rgb, tile.cell_labels, codes
+
+
+def _random_case(shape, n, seed):
+    cells, codes = _random_cells(shape, n, seed)
+    codes[(codes == CYTOPLASM) & (np.random.default_rng(seed).random(shape) < 0.3)] = MEMBRANE_RING
+    return _random_rgb(shape, seed), cells, codes
+
+
+def _edge_cases():
+    rgb = _random_rgb((5, 7), seed=40)
+    one_cell = np.ones((5, 7), np.int32)
+    yield "empty image", rgb[:0], one_cell[:0], np.zeros((0, 7), np.uint8)
+    yield "no cells", rgb, np.zeros((5, 7), np.int32), np.zeros((5, 7), np.uint8)
+    yield "one cell, all membrane", rgb, one_cell, np.full((5, 7), MEMBRANE, np.uint8)
+    yield "one pixel", rgb[:1, :1], one_cell[:1, :1], np.full((1, 1), NUCLEUS, np.uint8)
+    codes = np.array([[0, 1, 2, 3, 4, 3, 0]] * 5, np.uint8)
+    yield "label without compartment", rgb, one_cell, codes
+    yield "one column", *_random_case((40, 1), 3, seed=41)
+    yield "one row", *_random_case((1, 60), 3, seed=42)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", ["random", "random wide", "synthetic", "edges"])
+def test_measure_cells_equals_quantised_reference(case, threads):
+    """Reference: reference.quantised_cell_sums (float32 channel sums, rint(x * 2**20), np.add.at),
+    bit-identical table and histogram; random scope, ring codes, cells at every border."""
+    if case == "random":
+        cases = [("random", *_random_case((150, 170), 40, seed=43))]
+    elif case == "random wide":
+        cases = [("random wide", *_random_case((33, 517), 90, seed=44))]
+    elif case == "synthetic":
+        cases = [("synthetic", *_synthetic_case())]
+    else:
+        cases = list(_edge_cases())
+    i0 = (243.0, 239.5, 250.0)
+    tables = stains.concentration_tables(i0, MATRIX)
+    alt = stains.concentration_tables((255.0, 255.0, 255.0), MATRIX)[1]
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        for name, rgb, cells, codes in cases:
+            n = int(cells.max(initial=0))
+            rng = np.random.default_rng(n)
+            rows, cols = rng.uniform(0, cells.shape[0], n + 1), rng.uniform(0, cells.shape[1], n + 1)
+            rows[1::3] = np.round(rows[1::3])  # integer centroids: pixels on the sector edges
+            scope = rng.random(n + 1) < 0.7
+            table, hist = measure.measure_cells(rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=alt,
+                                                centroid_row=rows, centroid_col=cols, in_scope=scope)
+            expected_table, expected_hist = _expected_measure(rgb, cells, codes, tables, alt, rows, cols, scope)
+            pd.testing.assert_frame_equal(table, expected_table, check_exact=True, obj=name)
+            np.testing.assert_array_equal(hist, expected_hist, err_msg=name)
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_measure_cells_exact_integer_sums():
+    """Hand-worked: table entries that are multiples of 2**-10 sum exactly, so every q is known."""
+    tables = np.zeros((2, 3, 256), np.float32)
+    values = np.arange(256) * 2.0**-10
+    tables[0] = values  # hematoxylin: (r + g + b) / 1024 OD
+    tables[1] = 2 * values  # DAB: (r + g + b) / 512 OD
+    alt = 3 * np.tile(values, (3, 1)).astype(np.float32)
+    rgb = np.array([[[1, 2, 3], [4, 0, 0], [0, 0, 10], [7, 7, 7]]], np.uint8)  # channel sums 6, 4, 10, 21
+    cells = np.array([[1, 1, 2, 0]], np.int32)
+    codes = np.array([[1, 3, 3, 0]], np.uint8)
+    table, hist = measure.measure_cells(rgb, cells, codes, n_cells=2, tables=tables, alt_dab_table=alt,
+                                        centroid_row=np.zeros(3), centroid_col=np.zeros(3), in_scope=np.ones(3, bool))
+    q = 2**10  # q of 1/1024 OD
+    assert table["n_nucleus"].tolist() == [1, 0] and table["n_membrane"].tolist() == [1, 1]
+    assert table.loc[1, "hematoxylin_nucleus"] * 2**20 == 6 * q
+    assert table.loc[1, "dab_nucleus"] * 2**20 == 12 * q and table.loc[1, "dab_nucleus_alt"] * 2**20 == 18 * q
+    assert table.loc[2, "dab_membrane_band"] * 2**20 == 20 * q
+    assert table.loc[1, "dab_cell"] * 2**20 == (12 + 8) * q / 2
+    # Pixel (0, 1) of cell 1 and (0, 2) of cell 2 lie on the row of their centroid, to its right:
+    # angle 0, sector 8.
+    assert table.loc[1, "dab_membrane_sector_08"] * 2**20 == 8 * q
+    assert table.loc[2, "dab_membrane_sector_08"] * 2**20 == 20 * q
+    assert table.loc[1, "dab_cell_sd"] == pytest.approx(2 * q / 2**20, abs=0)
+    # Histogram: H = 6/1024 (bin 50), DAB = 12/1024 (bin 202); then (4/1024, 8/1024) and
+    # (10/1024, 20/1024) in H bin 50, DAB bins 201 and 203.
+    assert hist.sum() == 3
+    assert hist[50, 202] == 1 and hist[50, 201] == 1 and hist[50, 203] == 1
 
 
 def test_real_ihc_tile_statistics_match_reference():
