@@ -87,8 +87,9 @@ def run_score(args):
     """``cxcr4score score``: score each image; a bad image is reported and the rest go on."""
     import pandas as pd
 
-    from . import io, pipeline
+    from . import io, pipeline, runtime
 
+    runtime.keep_freed_memory()
     config = _load_config(args.config)
     out = args.out
     slide_ids = [io.sanitise_id(io.image_stem(path)) for path in args.images]

@@ -7,8 +7,9 @@ in ``tests/reference.py``, in the same run. Times are medians of repeats after o
 call (JIT compilation); Mpix/s counts every pixel of the tile. Ours runs at 1 thread and,
 when asked, at N threads (Numba and OpenCV); the reference at 1. Peak memory is the peak
 resident set (``VmHWM``, else ``ru_maxrss``) of a fresh subprocess running one implementation
-end to end. The accuracy of the same build on the same tile is checked against the
-generator's truth.
+end to end. The process reuses freed memory as workflow jobs do
+(:func:`cxcr4score.runtime.keep_freed_memory`), for both implementations. The accuracy of
+the same build on the same tile is checked against the generator's truth.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import cxcr4score
 
 from .. import config as cx_config
 from .. import grid as grid_module
-from .. import measure, pipeline, score, segment, stains, synthetic, tissue
+from .. import measure, pipeline, runtime, score, segment, stains, synthetic, tissue
 from . import accuracy
 
 #: Stages in pipeline order; each reads the outputs of the ones before it.
@@ -73,14 +74,6 @@ def load_reference(path=None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _set_threads(n):
-    import cv2
-    import numba
-
-    numba.set_num_threads(n)
-    cv2.setNumThreads(n)
 
 
 def our_stages(path, config):
@@ -228,7 +221,8 @@ def peak_memory_mb(implementation, path, threads):
 
 
 def _rss_child(implementation, path, threads):
-    _set_threads(threads)
+    runtime.keep_freed_memory()
+    runtime.set_threads(threads)
     config = cx_config.default_config()
     if implementation == "ours":
         stages = our_stages(path, config)
@@ -302,6 +296,8 @@ def speed(*, size=4096, repeats=3, threads=1, seed=0):
 
     if size < 64 or repeats < 1 or threads < 1:
         raise ValueError(f"need size >= 64, repeats >= 1 and threads >= 1, got {size}, {repeats}, {threads}")
+    # As in a workflow job; the reference runs in this process too, with the same allocator.
+    runtime.keep_freed_memory()
     reference = load_reference()
     config = cx_config.default_config()
     mpix = size * size / 1e6
@@ -311,10 +307,10 @@ def speed(*, size=4096, repeats=3, threads=1, seed=0):
         thread_counts = sorted({1, threads})
         ours_s = {}
         for n in thread_counts:
-            _set_threads(n)
+            runtime.set_threads(n)
             ours_s[n] = time_stages(ours, repeats)
             ours_s[n]["deconvolution_vs_rgb2hed"] = ours_s[n]["deconvolution"]
-        _set_threads(1)
+        runtime.set_threads(1)
         ref_s = time_stages(ref, repeats)
         rgb = ours["read"]({})
         ref_s["deconvolution_vs_rgb2hed"] = _median_time(lambda: rgb2hed(rgb), repeats)

@@ -6,16 +6,14 @@ import sys
 
 
 def start(snakemake):
-    """Send stderr to the rule's log (line-buffered), set thread counts, return a logger."""
+    """Send stderr to the rule's log (line-buffered), set thread counts and memory reuse, return a logger."""
     log_file = open(snakemake.log[0], "w", buffering=1)
     sys.stderr = log_file
     logging.basicConfig(stream=log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    import cv2
-    import numba
+    from cxcr4score import runtime
 
-    threads = max(1, min(int(snakemake.threads), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
-    cv2.setNumThreads(threads)
+    runtime.set_threads(snakemake.threads)
+    runtime.keep_freed_memory()
     return logging.getLogger(snakemake.rule)
 
 
