@@ -41,8 +41,10 @@ def keep_freed_memory():
     at 4096^2 float32) arrives as fresh pages the kernel must zero, one fault per page. The
     pipeline allocates a dozen such planes per tile: on a 4096^2 tile, deconvolution took
     49 ms instead of 21 and the whole chain 0.94 s instead of 0.76. Freed memory is reused
-    instead, so the peak stays that of the largest set of live arrays; the process keeps
-    its memory until it ends (a job process handles one chunk).
+    instead, and the process keeps its memory until it ends (a job process handles one
+    chunk). Reuse can fragment the heap where array sizes vary: the peak resident size of
+    our chain on a 4096^2 tile went from 831 to 843 MB, that of the scikit-image reference
+    from 1614 to 1848 MB.
 
     Returns
     -------
