@@ -120,6 +120,9 @@ def _row_of_four(context, builder, array_type, array, index_type, index):
 
 
 def _is_rows_of_four(array, dtype):
+    # Typing sees rank, layout and dtype only: callers must pass (n, 4) arrays and row indices
+    # within them (measure_cells builds every such array itself; the kernel reads table rows
+    # 256 c + v of uint8 values v, and no bounds are checked).
     return isinstance(array, types.Array) and array.ndim == 2 and array.layout == "C" and array.dtype == dtype
 
 
@@ -856,10 +859,11 @@ def _enqueue(head, tail, following, level, place):
 
 
 @numba.njit(cache=True)
-def unpack_boxes_kernel(basins, ids, boxes, tops, lefts, offset, labels, basin_areas):
+def unpack_boxes_kernel(basins, ids, boxes, tops, lefts, offset, labels, areas, basin_areas):
     """The inverse of pack_boxes_kernel, in place: each pixel of component ids[c] in
     ``labels`` becomes its packed pixel's basin plus ``offset`` (> every component id, so
-    no later component is confused with it); basin_areas[basin] counts its pixels."""
+    no later component is confused with it) and basin_areas[basin] counts it; a pixel no
+    basin reached (basin 0) keeps the component's id and areas[component] counts it."""
     for c in range(ids.shape[0]):
         component = ids[c]
         r0, c0, r1, c1 = boxes[component, 0], boxes[component, 1], boxes[component, 2], boxes[component, 3]
@@ -868,8 +872,11 @@ def unpack_boxes_kernel(basins, ids, boxes, tops, lefts, offset, labels, basin_a
             for x in range(c0, c1):
                 if labels[y, x] == component:
                     basin = basins[yy, lefts[c] + x - c0]
-                    labels[y, x] = basin + offset
-                    basin_areas[basin] += 1
+                    if basin == 0:
+                        areas[component] += 1
+                    else:
+                        labels[y, x] = basin + offset
+                        basin_areas[basin] += 1
 
 
 @numba.njit(cache=True)

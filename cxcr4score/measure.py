@@ -16,8 +16,9 @@ from ._kernels import (
 
 #: Compartment names in kernel order (codes 1, 2, 3).
 COMPARTMENT_NAMES = ("nucleus", "cytoplasm", "membrane")
-#: Compartment codes the measurement kernel accumulates: 1-3 and the capture ring 4.
-_N_CODES = MEMBRANE_RING
+#: Columns of the per-cell accumulators after label 0 and code 0 are dropped: codes 1-3 and
+#: the capture ring 4.
+_N_CELL_CODES = MEMBRANE_RING
 #: Column names of the membrane-band sector means.
 SECTOR_COLUMNS = tuple(f"dab_membrane_sector_{s:02d}" for s in range(N_SECTORS))
 #: Rows per parallel work item of the statistics kernel.
@@ -223,6 +224,11 @@ def measure_cells(
     for name, array in (("in_scope", scope), ("centroid_row", rows), ("centroid_col", cols)):
         if array.shape != (n_cells + 1,):
             raise ValueError(f"{name} must have shape ({n_cells + 1},), got {array.shape}")
+    # The kernel indexes its accumulators by label and code without bounds checks.
+    if cells.size and (cells.min() < 0 or cells.max() > n_cells):
+        raise ValueError(f"cell labels must lie in 0..{n_cells}, got {cells.min()}..{cells.max()}")
+    if comps.size and comps.max() > MEMBRANE_RING:
+        raise ValueError(f"compartment codes must lie in 0..{MEMBRANE_RING}, got up to {comps.max()}")
 
     n_threads = numba.get_num_threads()
     # Per thread; rows N_CODES k + m for label k and compartment code m (label 0 and code 0 are
@@ -285,7 +291,7 @@ def empty_histogram():
 
 def empty_table():
     """The table of :func:`measure_cells` for an image without cells (all columns, no rows)."""
-    zeros = np.zeros((0, _N_CODES), np.int64)
+    zeros = np.zeros((0, _N_CELL_CODES), np.int64)
     sectors = np.zeros((0, N_SECTORS), np.int64)
     return _to_table(zeros, zeros, zeros, zeros, np.zeros(0, np.int64), sectors, sectors)
 

@@ -41,15 +41,16 @@ def keep_freed_memory():
     at 4096^2 float32) arrives as fresh pages the kernel must zero, one fault per page. The
     pipeline allocates a dozen such planes per tile: on a 4096^2 tile, deconvolution took
     49 ms instead of 21 and the whole chain 0.94 s instead of 0.76. Freed memory is reused
-    instead, and the process keeps its memory until it ends (a job process handles one
-    chunk). Reuse can fragment the heap where array sizes vary: the peak resident size of
+    instead, and the process keeps its memory until it ends (a workflow job handles one
+    chunk; ``cxcr4score score`` reuses it from one image to the next). Reuse can fragment the heap where array sizes vary: the peak resident size of
     our chain on a 4096^2 tile went from 831 to 843 MB, that of the scikit-image reference
     from 1614 to 1848 MB.
 
     Returns
     -------
     bool
-        Whether the allocator took the setting (False off glibc, e.g. macOS or musl).
+        Whether the allocator took both settings (False off glibc, e.g. macOS or musl, or
+        on a glibc that caps the mapping threshold at 32 MB).
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -58,4 +59,8 @@ def keep_freed_memory():
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_LIMIT_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, HEAP_LIMIT_BYTES))
+    # Older glibc refuses a mapping threshold above 32 MB; then at least arrays up to that
+    # size are reused. Keeping freed memory is set either way.
+    mapped = bool(mallopt(_M_MMAP_THRESHOLD, HEAP_LIMIT_BYTES)) or bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20))
+    kept = bool(mallopt(_M_TRIM_THRESHOLD, HEAP_LIMIT_BYTES))
+    return mapped and kept

@@ -48,13 +48,17 @@ WATERSHED_LEVELS_PER_PX = 16
 #: those of the full disks and the nucleus mask agrees on 99.7% of pixels.
 MORPHOLOGY_ROW_STEP = 2
 #: The background opening and the local peak run on OD quantised to uint16 steps of
-#: 1 / OD_GRID_SCALE from OD_GRID_LOW (-2 to 6 OD, steps of 1.2e-4 OD): erosion and dilation
-#: commute with a monotone quantisation, so the result is the float one rounded to the grid,
-#: and 16-bit lanes make the filters about 1.7x faster.
-OD_GRID_LOW, OD_GRID_SCALE = -2.0, float(2**13)
+#: 1 / OD_GRID_SCALE from OD_GRID_LOW (-4 to 12 OD, steps of 2.4e-4 OD; lookup-table
+#: concentrations span about -3.5 to 5.1 even with stain vectors turned 15 degrees):
+#: erosion and dilation commute with a monotone quantisation, so the result is the float
+#: one rounded to the grid, and 16-bit lanes make the filters about 1.7x faster.
+OD_GRID_LOW, OD_GRID_SCALE = -4.0, float(2**12)
 #: Gaussian kernels are cut at this many sigmas (scikit-image and OpenCV use 4; the tails
 #: beyond 3 hold 0.3% of the weight): 25 -> 19 taps at the default 1.5 um / 0.5 um/px.
 GAUSSIAN_TRUNCATE = 3.0
+#: Largest cell expansion (pixels) whose distances the expansion kernel's float32 keys
+#: hold exactly (2 r^2 2^shift + 2 r < 2^23); 63 um at 0.5 um/px.
+MAX_EXPANSION_PX = 127
 #: Width (pixels) of the image the boxes of nuclei to split are packed into.
 SHELF_WIDTH = 512
 
@@ -86,10 +90,10 @@ def _disk_filter(image, radius_px, *, take_max, row_step=1):
     of s (a symmetric footprint, so an opening by it is still an opening: never above the
     image), at about 1/s of the cost.
     """
-    footprint = _disk(radius_px)
-    r = footprint.shape[0] // 2
+    widths = _disk_half_widths(radius_px)
+    r = widths.size - 1
     offsets = np.arange(-(r // row_step) * row_step, r + 1, row_step, dtype=np.int64)
-    half_widths = ((footprint[offsets + r].sum(axis=1) - 1) // 2).astype(np.int64)
+    half_widths = widths[np.abs(offsets)]
     image = np.ascontiguousarray(image)
     if image.dtype == np.float32:
         fill = np.float32(-np.inf if take_max else np.inf)
@@ -165,12 +169,15 @@ def detect_nuclei(hematoxylin, *, mpp, params=NucleusParams()):
     -----
     A pixel is nuclear when the signal is at or above ``params.threshold`` and at or above
     half of the highest signal within ``OUTLINE_WINDOW_UM`` (the nucleus edge at half
-    maximum). Touching nuclei are split by a watershed of the distance transform of the thresholded
+    maximum; the highest signal on the OD grid, over every other row of the disk, as the
+    background in :func:`nucleus_signal`). Touching nuclei are split by a watershed of the distance transform of the thresholded
     mask, seeded at its maxima at least ``SPLIT_MIN_DISTANCE_UM`` apart and
     ``SPLIT_MIN_DEPTH_UM`` deep. Nuclei outside the area limits are dropped after splitting.
     """
     if mpp <= 0:
         raise ValueError(f"pixel size must be positive, got {mpp!r}")
+    if hematoxylin.size == 0:
+        return np.zeros(hematoxylin.shape, np.int32)
     signal = nucleus_signal(hematoxylin, mpp=mpp, params=params)
     local_peak = _disk_filter(_quantise(signal), OUTLINE_WINDOW_UM / mpp, take_max=True, row_step=MORPHOLOGY_ROW_STEP)
     foreground = np.empty(signal.shape, np.uint8)
@@ -208,7 +215,8 @@ def _split_touching(foreground, labels, areas, boxes, *, mpp):
     Returns
     -------
     (n + n_seeds + 1,) ndarray of int64
-        The pixel count of every label after the split (split components count 0).
+        The pixel count of every label after the split (a split component counts the
+        pixels no seed reached, which keep its id).
     """
     distance, seed_pixels, seed_ids = _split_seeds(foreground, mpp=mpp)
     n_components = areas.size
@@ -224,6 +232,7 @@ def _split_touching(foreground, labels, areas, boxes, *, mpp):
     # row and column between boxes, on little more than the boxes' area. Each component
     # floods only itself (components are 8-separated, the flooding is 4-connected), in the
     # same order as alone, since a box's pixels keep their relative order when it is moved.
+    # Pixels no seed reaches (joined to the rest only diagonally) keep their component's id.
     heights = boxes[to_split, 2] - boxes[to_split, 0]
     widths = boxes[to_split, 3] - boxes[to_split, 1]
     tops, lefts, shape = _shelf_positions(heights, widths)
@@ -244,9 +253,9 @@ def _split_touching(foreground, labels, areas, boxes, *, mpp):
     levels -= levels.min()
     basins = markers.copy()
     _kernels.watershed_kernel(levels, markers, inside, basins)
-    _kernels.unpack_boxes_kernel(basins, to_split, boxes, tops, lefts, n_components, labels, basin_areas)
     areas = areas.copy()
     areas[to_split] = 0
+    _kernels.unpack_boxes_kernel(basins, to_split, boxes, tops, lefts, n_components, labels, areas, basin_areas)
     return np.concatenate([areas, basin_areas])
 
 
@@ -320,13 +329,15 @@ def expand_cells(nucleus_labels, *, mpp, expansion_um=5.0):
     (M, N) ndarray of int32
     """
     labels = np.ascontiguousarray(nucleus_labels, dtype=np.int32)
-    limit = expansion_um / mpp
-    if not limit >= 0:
+    if not mpp > 0:
+        raise ValueError(f"pixel size must be positive, got {mpp!r}")
+    if not expansion_um >= 0:
         raise ValueError(f"cell expansion must be non-negative, got {expansion_um!r} um")
+    limit = expansion_um / mpp
     reach = int(np.floor(limit))
     shift = (2 * reach).bit_length()
     if (2 * reach * reach << shift) + 2 * reach >= 2**23:  # the kernel's float32 keys stay exact
-        raise ValueError(f"cell expansion of {limit:g} px is too large (at most 150 px)")
+        raise ValueError(f"cell expansion of {limit:g} px is too large (at most {MAX_EXPANSION_PX} px)")
     # Largest squared distance d2 with sqrt(d2) <= limit in float64, as scikit-image compares.
     max_d2 = reach * reach
     while np.sqrt(np.float64(max_d2 + 1)) <= limit:
@@ -372,6 +383,8 @@ def compartments(cell_labels, nucleus_labels, *, mpp, band_um=1.0, capture_um=0.
     if nucleus_labels.shape != cells.shape:
         raise ValueError(f"nucleus labels shape {nucleus_labels.shape} does not match cells {cells.shape}")
     nuclei = np.ascontiguousarray(nucleus_labels)
+    if cells.size == 0:
+        return np.zeros(cells.shape, np.uint8), np.full(1, np.nan)
     # The ring: the next (capture - band) of cytoplasm inside the band, the band dilated by a
     # disk (it cannot reach another cell's cytoplasm, whose own band lies in between).
     ring_px = (capture_um - band_um) / mpp if capture_um > band_um else None

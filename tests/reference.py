@@ -416,14 +416,15 @@ def priority_flood(levels, markers, mask):
 def split_per_component(components, distance, seeds, ids, levels_per_px):
     """Each component in ``ids`` split by its own :func:`priority_flood` of -distance
     quantised to ``levels_per_px``, from ``seeds``; the basins are numbered seed +
-    components.max() + 1."""
+    components.max() + 1, and pixels no seed reaches keep the component's id."""
     labels = components.astype(np.int32)
     offset = int(components.max()) + 1
     for component in ids:
         mask = components == component
         levels = np.rint(-distance * levels_per_px).astype(np.int64)
         basins = priority_flood(levels - levels.min(), np.where(mask, seeds, 0), mask)
-        labels[mask] = basins[mask] + offset
+        reached = mask & (basins > 0)
+        labels[reached] = basins[reached] + offset
     return labels
 
 

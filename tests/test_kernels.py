@@ -352,17 +352,17 @@ def test_disk_filter_on_rows_and_uint16_match_scipy(radius, row_step, dtype):
 
 
 def test_od_quantisation_round_trip():
-    """Reference: the OD grid by hand (rint((x + 2) * 8192), clamped): quantising commutes with
+    """Reference: the OD grid by hand (rint((x + 4) * 4096), clamped): quantising commutes with
     the filters, and subtracting a quantised background is exact to half a grid step."""
     from cxcr4score import _kernels, segment
 
-    values = np.array([[-3.0, -2.0, -1.99994, 0.0, 0.1, 1.23456, 5.99, 6.0, 7.5]], np.float32)
+    values = np.array([[-5.0, -4.0, -3.5, -3.99988, 0.0, 0.1, 1.23456, 5.99, 11.99, 12.0, 13.5]], np.float32)
     q = segment._quantise(values)
-    np.testing.assert_array_equal(q, np.clip(np.rint((values.astype(np.float64) + 2) * 8192), 0, 65535))
+    np.testing.assert_array_equal(q, np.clip(np.rint((values.astype(np.float64) + 4) * 4096), 0, 65535))
     out = np.empty_like(values)
     _kernels.subtract_quantised_kernel(values, q, segment.OD_GRID_LOW, segment.OD_GRID_SCALE, out)
-    inside = (values > -2) & (values < 6)
-    assert np.abs(out[inside]).max() <= 0.5 / 8192 + 1e-6
+    inside = (values > -4) & (values < 12)
+    assert np.abs(out[inside]).max() <= 0.5 / 4096 + 1e-6
     image = np.random.default_rng(0).normal(size=(40, 50)).astype(np.float32)
     np.testing.assert_array_equal(segment._disk_filter(segment._quantise(image), 5, take_max=True),
                                   segment._quantise(segment._disk_filter(image, 5, take_max=True)))
@@ -464,3 +464,23 @@ def test_warm_up_compiles_every_kernel():
     dispatchers = [v for name, v in vars(_kernels).items() if name.endswith("_kernel")]
     assert len(dispatchers) > 12
     assert all(d.signatures for d in dispatchers), [d.__name__ for d in dispatchers if not d.signatures]
+
+
+def test_measure_cells_refuses_labels_and_codes_out_of_range():
+    """The kernel indexes accumulators without bounds checks (review finding: code 6 of cell
+    1 was counted as a nucleus pixel of cell 2)."""
+    rgb = np.full((4, 5, 3), 200, np.uint8)
+    tables = stains.concentration_tables((240.0,) * 3, stains.stain_matrix())
+    cells = np.ones((4, 5), np.int32)
+    codes = np.full((4, 5), 2, np.uint8)
+    arguments = dict(n_cells=1, tables=tables, alt_dab_table=tables[1], centroid_row=np.zeros(2),
+                     centroid_col=np.zeros(2), in_scope=np.ones(2, bool))
+    measure.measure_cells(rgb, cells, codes, **arguments)
+    bad_codes = codes.copy()
+    bad_codes[1, 1] = 6
+    with pytest.raises(ValueError, match="compartment codes"):
+        measure.measure_cells(rgb, cells, bad_codes, **arguments)
+    bad_cells = cells.copy()
+    bad_cells[2, 3] = 2
+    with pytest.raises(ValueError, match="cell labels"):
+        measure.measure_cells(rgb, bad_cells, codes, **arguments)

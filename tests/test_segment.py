@@ -140,6 +140,38 @@ def test_packed_split_equals_one_watershed_per_component():
     np.testing.assert_array_equal(areas[1:], np.bincount(ours.ravel(), minlength=areas.size)[1:])
 
 
+def test_pixels_no_seed_reaches_keep_their_component():
+    """Reference: reference.split_per_component. Two pairs of touching discs, each with a
+    one-pixel diagonal tail that the 4-connected flood cannot enter: each tail stays with its
+    own component (review finding: both tails became one scattered label)."""
+    rows, cols = np.indices((120, 240))
+    foreground = np.zeros(rows.shape, np.uint8)
+    for left in (0, 120):
+        for x in (20, 32):
+            foreground[(rows - 20) ** 2 + (cols - left - x) ** 2 <= 49] = 1
+        foreground[27 + np.arange(1, 40), left + 20 + np.arange(1, 40)] = 1
+    _, components = cv2.connectedComponents(foreground, connectivity=8)
+    distance, seed_pixels, seed_ids = segment._split_seeds(foreground, mpp=0.5)
+    seeds = np.zeros(components.shape, np.int32)
+    seeds.reshape(-1)[seed_pixels] = seed_ids
+    ours, areas = _split(foreground, components)
+    expected = reference.split_per_component(components, distance, seeds, [1, 2], segment.WATERSHED_LEVELS_PER_PX)
+    np.testing.assert_array_equal(ours, expected)
+    for component in (1, 2):
+        tail = (ours == component)
+        assert tail.sum() == areas[component] > 30
+        assert np.all(components[tail] == component)
+    np.testing.assert_array_equal(areas[1:], np.bincount(ours.ravel(), minlength=areas.size)[1:])
+
+
+def test_empty_images_give_empty_results():
+    empty = np.zeros((0, 7), np.float32)
+    assert segment.detect_nuclei(empty, mpp=0.5).shape == (0, 7)
+    labels = np.zeros((5, 0), np.int32)
+    codes, exposed = segment.compartments(labels, labels, mpp=0.5, band_um=1.0, capture_um=2.0)
+    assert codes.shape == (5, 0) and exposed.shape == (1,)
+
+
 def test_split_agrees_with_scikit_image_watershed():
     """Reference: skimage.segmentation.watershed of the unquantised -distance, per component:
     the 1/16 px quantisation of the flooded surface moves under 1% of the split pixels."""
@@ -383,6 +415,11 @@ def test_expansion_rejects_bad_distances():
         segment.expand_cells(nuclei, mpp=0.5, expansion_um=-1.0)
     with pytest.raises(ValueError, match="too large"):
         segment.expand_cells(nuclei, mpp=0.5, expansion_um=1000.0)
+    with pytest.raises(ValueError, match=f"at most {segment.MAX_EXPANSION_PX} px"):
+        segment.expand_cells(nuclei, mpp=1.0, expansion_um=segment.MAX_EXPANSION_PX + 1.0)
+    segment.expand_cells(nuclei, mpp=1.0, expansion_um=float(segment.MAX_EXPANSION_PX))  # the limit itself works
+    with pytest.raises(ValueError, match="pixel size"):
+        segment.expand_cells(nuclei, mpp=-0.5, expansion_um=5.0)
 
 
 def test_segmentation_identical_for_any_thread_count(hematoxylin):
