@@ -193,6 +193,7 @@ def cell_stats_kernel(
     sums,
     sectors,
     hist,
+    invalid,
 ):
     """One pass over the pixels accumulating per (thread, cell, compartment) integer sums.
 
@@ -209,6 +210,7 @@ def cell_stats_kernel(
     """
     n_cols = rgb.shape[1]
     n_bins = HEM_BINS * HIST_BINS
+    n_labels = in_scope.shape[0]
     for band in numba.prange(row_bands.shape[0] - 1):
         t = numba.get_thread_id()
         thread_count, thread_sums, thread_sectors, thread_hist = count[t], sums[t], sectors[t], hist[t]
@@ -264,10 +266,15 @@ def cell_stats_kernel(
                 running[j + 1, 3] = s_hem
             for r in range(n_runs):
                 a, b = starts[r], starts[r + 1]
+                k, m = cell_row[a], comp_row[a]
+                # Accumulators are indexed without bounds checks: a label or code out of
+                # range is counted in invalid[t] (the caller raises), once per run.
+                if (k < 0) | (k >= n_labels) | (m >= N_CODES):
+                    invalid[t] += b - a
+                    continue
                 key = keys[a]
                 thread_count[key] += b - a
                 _add_difference(thread_sums, key, running, b, a)
-                k, m = cell_row[a], comp_row[a]
                 if k == 0 or m == 0:
                     continue
                 if not in_scope[k]:  # counted above; out of the histogram's scope

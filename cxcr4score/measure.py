@@ -224,11 +224,6 @@ def measure_cells(
     for name, array in (("in_scope", scope), ("centroid_row", rows), ("centroid_col", cols)):
         if array.shape != (n_cells + 1,):
             raise ValueError(f"{name} must have shape ({n_cells + 1},), got {array.shape}")
-    # The kernel indexes its accumulators by label and code without bounds checks.
-    if cells.size and (cells.min() < 0 or cells.max() > n_cells):
-        raise ValueError(f"cell labels must lie in 0..{n_cells}, got {cells.min()}..{cells.max()}")
-    if comps.size and comps.max() > MEMBRANE_RING:
-        raise ValueError(f"compartment codes must lie in 0..{MEMBRANE_RING}, got up to {comps.max()}")
 
     n_threads = numba.get_num_threads()
     # Per thread; rows N_CODES k + m for label k and compartment code m (label 0 and code 0 are
@@ -240,8 +235,12 @@ def measure_cells(
     # 8 spare bins at the end count the pixels outside the histogram.
     hist = np.zeros((n_threads, HEM_BINS * HIST_BINS + 8), np.int64)
     row_bands = _kernels.row_bands(shape[0], _ROWS_PER_BAND)
+    invalid = np.zeros(n_threads, np.int64)
     _kernels.cell_stats_kernel(rgb, cells, comps, _stain_rows(tables, alt), rows, cols, scope, row_bands,
-                               count, sums, sectors, hist)
+                               count, sums, sectors, hist, invalid)
+    if invalid.any():
+        raise ValueError(f"{invalid.sum()} pixels have a cell label outside 0..{n_cells} or a compartment code "
+                         f"outside 0..{MEMBRANE_RING}")
     count = count.sum(axis=0).reshape(n_cells + 1, _kernels.N_CODES)[1:, 1:]
     sums = sums.sum(axis=0).reshape(n_cells + 1, _kernels.N_CODES, 4)[1:, 1:]
     sectors = sectors.sum(axis=0)[1:]

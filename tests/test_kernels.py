@@ -478,9 +478,12 @@ def test_measure_cells_refuses_labels_and_codes_out_of_range():
     measure.measure_cells(rgb, cells, codes, **arguments)
     bad_codes = codes.copy()
     bad_codes[1, 1] = 6
-    with pytest.raises(ValueError, match="compartment codes"):
+    with pytest.raises(ValueError, match="1 pixels have .* compartment code"):
         measure.measure_cells(rgb, cells, bad_codes, **arguments)
     bad_cells = cells.copy()
     bad_cells[2, 3] = 2
-    with pytest.raises(ValueError, match="cell labels"):
+    with pytest.raises(ValueError, match="1 pixels have a cell label outside 0..1"):
+        measure.measure_cells(rgb, bad_cells, codes, **arguments)
+    bad_cells[2, 3] = -1
+    with pytest.raises(ValueError, match="cell label"):
         measure.measure_cells(rgb, bad_cells, codes, **arguments)
