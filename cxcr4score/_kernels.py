@@ -797,22 +797,6 @@ def channel_counts_kernel(pixels, step, counts):
 
 
 @numba.njit(cache=True)
-def pack_boxes_kernel(components, distance, ids, boxes, tops, lefts, surface, inside):
-    """Copy each component ids[c]'s box (``boxes[ids[c]]``, as label_stats_kernel) to
-    (tops[c], lefts[c]): surface = -distance over the box, inside = True on the
-    component's own pixels."""
-    for c in range(ids.shape[0]):
-        component = ids[c]
-        r0, c0, r1, c1 = boxes[component, 0], boxes[component, 1], boxes[component, 2], boxes[component, 3]
-        for y in range(r0, r1):
-            yy = tops[c] + y - r0
-            for x in range(c0, c1):
-                xx = lefts[c] + x - c0
-                surface[yy, xx] = -distance[y, x]
-                inside[yy, xx] = components[y, x] == component
-
-
-@numba.njit(cache=True)
 def watershed_kernel(levels, markers, mask, output):
     """Marker watershed of a 2-D image of integer ``levels`` >= 0, 4-connected.
 
@@ -866,19 +850,48 @@ def _enqueue(head, tail, following, level, place):
 
 
 @numba.njit(cache=True)
-def unpack_boxes_kernel(basins, ids, boxes, tops, lefts, offset, labels, areas, basin_areas):
-    """The inverse of pack_boxes_kernel, in place: each pixel of component ids[c] in
-    ``labels`` becomes its packed pixel's basin plus ``offset`` (> every component id, so
-    no later component is confused with it) and basin_areas[basin] counts it; a pixel no
-    basin reached (basin 0) keeps the component's id and areas[component] counts it."""
+def split_boxes_kernel(labels, distance, ids, boxes, seed_first, seed_pixels, seed_ids, levels_per_px, offset,
+                       areas, basin_areas):
+    """Split each component ids[c] in place by :func:`watershed_kernel` on its own box.
+
+    The box (``boxes[ids[c]]``, as label_stats_kernel) is copied with a one-pixel border:
+    levels = rint(-distance * levels_per_px) less their minimum, the mask = the component's
+    pixels, markers = its seeds ``seed_pixels[seed_first[c]:seed_first[c + 1]]`` (raveled
+    indices into ``labels``, raster order) numbered ``seed_ids``. Each flooded pixel becomes
+    its basin plus ``offset`` (> every component id) and basin_areas[basin] counts it; a
+    pixel no seed reached keeps the component's id and areas[component] counts it.
+    Components are 8-separated and the flood is 4-connected, so each floods only itself: a
+    box at a time gives the same basins as one flood of all, with the data in cache.
+    """
+    n_cols = labels.shape[1]
+    scale = np.float32(levels_per_px)
     for c in range(ids.shape[0]):
         component = ids[c]
         r0, c0, r1, c1 = boxes[component, 0], boxes[component, 1], boxes[component, 2], boxes[component, 3]
+        height, width = r1 - r0 + 2, c1 - c0 + 2
+        levels = np.zeros((height, width), np.int32)
+        inside = np.zeros((height, width), np.bool_)
+        markers = np.zeros((height, width), np.int32)
+        lowest = np.int32(0)
         for y in range(r0, r1):
-            yy = tops[c] + y - r0
             for x in range(c0, c1):
                 if labels[y, x] == component:
-                    basin = basins[yy, lefts[c] + x - c0]
+                    level = np.int32(np.rint(-distance[y, x] * scale))
+                    levels[y - r0 + 1, x - c0 + 1] = level
+                    inside[y - r0 + 1, x - c0 + 1] = True
+                    lowest = min(lowest, level)
+        for y in range(height):
+            for x in range(width):
+                levels[y, x] = levels[y, x] - lowest if inside[y, x] else 0
+        for s in range(seed_first[c], seed_first[c + 1]):
+            y, x = seed_pixels[s] // n_cols, seed_pixels[s] % n_cols
+            markers[y - r0 + 1, x - c0 + 1] = seed_ids[s]
+        basins = markers.copy()
+        watershed_kernel(levels, markers, inside, basins)
+        for y in range(r0, r1):
+            for x in range(c0, c1):
+                if labels[y, x] == component:
+                    basin = basins[y - r0 + 1, x - c0 + 1]
                     if basin == 0:
                         areas[component] += 1
                     else:

@@ -59,8 +59,6 @@ GAUSSIAN_TRUNCATE = 3.0
 #: Largest cell expansion (pixels) whose distances the expansion kernel's float32 keys
 #: hold exactly (2 r^2 2^shift + 2 r < 2^23); 63 um at 0.5 um/px.
 MAX_EXPANSION_PX = 127
-#: Width (pixels) of the image the boxes of nuclei to split are packed into.
-SHELF_WIDTH = 512
 
 
 @dataclass(frozen=True)
@@ -228,34 +226,19 @@ def _split_touching(foreground, labels, areas, boxes, *, mpp):
     basin_areas = np.zeros(seed_component.size, np.int64)
     if to_split.size == 0:
         return np.concatenate([areas, basin_areas])
-    # One watershed over the components' boxes packed side by side on shelves, a blank
-    # row and column between boxes, on little more than the boxes' area. Each component
-    # floods only itself (components are 8-separated, the flooding is 4-connected), in the
-    # same order as alone, since a box's pixels keep their relative order when it is moved.
-    # Pixels no seed reaches (joined to the rest only diagonally) keep their component's id.
-    heights = boxes[to_split, 2] - boxes[to_split, 0]
-    widths = boxes[to_split, 3] - boxes[to_split, 1]
-    tops, lefts, shape = _shelf_positions(heights, widths)
-    # A one-pixel border outside the mask, which the watershed kernel needs.
-    tops, lefts, shape = tops + 1, lefts + 1, (shape[0] + 2, shape[1] + 2)
-    surface = np.zeros(shape, np.float32)
-    inside = np.zeros(shape, bool)
-    _kernels.pack_boxes_kernel(labels, distance, to_split, boxes, tops, lefts, surface, inside)
-    markers = np.zeros(shape, np.int32)
+    # A watershed per component, on its box (components are 8-separated and the flooding
+    # 4-connected, so each floods only itself). Pixels no seed reaches (joined to the rest
+    # only diagonally) keep their component's id.
     slot = np.full(n_components, -1, np.int64)
     slot[to_split] = np.arange(to_split.size)
     placed = slot[seed_component[seed_ids]]
-    mine = placed >= 0
-    rows, cols = np.divmod(seed_pixels[mine], labels.shape[1])
-    box = boxes[to_split[placed[mine]]]
-    markers[tops[placed[mine]] + rows - box[:, 0], lefts[placed[mine]] + cols - box[:, 1]] = seed_ids[mine]
-    levels = np.rint(surface * WATERSHED_LEVELS_PER_PX).astype(np.int32)  # same grid in any packing
-    levels -= levels.min()
-    basins = markers.copy()
-    _kernels.watershed_kernel(levels, markers, inside, basins)
+    mine = np.flatnonzero(placed >= 0)
+    order = mine[np.argsort(placed[mine], kind="stable")]  # by component, raster order within
+    seed_first = np.searchsorted(placed[order], np.arange(to_split.size + 1))
     areas = areas.copy()
     areas[to_split] = 0
-    _kernels.unpack_boxes_kernel(basins, to_split, boxes, tops, lefts, n_components, labels, areas, basin_areas)
+    _kernels.split_boxes_kernel(labels, distance, to_split.astype(np.int64), boxes, seed_first, seed_pixels[order],
+                                seed_ids[order], float(WATERSHED_LEVELS_PER_PX), n_components, areas, basin_areas)
     return np.concatenate([areas, basin_areas])
 
 
@@ -281,28 +264,6 @@ def _split_seeds(foreground, *, mpp):
     seed_pixels, seed_ids = _kernels.peak_seeds_kernel(distance, cv2.dilate(distance, window),
                                                        SPLIT_MIN_DEPTH_UM / mpp, foreground)
     return distance, seed_pixels, seed_ids
-
-
-def _shelf_positions(heights, widths):
-    """Top-left corners of boxes placed left to right on shelves, one blank pixel between boxes.
-
-    Returns
-    -------
-    tops, lefts : (n,) ndarray of int64
-    shape : (int, int)
-        Of the image holding every box.
-    """
-    width = max(int(widths.max()), SHELF_WIDTH)
-    tops = np.empty(len(heights), np.int64)
-    lefts = np.empty(len(heights), np.int64)
-    x = y = shelf_height = 0
-    for c, (h, w) in enumerate(zip(heights.tolist(), widths.tolist())):
-        if x > 0 and x + w > width:
-            y, x, shelf_height = y + shelf_height + 1, 0, 0
-        tops[c], lefts[c] = y, x
-        x += w + 1
-        shelf_height = max(shelf_height, h)
-    return tops, lefts, (y + shelf_height, width)
 
 
 def _filter_by_area(labels, areas, *, mpp, params):

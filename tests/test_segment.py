@@ -74,7 +74,7 @@ def test_touching_nuclei_are_split():
 
 
 def _touching_discs():
-    """60 touching pairs of discs of varied sizes (several shelves of the packed image):
+    """60 touching pairs of discs of varied sizes:
     the mask, its components, the split seeds and the components holding several."""
     rows, cols = np.indices((400, 420))
     foreground = np.zeros(rows.shape, bool)
@@ -130,7 +130,7 @@ def test_split_seeds_equal_connected_window_maxima(step):
     np.testing.assert_array_equal(first, np.sort(first))  # numbered in raster order of first pixel
 
 
-def test_packed_split_equals_one_watershed_per_component():
+def test_split_equals_one_watershed_per_component():
     """Reference: reference.split_per_component (a priority flood on each component alone)."""
     foreground, components, distance, seeds, several = _touching_discs()
     assert several.size > 40
