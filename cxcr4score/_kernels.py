@@ -923,13 +923,19 @@ def quantise_kernel(image, low, scale, out):
             out[i, j] = np.uint16(min(max(np.rint((np.float64(image[i, j]) - low) * scale), 0.0), 65535.0))
 
 
+@numba.njit(cache=True)
+def _from_grid(quantised, step, low):
+    """The OD of a quantise_kernel value (step = 1 / scale), in float64."""
+    return quantised * step + low
+
+
 @numba.njit(parallel=True, cache=True)
 def subtract_quantised_kernel(image, quantised, low, scale, out):
     """out = image - (quantised / scale + low), in float32 (the inverse of quantise_kernel)."""
     step = 1.0 / scale
     for i in numba.prange(image.shape[0]):
         for j in range(image.shape[1]):
-            out[i, j] = np.float32(image[i, j] - (quantised[i, j] * step + low))
+            out[i, j] = np.float32(image[i, j] - _from_grid(quantised[i, j], step, low))
 
 
 @numba.njit(parallel=True, cache=True)
@@ -940,7 +946,7 @@ def foreground_kernel(signal, local_peak, low, scale, threshold, fraction, out):
     for i in numba.prange(signal.shape[0]):
         for j in range(signal.shape[1]):
             v = np.float64(signal[i, j])
-            out[i, j] = (v >= threshold) & (v >= fraction * (local_peak[i, j] * step + low))
+            out[i, j] = (v >= threshold) & (v >= fraction * _from_grid(local_peak[i, j], step, low))
 
 
 @numba.njit(cache=True)
