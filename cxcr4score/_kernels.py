@@ -22,6 +22,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 #: Fixed-point scale of optical density in the accumulators (DESIGN section 6).
@@ -40,17 +41,9 @@ N_CODES = MEMBRANE_RING + 1
 HIST_LOW = -1.0
 HIST_BINS_PER_OD, HIST_BINS = 200.0, 800
 HEM_BINS_PER_OD, HEM_BINS = 50.0, 200
-
-
-@numba.njit(parallel=True, cache=True)
-def deconvolve_kernel(rgb, tables, hematoxylin, dab):
-    """hematoxylin[i, j] = sum_c tables[0, c, rgb[i, j, c]]; dab likewise with tables[1]."""
-    n_rows, n_cols = rgb.shape[0], rgb.shape[1]
-    for i in numba.prange(n_rows):
-        for j in range(n_cols):
-            r, g, b = rgb[i, j, 0], rgb[i, j, 1], rgb[i, j, 2]
-            hematoxylin[i, j] = tables[0, 0, r] + tables[0, 1, g] + tables[0, 2, b]
-            dab[i, j] = tables[1, 0, r] + tables[1, 1, g] + tables[1, 2, b]
+#: Rows of a channel-pair table (``measure._channel_pair_rows``): row 256 r + g holds the red and
+#: green channels' summed contributions, row RG_ROWS + b the blue channel's.
+RG_ROWS = 256 * 256
 
 
 @numba.njit(parallel=True, cache=True)
@@ -111,11 +104,11 @@ def sector_of(dy, dx):
 # scalar loads on current AMD CPUs). The two intrinsics below load, add and store rows of
 # four lanes as single vectors. Each lane is the same IEEE float32 or int64 operation as the
 # scalar code, so results are bit-identical; under NUMBA_DISABLE_JIT the NumPy twins run.
-def _row_of_four(context, builder, array_type, array, index_type, index):
-    """Pointer to row ``index`` of a C-contiguous (n, 4) array, typed as a 4-lane vector."""
+def _row_of_four(context, builder, array_type, array, index_type, index, width=4):
+    """Pointer to row ``index`` of a C-contiguous (n, width) array, typed as a width-lane vector."""
     data = context.make_array(array_type)(context, builder, array).data
-    offset = builder.mul(context.cast(builder, index, index_type, types.int64), ir.Constant(ir.IntType(64), 4))
-    vector = ir.VectorType(context.get_data_type(array_type.dtype), 4)
+    offset = builder.mul(context.cast(builder, index, index_type, types.int64), ir.Constant(ir.IntType(64), width))
+    vector = ir.VectorType(context.get_data_type(array_type.dtype), width)
     return builder.bitcast(builder.gep(data, [offset]), vector.as_pointer())
 
 
@@ -173,10 +166,51 @@ def _add_difference_py(out, o, a, ia, ib):
     out[o] += a[ia] - a[ib]
 
 
+# The two-plane deconvolution reads one row of two float32 (hematoxylin, DAB) for the red and
+# green channels together and one for blue: two 8-byte loads a pixel instead of six 4-byte
+# ones (2.1x on a 2048^2 tile; as gathers, the loop vectoriser's choice, 1.5x).
+@intrinsic
+def _pair_sum_jit(typingctx, first, second, j, table, ia, ib):
+    is_plane = all(isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.float32 for a in (first, second))
+    if not (is_plane and isinstance(table, types.Array) and table.ndim == 2 and table.layout == "C"
+            and table.dtype == types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        first_value, second_value, j_value, table_value, ia_value, ib_value = args
+        first_type, second_type, j_type, table_type, ia_type, ib_type = signature.args
+        x = builder.load(_row_of_four(context, builder, table_type, table_value, ia_type, ia_value, 2), align=4)
+        y = builder.load(_row_of_four(context, builder, table_type, table_value, ib_type, ib_value, 2), align=4)
+        total = builder.fadd(x, y)
+        for lane, (plane, plane_type) in enumerate(((first_value, first_type), (second_value, second_type))):
+            ary = context.make_array(plane_type)(context, builder, plane)
+            target = cgutils.get_item_pointer(context, builder, plane_type, ary, [j_value], wraparound=False)
+            builder.store(builder.extract_element(total, ir.Constant(ir.IntType(32), lane)), target)
+        return context.get_dummy_value()
+
+    return types.void(first, second, j, table, ia, ib), codegen
+
+
+def _pair_sum_py(first, second, j, table, ia, ib):
+    """first[j], second[j] = table[ia] + table[ib], rows of two float32."""
+    first[j], second[j] = table[ia] + table[ib]
+
+
 if numba.config.DISABLE_JIT:
-    _sum_three_rows, _add_difference = _sum_three_rows_py, _add_difference_py
+    _sum_three_rows, _add_difference, _pair_sum = _sum_three_rows_py, _add_difference_py, _pair_sum_py
 else:
-    _sum_three_rows, _add_difference = _sum_three_rows_jit, _add_difference_jit
+    _sum_three_rows, _add_difference, _pair_sum = _sum_three_rows_jit, _add_difference_jit, _pair_sum_jit
+
+
+@numba.njit(parallel=True, cache=True)
+def deconvolve_kernel(rgb, pairs, hematoxylin, dab):
+    """hematoxylin[i, j], dab[i, j] = pairs[256 r + g] + pairs[RG_ROWS + b] for the pixel's (r, g, b)."""
+    n_rows, n_cols = rgb.shape[0], rgb.shape[1]
+    for i in numba.prange(n_rows):
+        row, hematoxylin_row, dab_row = rgb[i], hematoxylin[i], dab[i]
+        for j in range(n_cols):
+            _pair_sum(hematoxylin_row, dab_row, j, pairs, np.int64(row[j, 0]) * 256 + row[j, 1],
+                      RG_ROWS + np.int64(row[j, 2]))
 
 
 @numba.njit(parallel=True, cache=True)

@@ -55,11 +55,25 @@ def deconvolve(rgb, tables):
         Stain concentrations in OD units; negative values are kept.
     """
     rgb = _check_rgb(rgb)
-    tables = _check_tables(tables)
+    pairs = _channel_pair_rows(_check_tables(tables))
     hematoxylin = np.empty(rgb.shape[:2], dtype=np.float32)
     dab = np.empty(rgb.shape[:2], dtype=np.float32)
-    _kernels.deconvolve_kernel(rgb, tables, hematoxylin, dab)
+    _kernels.deconvolve_kernel(rgb, pairs, hematoxylin, dab)
     return hematoxylin, dab
+
+
+def _channel_pair_rows(tables):
+    """(RG_ROWS + 256, 2) float32: row 256 r + g holds tables[s, 0, r] + tables[s, 1, g] for
+    s = hematoxylin, DAB, row RG_ROWS + b holds tables[s, 2, b].
+
+    The float32 sum of a pixel's two rows is the float32 sum of its three channel entries
+    added in channel order, so the planes are bit-identical to three lookups a stain.
+    """
+    pairs = np.empty((_kernels.RG_ROWS + 256, 2), np.float32)
+    for s in range(2):
+        np.add(tables[s, 0][:, None], tables[s, 1][None, :], out=pairs[: _kernels.RG_ROWS, s].reshape(256, 256))
+        pairs[_kernels.RG_ROWS :, s] = tables[s, 2]
+    return pairs
 
 
 def deconvolve_hematoxylin(rgb, tables):
