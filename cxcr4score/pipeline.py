@@ -273,7 +273,8 @@ def measure_chunk(info, chunk, *, config):
     x = (cols[1:][keep] + box.read[1] + 0.5) * f
     y = (rows[1:][keep] + box.read[0] + 0.5) * f
     x_um, y_um = x * grid.native_mpp, y * grid.native_mpp
-    cell_px = np.bincount(cells.ravel(), minlength=n + 1)[1 : n + 1]
+    # Every cell pixel is in one compartment (the ring pooled into cytoplasm): no bincount pass.
+    cell_px = stats[[f"n_{name}" for name in measure.COMPARTMENT_NAMES]].to_numpy().sum(axis=1)
     table = _base_table(
         cell_id=np.flatnonzero(keep).astype(np.int64) + 1 + int(chunk) * _CELL_ID_STRIDE,
         x=x, y=y, x_um=x_um, y_um=y_um,

@@ -69,6 +69,20 @@ def test_merge_is_additive_over_chunks(scored):
                                   blocks.sort_values(key).reset_index(drop=True))
 
 
+def test_cell_areas_are_pixel_counts_of_the_cell_labels(scored):
+    """Reference: np.bincount of the segmented cell labels (the table takes them from the
+    compartment counts); the same chunk read and segmented again."""
+    _, (info, _, _, _) = scored
+    measurements, _ = pipeline.measure_chunk(info, "0", config=CONFIG)
+    with pipeline.io.open_slide(info["path"]) as reader:
+        rgb = pipeline.grid_module.read_box(reader, pipeline.grid_from_info(info), (0, 0, *info["shape"]))
+    tables = pipeline.stains.concentration_tables(info["i0"], np.asarray(info["stain_matrix"]))
+    _, cells, _, _ = pipeline.segment_cells(pipeline.deconvolve_hematoxylin(rgb, tables), mpp=0.5, config=CONFIG)
+    ids = (measurements["cell_id"] % pipeline._CELL_ID_STRIDE).to_numpy()
+    expected = np.bincount(cells.ravel(), minlength=cells.max() + 1)[ids] * 0.25
+    np.testing.assert_array_equal(measurements["cell_area_um2"].to_numpy(), expected)
+
+
 def test_roi_restricts_scoring(tmp_path):
     tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(200.0, 200.0)), seed=22)
     path = tmp_path / "t.tif"
