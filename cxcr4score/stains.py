@@ -9,7 +9,10 @@ with QuPath's "H-DAB default" stain vectors and a per-channel background intensi
 Concentrations are NOT clipped: negative values are kept, so means over a compartment stay
 unbiased. Because an 8-bit channel takes only 256 values, OD times each column of inv(M) is
 precomputed into six 256-entry tables (built in float64, stored float32); deconvolving a
-pixel is then three lookups and two additions per stain (DESIGN section 6).
+pixel is then three lookups and two additions per stain (DESIGN section 6). The two-plane
+path folds the red and green tables of both stains into one 65,536-row table of
+(hematoxylin, DAB) float32 pairs (``measure._channel_pair_rows``): two lookups a pixel,
+bit-identical because each row holds the float32 sum of the first two channels.
 
 This is NOT ``skimage.color.rgb2hed``: that uses the H-E-DAB matrix, divides OD by
 ln(1e-6) (a factor of about 6) and clips at 0.

@@ -460,8 +460,10 @@ def test_warm_up_compiles_every_kernel():
     from cxcr4score import _kernels
 
     assert _kernels.warm_up() == 3
-    # Helpers called only from inside other kernels are not compiled on their own.
-    dispatchers = [v for name, v in vars(_kernels).items() if name.endswith("_kernel")]
+    # Helpers called only from inside other kernels are not compiled on their own; nor is
+    # watershed_kernel, which only split_boxes_kernel calls: once that loads from Numba's cache,
+    # its callee's dispatcher has no signature (the test failed on every run after the first).
+    dispatchers = [v for name, v in vars(_kernels).items() if name.endswith("_kernel") and name != "watershed_kernel"]
     assert len(dispatchers) > 12
     assert all(d.signatures for d in dispatchers), [d.__name__ for d in dispatchers if not d.signatures]
 
