@@ -99,11 +99,12 @@ def sector_of(dy, dx):
     return 8 * int(upper) + (k if upper == (dx > 0) else 7 - k)
 
 
-# Numba leaves LLVM's SLP vectoriser off, so a 4-lane row is loaded and added lane by lane;
-# the loop vectoriser would turn the table lookups into gathers (9 per pixel, slower than
-# scalar loads on current AMD CPUs). The two intrinsics below load, add and store rows of
-# four lanes as single vectors. Each lane is the same IEEE float32 or int64 operation as the
-# scalar code, so results are bit-identical; under NUMBA_DISABLE_JIT the NumPy twins run.
+# Numba leaves LLVM's SLP vectoriser off, so a row of a table is loaded and added lane by
+# lane; the loop vectoriser would turn the table lookups into gathers (slower than scalar
+# loads on current AMD CPUs, 1.5x slower than the intrinsics here on this Xeon). The two
+# intrinsics below load and add table rows as single vectors. Each lane is the same IEEE
+# float32 or int64 operation as the scalar code, so results are bit-identical; under
+# NUMBA_DISABLE_JIT the NumPy twins run.
 def _row_of_four(context, builder, array_type, array, index_type, index, width=4):
     """Pointer to row ``index`` of a C-contiguous (n, width) array, typed as a width-lane vector."""
     data = context.make_array(array_type)(context, builder, array).data
@@ -114,34 +115,45 @@ def _row_of_four(context, builder, array_type, array, index_type, index, width=4
 
 def _is_rows_of_four(array, dtype):
     # Typing sees rank, layout and dtype only: callers must pass (n, 4) arrays and row indices
-    # within them (measure_cells builds every such array itself; the kernel reads table rows
-    # 256 c + v of uint8 values v, and no bounds are checked).
+    # within them (measure_cells and deconvolve build every such array themselves; the kernels
+    # read pair-table rows 256 r + g and RG_ROWS + b of uint8 values, and no bounds are checked).
     return isinstance(array, types.Array) and array.ndim == 2 and array.layout == "C" and array.dtype == dtype
 
 
+def _is_plane(array):
+    return isinstance(array, types.Array) and array.ndim == 1 and array.dtype == types.float32
+
+
 @intrinsic
-def _sum_three_rows_jit(typingctx, out, j, table, r, g, b):
-    if not (_is_rows_of_four(out, types.float32) and _is_rows_of_four(table, types.float32)):
+def _sum_rows_into_planes_jit(typingctx, planes, j, table, ia, ib):
+    """planes[lane][j] = (table[ia] + table[ib])[lane] for each plane of the tuple ``planes``:
+    one vector load per table row (rows as wide as the planes are many: 2 or 4)."""
+    if not (isinstance(planes, types.UniTuple) and planes.count in (2, 3) and _is_plane(planes.dtype)
+            and _is_rows_of_four(table, types.float32)):
         return None
+    width = 2 if planes.count == 2 else 4
 
     def codegen(context, builder, signature, args):
-        out_value, j_value, table_value, *channels = args
-        table_type = signature.args[2]
-        total = None
-        for c, (value, value_type) in enumerate(zip(channels, signature.args[3:])):
-            index = builder.add(context.cast(builder, value, value_type, types.int64), ir.Constant(ir.IntType(64), 256 * c))
-            row = builder.load(_row_of_four(context, builder, table_type, table_value, types.int64, index), align=4)
-            total = row if total is None else builder.fadd(total, row)
-        builder.store(total, _row_of_four(context, builder, signature.args[0], out_value, signature.args[1], j_value),
-                      align=4)
+        planes_value, j_value, table_value, ia_value, ib_value = args
+        planes_type, j_type, table_type, ia_type, ib_type = signature.args
+        x = builder.load(_row_of_four(context, builder, table_type, table_value, ia_type, ia_value, width), align=4)
+        y = builder.load(_row_of_four(context, builder, table_type, table_value, ib_type, ib_value, width), align=4)
+        total = builder.fadd(x, y)
+        j_index = context.cast(builder, j_value, j_type, types.intp)
+        for lane in range(planes_type.count):
+            plane = context.make_array(planes_type.dtype)(context, builder, builder.extract_value(planes_value, lane))
+            target = cgutils.get_item_pointer(context, builder, planes_type.dtype, plane, [j_index], wraparound=False)
+            builder.store(builder.extract_element(total, ir.Constant(ir.IntType(32), lane)), target)
         return context.get_dummy_value()
 
-    return types.void(out, j, table, r, g, b), codegen
+    return types.void(planes, j, table, ia, ib), codegen
 
 
-def _sum_three_rows_py(out, j, table, r, g, b):
-    """out[j] = (table[r] + table[256 + g]) + table[512 + b], rows of four float32."""
-    out[j] = table[r] + table[256 + int(g)] + table[512 + int(b)]
+def _sum_rows_into_planes_py(planes, j, table, ia, ib):
+    """planes[lane][j] = (table[ia] + table[ib])[lane], float32."""
+    total = table[ia] + table[ib]
+    for lane, plane in enumerate(planes):
+        plane[j] = total[lane]
 
 
 @intrinsic
@@ -166,51 +178,31 @@ def _add_difference_py(out, o, a, ia, ib):
     out[o] += a[ia] - a[ib]
 
 
-# The two-plane deconvolution reads one row of two float32 (hematoxylin, DAB) for the red and
-# green channels together and one for blue: two 8-byte loads a pixel instead of six 4-byte
-# ones (2.1x on a 2048^2 tile; as gathers, the loop vectoriser's choice, 1.5x).
-@intrinsic
-def _pair_sum_jit(typingctx, first, second, j, table, ia, ib):
-    is_plane = all(isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.float32 for a in (first, second))
-    if not (is_plane and isinstance(table, types.Array) and table.ndim == 2 and table.layout == "C"
-            and table.dtype == types.float32):
-        return None
-
-    def codegen(context, builder, signature, args):
-        first_value, second_value, j_value, table_value, ia_value, ib_value = args
-        first_type, second_type, j_type, table_type, ia_type, ib_type = signature.args
-        x = builder.load(_row_of_four(context, builder, table_type, table_value, ia_type, ia_value, 2), align=4)
-        y = builder.load(_row_of_four(context, builder, table_type, table_value, ib_type, ib_value, 2), align=4)
-        total = builder.fadd(x, y)
-        for lane, (plane, plane_type) in enumerate(((first_value, first_type), (second_value, second_type))):
-            ary = context.make_array(plane_type)(context, builder, plane)
-            target = cgutils.get_item_pointer(context, builder, plane_type, ary, [j_value], wraparound=False)
-            builder.store(builder.extract_element(total, ir.Constant(ir.IntType(32), lane)), target)
-        return context.get_dummy_value()
-
-    return types.void(first, second, j, table, ia, ib), codegen
-
-
-def _pair_sum_py(first, second, j, table, ia, ib):
-    """first[j], second[j] = table[ia] + table[ib], rows of two float32."""
-    first[j], second[j] = table[ia] + table[ib]
-
-
 if numba.config.DISABLE_JIT:
-    _sum_three_rows, _add_difference, _pair_sum = _sum_three_rows_py, _add_difference_py, _pair_sum_py
+    _sum_rows_into_planes, _add_difference = _sum_rows_into_planes_py, _add_difference_py
 else:
-    _sum_three_rows, _add_difference, _pair_sum = _sum_three_rows_jit, _add_difference_jit, _pair_sum_jit
+    _sum_rows_into_planes, _add_difference = _sum_rows_into_planes_jit, _add_difference_jit
+
+
+@numba.njit(cache=True)
+def _pair_rows(r, g, b):
+    """The pair-table rows of a pixel: 256 r + g (red and green) and RG_ROWS + b (blue)."""
+    return np.int64(r) * 256 + np.int64(g), RG_ROWS + np.int64(b)
 
 
 @numba.njit(parallel=True, cache=True)
 def deconvolve_kernel(rgb, pairs, hematoxylin, dab):
-    """hematoxylin[i, j], dab[i, j] = pairs[256 r + g] + pairs[RG_ROWS + b] for the pixel's (r, g, b)."""
+    """hematoxylin[i, j], dab[i, j] = pairs[256 r + g] + pairs[RG_ROWS + b] for the pixel's (r, g, b).
+
+    Two 8-byte loads a pixel instead of six 4-byte ones: 2.1x on a 2048^2 tile (as the loop
+    vectoriser's gathers, 1.5x).
+    """
     n_rows, n_cols = rgb.shape[0], rgb.shape[1]
     for i in numba.prange(n_rows):
-        row, hematoxylin_row, dab_row = rgb[i], hematoxylin[i], dab[i]
+        row, planes = rgb[i], (hematoxylin[i], dab[i])
         for j in range(n_cols):
-            _pair_sum(hematoxylin_row, dab_row, j, pairs, np.int64(row[j, 0]) * 256 + row[j, 1],
-                      RG_ROWS + np.int64(row[j, 2]))
+            rg, b = _pair_rows(row[j, 0], row[j, 1], row[j, 2])
+            _sum_rows_into_planes(planes, j, pairs, rg, b)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -218,7 +210,7 @@ def cell_stats_kernel(
     rgb,
     cells,
     compartments,
-    stain_rows,
+    stain_pairs,
     centroid_row,
     centroid_col,
     in_scope,
@@ -231,8 +223,8 @@ def cell_stats_kernel(
 ):
     """One pass over the pixels accumulating per (thread, cell, compartment) integer sums.
 
-    ``stain_rows[256 c + v]`` holds the (hematoxylin, DAB, alternative DAB, 0) contributions
-    of channel c at value v. For a pixel of cell k and compartment m (0 background,
+    ``stain_pairs`` holds (hematoxylin, DAB, alternative DAB, 0) contributions: row 256 r + g
+    those of the red and green channels, row RG_ROWS + b those of blue. For a pixel of cell k and compartment m (0 background,
     1 nucleus, 2 cytoplasm, 3 membrane, 4 capture ring), with q(x) = rint(x * 2**20) of the
     float32 concentration x and key = N_CODES k + m: count[t, key] += 1 and sums[t, key] +=
     (q(DAB), q(DAB)**2, q(alternative DAB), q(hematoxylin)); label 0 and code 0 accumulate
@@ -250,11 +242,14 @@ def cell_stats_kernel(
         thread_count, thread_sums, thread_sectors, thread_hist = count[t], sums[t], sectors[t], hist[t]
         # Runs of equal (cell, compartment) are a few pixels long, so branches on where they
         # end would mostly mispredict. Each row goes instead through short loops without
-        # data-dependent branches, most of which LLVM vectorises: concentrations (one
-        # 16-byte table row per channel); q values, histogram bins and (cell, compartment)
-        # keys; histogram counts; starts of runs; running sums of q. Then each run adds the
-        # difference of the running sums at its ends.
-        stains = np.empty((n_cols, 4), np.float32)
+        # data-dependent branches, most of which LLVM vectorises: concentrations (two
+        # 16-byte table rows a pixel, into one plane per stain); q values, histogram bins and
+        # (cell, compartment) keys; histogram counts; starts of runs; running sums of q. Then
+        # each run adds the difference of the running sums at its ends. The concentrations go
+        # to 1-D planes, not to an (n, 4) array: LLVM does not know the row length of a 2-D
+        # array, so the loop reading it stayed scalar (3.6x slower on a 2048^2 tile).
+        hem_plane, dab_plane, alt_plane = np.empty(n_cols, np.float32), np.empty(n_cols, np.float32), np.empty(n_cols, np.float32)
+        planes = (hem_plane, dab_plane, alt_plane)
         q_dab = np.empty(n_cols, np.int64)
         q_alt = np.empty(n_cols, np.int64)
         q_hem = np.empty(n_cols, np.int64)
@@ -266,12 +261,13 @@ def cell_stats_kernel(
         for i in range(row_bands[band], row_bands[band + 1]):
             rgb_row, cell_row, comp_row = rgb[i], cells[i], compartments[i]
             for j in range(n_cols):
-                _sum_three_rows(stains, j, stain_rows, rgb_row[j, 0], rgb_row[j, 1], rgb_row[j, 2])
+                rg, b = _pair_rows(rgb_row[j, 0], rgb_row[j, 1], rgb_row[j, 2])
+                _sum_rows_into_planes(planes, j, stain_pairs, rg, b)
             for j in range(n_cols):
-                h, d = stains[j, 0], stains[j, 1]
+                h, d = hem_plane[j], dab_plane[j]
                 q_hem[j] = np.int64(np.rint(np.float64(h) * Q_SCALE))
                 q_dab[j] = np.int64(np.rint(np.float64(d) * Q_SCALE))
-                q_alt[j] = np.int64(np.rint(np.float64(stains[j, 2]) * Q_SCALE))
+                q_alt[j] = np.int64(np.rint(np.float64(alt_plane[j]) * Q_SCALE))
                 k, m = np.int64(cell_row[j]), np.int64(comp_row[j])
                 keys[j] = k * N_CODES + m
                 # Background pixels count in spare bins, a different one for neighbouring

@@ -63,16 +63,23 @@ def deconvolve(rgb, tables):
 
 
 def _channel_pair_rows(tables):
-    """(RG_ROWS + 256, 2) float32: row 256 r + g holds tables[s, 0, r] + tables[s, 1, g] for
-    s = hematoxylin, DAB, row RG_ROWS + b holds tables[s, 2, b].
+    """Pair table of concentration tables: row 256 r + g holds tables[s][0, r] + tables[s][1, g]
+    for each stain s, row RG_ROWS + b holds tables[s][2, b] (float32).
 
     The float32 sum of a pixel's two rows is the float32 sum of its three channel entries
-    added in channel order, so the planes are bit-identical to three lookups a stain.
+    added in channel order, so concentrations are bit-identical to three lookups a stain.
+    Two stains give (RG_ROWS + 256, 2); three give (RG_ROWS + 256, 4), the last lane 0 (rows
+    of 16 bytes, one vector load each).
+
+    Parameters
+    ----------
+    tables : sequence of (3, 256) ndarray of float32
     """
-    pairs = np.empty((_kernels.RG_ROWS + 256, 2), np.float32)
-    for s in range(2):
-        np.add(tables[s, 0][:, None], tables[s, 1][None, :], out=pairs[: _kernels.RG_ROWS, s].reshape(256, 256))
-        pairs[_kernels.RG_ROWS :, s] = tables[s, 2]
+    width = 2 if len(tables) == 2 else 4
+    pairs = np.zeros((_kernels.RG_ROWS + 256, width), np.float32)
+    for s, table in enumerate(tables):
+        pairs[: _kernels.RG_ROWS, s] = np.add.outer(table[0], table[1]).ravel()  # float32 sums
+        pairs[_kernels.RG_ROWS :, s] = table[2]
     return pairs
 
 
@@ -250,7 +257,7 @@ def measure_cells(
     hist = np.zeros((n_threads, HEM_BINS * HIST_BINS + 8), np.int64)
     row_bands = _kernels.row_bands(shape[0], _ROWS_PER_BAND)
     invalid = np.zeros(n_threads, np.int64)
-    _kernels.cell_stats_kernel(rgb, cells, comps, _stain_rows(tables, alt), rows, cols, scope, row_bands,
+    _kernels.cell_stats_kernel(rgb, cells, comps, _channel_pair_rows((*tables, alt)), rows, cols, scope, row_bands,
                                count, sums, sectors, hist, invalid)
     if invalid.any():
         raise ValueError(f"{invalid.sum()} pixels have a cell label outside 0..{n_cells} or a compartment code "
@@ -262,16 +269,6 @@ def measure_cells(
     table = _to_table(count, sums[..., 0], sums[..., 1], sums[..., 2], sums[:, NUCLEUS - 1, 3],
                       sectors[..., 0], sectors[..., 1])
     return table, joint
-
-
-def _stain_rows(tables, alt_dab_table):
-    """(768, 4) float32: row 256 c + v holds the (hematoxylin, DAB, alternative DAB, 0)
-    contributions of channel c at value v, so that the kernel reads them with one load."""
-    rows = np.zeros((3, 256, 4), np.float32)
-    rows[..., 0] = tables[0]
-    rows[..., 1] = tables[1]
-    rows[..., 2] = alt_dab_table
-    return rows.reshape(768, 4)
 
 
 def split_by_hematoxylin(hist, hematoxylin_min):
