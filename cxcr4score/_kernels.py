@@ -370,12 +370,24 @@ def area_resize_kernel(region, out, first_row, first_col, region_row, region_col
 
 
 @numba.njit(cache=True)
+def _copy_row(source, target):
+    """target[x] = source[x] for every x of two 1-D arrays of one length.
+
+    A loop, not ``target[:] = source``: Numba compiles array-to-array slice assignment as a
+    general broadcasting copy, 5-25x slower than this loop (a 4096-pixel uint16 row: 2.5 us
+    against 0.1 us), which made the row copies over half of ``disk_filter_kernel``'s time.
+    """
+    for x in range(source.shape[0]):
+        target[x] = source[x]
+
+
+@numba.njit(cache=True)
 def _load_row(image, y, ring, slot, pad, fill, take_max):
     """ring[slot, k, x] = extreme of the padded row y over [x, x + 2**k) (a sparse table)."""
     n_cols = image.shape[1]
-    base = ring[slot, 0]
+    base, row = ring[slot, 0], image[y]
     base[:pad] = fill
-    base[pad : pad + n_cols] = image[y]
+    _copy_row(row, base[pad : pad + n_cols])
     base[pad + n_cols :] = fill
     width = ring.shape[2]
     for k in range(1, ring.shape[1]):
@@ -423,12 +435,12 @@ def disk_filter_kernel(image, row_offsets, half_widths, take_max, fill, out, row
     for band in numba.prange(row_bands.shape[0] - 1):
         y0, y1 = row_bands[band], row_bands[band + 1]
         ring = np.empty((n_ring, n_levels, n_cols + 2 * pad), image.dtype)
-        acc = np.empty(n_cols, image.dtype)
         for yy in range(max(0, y0 - r), min(n_rows, y0 + r)):
             _load_row(image, yy, ring, yy % n_ring, pad, fill, take_max)
         for y in range(y0, y1):
             if y + r < n_rows:
                 _load_row(image, y + r, ring, (y + r) % n_ring, pad, fill, take_max)
+            acc = out[y]  # accumulated in place: no row copy (see _copy_row)
             acc[:] = fill
             for m in range(row_offsets.shape[0]):
                 yy = y + row_offsets[m]
@@ -445,7 +457,6 @@ def disk_filter_kernel(image, row_offsets, half_widths, take_max, fill, out, row
                 else:
                     for x in range(n_cols):
                         acc[x] = min(acc[x], min(left[x], right[x]))
-            out[y] = acc
 
 
 @numba.njit(cache=True)
@@ -682,7 +693,7 @@ def expand_labels_kernel(labels, reach, max_d2, shift, row_bands, out):
                 step = min(d[x] + np.float32(1.0), none)
                 d[x] = zero if row[x] != 0 else step
             if y < y1:
-                below[y - y0] = d
+                _copy_row(d, below[y - y0])
         # Downward sweep: distance at or above, started `reach` rows early.
         d[:] = none
         for y in range(max(0, y0 - reach), y0):
