@@ -945,15 +945,28 @@ def label_stats_kernel(labels, areas, boxes):
     """areas[k] = pixel count and boxes[k] = (first row, first col, last row + 1,
     last col + 1) of every label k >= 1; ``boxes`` must start as (big, big, 0, 0) rows."""
     n_cols = labels.shape[1]
+    # By runs of one label, flushed at a change: per pixel only a comparison (a label's
+    # five accumulators per pixel made each update wait on the previous pixel's).
     for i in range(labels.shape[0]):
+        row = labels[i]
+        current, start = 0, 0
         for j in range(n_cols):
-            k = labels[i, j]
-            if k > 0:
-                areas[k] += 1
-                boxes[k, 0] = min(boxes[k, 0], i)
-                boxes[k, 1] = min(boxes[k, 1], j)
-                boxes[k, 2] = max(boxes[k, 2], i + 1)
-                boxes[k, 3] = max(boxes[k, 3], j + 1)
+            k = row[j]
+            if k != current:
+                _add_run(areas, boxes, current, i, start, j)
+                current, start = k, j
+        _add_run(areas, boxes, current, i, start, n_cols)
+
+
+@numba.njit(cache=True)
+def _add_run(areas, boxes, k, i, start, stop):
+    """Count the run [start, stop) of label k (nothing for k <= 0) in row i into areas and boxes."""
+    if k > 0:
+        areas[k] += stop - start
+        boxes[k, 0] = min(boxes[k, 0], i)
+        boxes[k, 1] = min(boxes[k, 1], start)
+        boxes[k, 2] = max(boxes[k, 2], i + 1)
+        boxes[k, 3] = max(boxes[k, 3], stop)
 
 
 @numba.njit(parallel=True, cache=True)
