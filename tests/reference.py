@@ -441,3 +441,28 @@ def upsample_mask(coarse, smoothed, factor, threshold, shape):
     cubic = cv2.resize(smoothed, (cols * factor, rows * factor), interpolation=cv2.INTER_CUBIC)[: shape[0], : shape[1]]
     at_edge = upsample(edge)
     return np.where(at_edge, cubic >= threshold, upsample(coarse)), np.where(at_edge, cubic, np.nan)
+
+
+def label_stats(labels, n):
+    """Pixel count and bounding box (first row, first col, last row + 1, last col + 1) of labels
+    1..n: ``np.bincount`` and ``scipy.ndimage.find_objects``; absent labels keep (big, big, 0, 0)."""
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[: n + 1].astype(np.int64)
+    areas[0] = 0
+    boxes = np.zeros((n + 1, 4), np.int64)
+    boxes[:, :2] = np.iinfo(np.int64).max
+    for k, box in enumerate(ndi.find_objects(labels, max_label=n), start=1):
+        if box is not None:
+            boxes[k] = box[0].start, box[1].start, box[0].stop, box[1].stop
+    return areas, boxes
+
+
+def peak_seeds(distance, window_max, min_depth, foreground):
+    """Seed pixels (mask pixels at least ``min_depth`` deep that equal their window maximum) as
+    raveled indices in raster order, and the 8-connected group of each (skimage ``label``, which
+    numbers groups in raster order of their first pixel)."""
+    from skimage.measure import label
+
+    seeds = (foreground != 0) & (distance >= np.float32(min_depth)) & (distance >= window_max)
+    groups = label(seeds, connectivity=2)
+    flat = np.flatnonzero(seeds)
+    return flat, groups.ravel()[flat].astype(np.int32)

@@ -424,6 +424,44 @@ def test_label_areas_match_bincount():
     np.testing.assert_array_equal(measure.label_areas(labels), np.bincount(labels.ravel()))
 
 
+def test_label_stats_by_runs_match_bincount_and_find_objects():
+    """Reference: reference.label_stats (np.bincount, scipy.ndimage.find_objects); runs that
+    reach both image edges, labels absent from the image."""
+    from cxcr4score._kernels import label_stats_kernel
+
+    rng = np.random.default_rng(21)
+    labels = np.repeat(rng.integers(0, 40, size=(53, 13)), rng.integers(1, 9, size=13), axis=1).astype(np.int32)
+    labels[:, 0] = 3
+    labels[-1, :] = 41  # one run over the last row
+    n = 45  # 42..45 absent
+    areas = np.zeros(n + 1, np.int64)
+    boxes = np.zeros((n + 1, 4), np.int64)
+    boxes[:, :2] = np.iinfo(np.int64).max
+    label_stats_kernel(labels, areas, boxes)
+    ref_areas, ref_boxes = reference.label_stats(labels, n)
+    np.testing.assert_array_equal(areas, ref_areas)
+    np.testing.assert_array_equal(boxes, ref_boxes)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.02, 0.6])
+def test_peak_seeds_match_reference(density):
+    """Reference: reference.peak_seeds (NumPy test, skimage 8-connected label); no seeds, a
+    few, and more than the kernel's first buffer holds (it grows)."""
+    from cxcr4score._kernels import peak_seeds_kernel
+
+    rng = np.random.default_rng(22)
+    shape = (131, 97)
+    distance = rng.integers(0, 4, size=shape).astype(np.float32)
+    window_max = np.where(rng.random(shape) < density, distance, distance + 1).astype(np.float32)
+    foreground = (rng.random(shape) < 0.8).astype(np.uint8)
+    flat, ids = peak_seeds_kernel(distance, window_max, 1.0, foreground)
+    ref_flat, ref_ids = reference.peak_seeds(distance, window_max, 1.0, foreground)
+    if density == 0.6:
+        assert ref_flat.size > 1024
+    np.testing.assert_array_equal(flat, ref_flat)
+    np.testing.assert_array_equal(ids, ref_ids)
+
+
 def test_hematoxylin_only_path_equals_first_plane():
     """Reference: measure.deconvolve's hematoxylin plane (bit-identical) and reference.deconvolve."""
     rgb = _random_rgb((33, 70), seed=15)
