@@ -375,7 +375,7 @@ def _copy_row(source, target):
 
     A loop, not ``target[:] = source``: Numba compiles array-to-array slice assignment as a
     general broadcasting copy, 5-25x slower than this loop (a 4096-pixel uint16 row: 2.5 us
-    against 0.1 us), which made the row copies over half of ``disk_filter_kernel``'s time.
+    against 0.1 us), which made the row copies about a quarter of ``disk_filter_kernel``'s time.
     """
     for x in range(source.shape[0]):
         target[x] = source[x]
