@@ -276,13 +276,7 @@ def cell_stats_kernel(
                 bins[j] = joint if (k > 0) & (m > 0) else n_bins + (j & 7)
             for j in range(n_cols):
                 thread_hist[bins[j]] += 1
-            n_runs = 0
-            previous = -1
-            for j in range(n_cols):
-                starts[n_runs] = j
-                n_runs += keys[j] != previous
-                previous = keys[j]
-            starts[n_runs] = n_cols
+            n_runs = _run_starts(keys, starts)
             s_dab = s_sq = s_alt = s_hem = 0
             for j in range(n_cols):
                 q = q_dab[j]
@@ -745,6 +739,28 @@ def thread_bands(n_rows):
     return row_bands(n_rows, -(-n_rows // max(1, numba.get_num_threads())))
 
 
+@numba.njit(cache=True)
+def _run_starts(values, starts):
+    """starts[r] = first index of the r-th run of equal values of the 1-D ``values``, and
+    starts[n_runs] = len(values); returns n_runs.
+
+    Branch-free (a store and a comparison a pixel): runs are a few pixels long, so a loop
+    that branches at each run's end mispredicts about once a run (label moments of a 4096^2
+    nucleus image: 18 -> 10 ms).
+    """
+    n = values.shape[0]
+    starts[0] = 0
+    if n == 0:
+        return 0
+    n_runs, previous = 1, values[0]
+    for j in range(1, n):
+        starts[n_runs] = j
+        n_runs += values[j] != previous
+        previous = values[j]
+    starts[n_runs] = n
+    return n_runs
+
+
 @numba.njit(parallel=True, cache=True)
 def label_moments_kernel(labels, origin_row, origin_col, row_bands, sums):
     """Integer moments of every label 1..n about an integer origin, per thread.
@@ -760,14 +776,12 @@ def label_moments_kernel(labels, origin_row, origin_col, row_bands, sums):
     n = origin_row.shape[0] - 1
     for band in numba.prange(row_bands.shape[0] - 1):
         t = numba.get_thread_id()
+        starts = np.empty(n_cols + 1, np.int64)
         for i in range(row_bands[band], row_bands[band + 1]):
             row = labels[i]
-            j = 0
-            while j < n_cols:
+            for r in range(_run_starts(row, starts)):
+                j, end = starts[r], starts[r + 1]
                 k = row[j]
-                end = j + 1
-                while end < n_cols and row[end] == k:
-                    end += 1
                 if 0 < k <= n:
                     length = end - j
                     a = i - origin_row[k]
@@ -784,7 +798,6 @@ def label_moments_kernel(labels, origin_row, origin_col, row_bands, sums):
                     sums[t, k, 5] += a * sum_b
                 elif k == 0:
                     sums[t, 0, 0] += end - j
-                j = end
 
 
 @numba.njit(parallel=True, cache=True)
@@ -944,18 +957,13 @@ def split_boxes_kernel(labels, distance, ids, boxes, seed_first, seed_pixels, se
 def label_stats_kernel(labels, areas, boxes):
     """areas[k] = pixel count and boxes[k] = (first row, first col, last row + 1,
     last col + 1) of every label k >= 1; ``boxes`` must start as (big, big, 0, 0) rows."""
-    n_cols = labels.shape[1]
-    # By runs of one label, flushed at a change: per pixel only a comparison (a label's
-    # five accumulators per pixel made each update wait on the previous pixel's).
+    # By runs of one label (a label's five accumulators per pixel made each update wait on
+    # the previous pixel's).
+    starts = np.empty(labels.shape[1] + 1, np.int64)
     for i in range(labels.shape[0]):
         row = labels[i]
-        current, start = 0, 0
-        for j in range(n_cols):
-            k = row[j]
-            if k != current:
-                _add_run(areas, boxes, current, i, start, j)
-                current, start = k, j
-        _add_run(areas, boxes, current, i, start, n_cols)
+        for r in range(_run_starts(row, starts)):
+            _add_run(areas, boxes, row[starts[r]], i, starts[r], starts[r + 1])
 
 
 @numba.njit(cache=True)

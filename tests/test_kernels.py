@@ -527,3 +527,16 @@ def test_measure_cells_refuses_labels_and_codes_out_of_range():
     bad_cells[2, 3] = -1
     with pytest.raises(ValueError, match="cell label"):
         measure.measure_cells(rgb, bad_cells, codes, **arguments)
+
+
+@pytest.mark.parametrize("values", [[], [7], [-1, -1], [0, -1, -1, 3, 3, 3, 0], list(range(9))])
+def test_run_starts_match_numpy_diff(values):
+    """Reference: the positions where np.diff is nonzero; a first value of -1 starts a run too."""
+    from cxcr4score._kernels import _run_starts
+
+    values = np.asarray(values, np.int64)
+    starts = np.full(values.size + 1, -9, np.int64)
+    n_runs = _run_starts(values, starts)
+    expected = np.concatenate([[0], np.flatnonzero(np.diff(values)) + 1, [values.size]]) if values.size else [0]
+    assert n_runs == len(expected) - 1
+    np.testing.assert_array_equal(starts[: n_runs + 1], expected)
