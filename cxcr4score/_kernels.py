@@ -746,7 +746,7 @@ def _run_starts(values, starts):
 
     Branch-free (a store and a comparison a pixel): runs are a few pixels long, so a loop
     that branches at each run's end mispredicts about once a run (label moments of a 4096^2
-    nucleus image: 18 -> 10 ms).
+    nucleus image: 16.8 -> 8.9 ms).
     """
     n = values.shape[0]
     starts[0] = 0
