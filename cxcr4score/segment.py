@@ -260,9 +260,11 @@ def _split_seeds(foreground, *, mpp):
     distance = cv2.distanceTransform(foreground, cv2.DIST_L2, 5)
     distance = _gaussian(distance, 1.0)
     reach = max(1, int(round(SPLIT_MIN_DISTANCE_UM / mpp)))
-    window = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1))
-    seed_pixels, seed_ids = _kernels.peak_seeds_kernel(distance, cv2.dilate(distance, window),
-                                                       SPLIT_MIN_DEPTH_UM / mpp, foreground)
+    seeds = np.empty(foreground.shape, np.uint8)
+    row_counts = np.empty(foreground.shape[0], np.int64)
+    _kernels.seed_mask_kernel(distance, reach, SPLIT_MIN_DEPTH_UM / mpp, foreground,
+                              _kernels.thread_bands(foreground.shape[0]), seeds, row_counts)
+    seed_pixels, seed_ids = _kernels.seed_groups_kernel(seeds, row_counts)
     return distance, seed_pixels, seed_ids
 
 

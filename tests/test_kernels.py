@@ -444,22 +444,49 @@ def test_label_stats_by_runs_match_bincount_and_find_objects():
 
 
 @pytest.mark.parametrize("density", [0.0, 0.02, 0.6])
-def test_peak_seeds_match_reference(density):
-    """Reference: reference.peak_seeds (NumPy test, skimage 8-connected label); no seeds, a
-    few, and more than the kernel's first buffer holds (it grows)."""
-    from cxcr4score._kernels import peak_seeds_kernel
+def test_seed_groups_match_reference(density):
+    """Reference: reference.peak_seeds (NumPy test, skimage 8-connected label) on the same
+    mask; no seeds, a few, and most pixels."""
+    from cxcr4score._kernels import seed_groups_kernel
 
     rng = np.random.default_rng(22)
     shape = (131, 97)
     distance = rng.integers(0, 4, size=shape).astype(np.float32)
     window_max = np.where(rng.random(shape) < density, distance, distance + 1).astype(np.float32)
     foreground = (rng.random(shape) < 0.8).astype(np.uint8)
-    flat, ids = peak_seeds_kernel(distance, window_max, 1.0, foreground)
     ref_flat, ref_ids = reference.peak_seeds(distance, window_max, 1.0, foreground)
-    if density == 0.6:
-        assert ref_flat.size > 1024
+    mask = np.zeros(shape, np.uint8)
+    mask.reshape(-1)[ref_flat] = 1
+    flat, ids = seed_groups_kernel(mask, mask.sum(axis=1).astype(np.int64))
     np.testing.assert_array_equal(flat, ref_flat)
     np.testing.assert_array_equal(ids, ref_ids)
+
+
+@pytest.mark.parametrize("reach", [1, 4, 8])
+@pytest.mark.parametrize("shape", [(157, 203), (3, 40), (40, 1)])
+def test_seed_mask_matches_maximum_filter(reach, shape):
+    """Reference: scipy.ndimage.maximum_filter over the (2 reach + 1)^2 window with pixels
+    outside the image ignored (constant -inf), then the seed test of reference.peak_seeds; on
+    distances with many ties (plateaus), for bands of 7 rows and one band (results do not
+    depend on the banding), and images smaller than the window."""
+    from scipy import ndimage
+
+    from cxcr4score._kernels import row_bands, seed_mask_kernel
+
+    rng = np.random.default_rng(reach)
+    distance = rng.integers(0, 6, size=shape).astype(np.float32) * np.float32(0.75)
+    foreground = (rng.random(shape) < 0.7).astype(np.uint8)
+    window_max = ndimage.maximum_filter(distance, size=2 * reach + 1, mode="constant", cval=-np.inf)
+    ref_flat, _ = reference.peak_seeds(distance, window_max, 1.0, foreground)
+    expected = np.zeros(shape, np.uint8)
+    expected.reshape(-1)[ref_flat] = 1
+    assert 0 < ref_flat.size < distance.size
+    for rows_per_band in (7, shape[0]):
+        seeds = np.full(shape, 7, np.uint8)
+        counts = np.full(shape[0], -1, np.int64)
+        seed_mask_kernel(distance, reach, 1.0, foreground, row_bands(shape[0], rows_per_band), seeds, counts)
+        np.testing.assert_array_equal(seeds, expected)
+        np.testing.assert_array_equal(counts, expected.sum(axis=1))
 
 
 def test_hematoxylin_only_path_equals_first_plane():

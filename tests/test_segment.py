@@ -115,7 +115,9 @@ def test_split_seeds_equal_connected_window_maxima(step):
     if step:
         distance = np.floor(distance / step) * step
     window = cv2.dilate(distance, np.ones((9, 9), np.uint8))
-    seed_pixels, seed_ids = _kernels.peak_seeds_kernel(distance, window, 2.0, foreground)
+    mask, counts = np.empty(foreground.shape, np.uint8), np.empty(foreground.shape[0], np.int64)
+    _kernels.seed_mask_kernel(distance, 4, 2.0, foreground, _kernels.row_bands(foreground.shape[0], 64), mask, counts)
+    seed_pixels, seed_ids = _kernels.seed_groups_kernel(mask, counts)
     seeds = np.zeros(foreground.shape, np.int32)
     seeds.reshape(-1)[seed_pixels] = seed_ids
     peaks = (distance >= window) & (distance >= 2.0) & (foreground > 0)
