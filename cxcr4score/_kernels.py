@@ -453,6 +453,22 @@ def disk_filter_kernel(image, row_offsets, half_widths, take_max, fill, out, row
                         acc[x] = min(acc[x], min(left[x], right[x]))
 
 
+@numba.njit(cache=True, inline="always")
+def _larger(u, v):
+    """max(u, v) of two numbers that are not NaN.
+
+    A comparison, not the builtin: Numba's float ``max`` and ``min`` also order NaN, which
+    keeps LLVM from using vector max and min instructions (1.4x slower on float32 rows).
+    """
+    return u if u > v else v
+
+
+@numba.njit(cache=True, inline="always")
+def _smaller(u, v):
+    """min(u, v) of two numbers that are not NaN (see :func:`_larger`)."""
+    return u if u < v else v
+
+
 @numba.njit(cache=True)
 def _widen(levels, take_max):
     """levels[w, x] = extreme (maximum if ``take_max``) of levels[0] over columns x - w .. x + w.
@@ -468,16 +484,16 @@ def _widen(levels, take_max):
         centre = levels[0, w : w + n]
         if take_max and w == 1:
             for x in range(n):
-                out[x] = max(max(left[x], right[x]), centre[x])
+                out[x] = _larger(_larger(left[x], right[x]), centre[x])
         elif take_max:
             for x in range(n):
-                out[x] = max(left[x], right[x])
+                out[x] = _larger(left[x], right[x])
         elif w == 1:
             for x in range(n):
-                out[x] = min(min(left[x], right[x]), centre[x])
+                out[x] = _smaller(_smaller(left[x], right[x]), centre[x])
         else:
             for x in range(n):
-                out[x] = min(left[x], right[x])
+                out[x] = _smaller(left[x], right[x])
 
 
 @numba.njit(cache=True)
@@ -497,16 +513,16 @@ def _disk_extreme(levels, y, half_widths, take_max, out):
         # `out` would keep Numba from vectorising.
         if d == 1 and take_max:
             for x in range(n):
-                out[x] = max(centre[x], max(above[x], below[x]))
+                out[x] = _larger(centre[x], _larger(above[x], below[x]))
         elif d == 1:
             for x in range(n):
-                out[x] = min(centre[x], min(above[x], below[x]))
+                out[x] = _smaller(centre[x], _smaller(above[x], below[x]))
         elif take_max:
             for x in range(n):
-                out[x] = max(out[x], max(above[x], below[x]))
+                out[x] = _larger(out[x], _larger(above[x], below[x]))
         else:
             for x in range(n):
-                out[x] = min(out[x], min(above[x], below[x]))
+                out[x] = _smaller(out[x], _smaller(above[x], below[x]))
 
 
 @numba.njit(cache=True)
@@ -1013,14 +1029,9 @@ def foreground_kernel(signal, local_peak, low, scale, threshold, fraction, out):
 
 @numba.njit(cache=True)
 def _row_maximum(left, right, out):
-    """out[x] = max(left[x], right[x]) for float rows without NaN.
-
-    A comparison, not the builtin ``max``: Numba's float ``max`` handles NaN, which keeps
-    LLVM from using vector max instructions (about 1.4x slower on a 4096-pixel row).
-    """
+    """out[x] = max(left[x], right[x]) for rows without NaN (see :func:`_larger`)."""
     for x in range(out.shape[0]):
-        u, v = left[x], right[x]
-        out[x] = u if u > v else v
+        out[x] = _larger(left[x], right[x])
 
 
 @numba.njit(parallel=True, cache=True)
