@@ -23,7 +23,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 #: Fixed-point scale of optical density in the accumulators (DESIGN section 6).
 Q_SCALE = float(2**20)
@@ -375,13 +375,40 @@ def _copy_row(source, target):
         target[x] = source[x]
 
 
+def _load_into_py(row, target, low, scale):
+    """target[x] = row[x], put on the OD grid when a float row fills a uint16 target (see
+    :func:`_load_into_jit`)."""
+    if target.dtype == np.uint16 and row.dtype.kind == "f":
+        target[:] = np.clip(np.rint((row.astype(np.float64) - low) * scale), 0.0, 65535.0)
+    else:
+        target[:] = row
+
+
+_load_into = _load_into_py
+
+
+@overload(_load_into, jit_options={"cache": True})
+def _load_into_jit(row, target, low, scale):
+    """target[x] = row[x] for rows of one type; a float row into a uint16 target is put on
+    the OD grid, rint((x - low) * scale) clamped to 0 .. 65535 (NaN reads as 0)."""
+    if target.dtype == types.uint16 and isinstance(row.dtype, types.Float):
+        def quantise(row, target, low, scale):
+            for x in range(row.shape[0]):
+                target[x] = np.uint16(min(max(np.rint((np.float64(row[x]) - low) * scale), 0.0), 65535.0))
+        return quantise
+    if target.dtype == row.dtype:
+        return lambda row, target, low, scale: _copy_row(row, target)
+    return None
+
+
 @numba.njit(cache=True)
-def _load_row(image, y, ring, slot, pad, fill, take_max):
-    """ring[slot, k, x] = extreme of the padded row y over [x, x + 2**k) (a sparse table)."""
+def _load_row(image, y, ring, slot, pad, fill, take_max, low, scale):
+    """ring[slot, k, x] = extreme of the padded row y over [x, x + 2**k) (a sparse table);
+    a float row into a uint16 ring is put on the OD grid (``low``, ``scale``) first."""
     n_cols = image.shape[1]
-    base, row = ring[slot, 0], image[y]
+    base = ring[slot, 0]
     base[:pad] = fill
-    _copy_row(row, base[pad : pad + n_cols])
+    _load_into(image[y], base[pad : pad + n_cols], low, scale)
     base[pad + n_cols :] = fill
     width = ring.shape[2]
     for k in range(1, ring.shape[1]):
@@ -397,20 +424,33 @@ def _load_row(image, y, ring, slot, pad, fill, take_max):
                 level[x] = min(left[x], right[x])
 
 
-@numba.njit(parallel=True, cache=True)
-def disk_filter_kernel(image, row_offsets, half_widths, take_max, fill, out, row_bands):
-    """Grey erosion (``take_max`` False) or dilation of ``image`` by a footprint of rows.
+#: What :func:`disk_filter_kernel` writes: the filtered grid values; the OD of a float image
+#: minus them (an opening's residual); or the nucleus foreground test against them.
+FILTER_KEEP, FILTER_RESIDUAL, FILTER_FOREGROUND = 0, 1, 2
 
-    Footprint row ``row_offsets[m]`` (vertical offset) spans columns [-half_widths[m],
-    +half_widths[m]]. Pixels outside the image are ignored (OpenCV's default border for
-    erode and dilate): ``fill`` is the identity of the extreme (-inf or the type's minimum
-    for dilation, +inf or its maximum for erosion). Each row's extreme over a centred run of 2w + 1 columns is the
-    extreme of two overlapping power-of-two runs of a sparse table, so the cost per pixel
-    is O(footprint rows) instead of O(footprint area); the tables of the last 2r + 1 image
-    rows (r the largest offset) live in a ring.
-    ``row_bands`` holds the first output row of each band a parallel iteration handles.
+
+@numba.njit(parallel=True, cache=True)
+def disk_filter_kernel(image, low, scale, row_offsets, half_widths, take_max, finish, aux, threshold, fraction, out,
+                       row_bands):
+    """Grey erosion (``take_max`` False) or dilation of ``image`` on the OD grid by a footprint
+    of rows, and what ``finish`` asks of the result.
+
+    Rows of ``image`` enter on the OD grid (``low``, ``scale``; :func:`_load_into`): uint16
+    as they are, float32 quantised, which commutes with the extremes. Footprint row
+    ``row_offsets[m]`` (vertical offset) spans columns [-half_widths[m], +half_widths[m]].
+    Pixels outside the image are ignored (OpenCV's default border for erode and dilate).
+    Each row's extreme over a centred run of 2w + 1 columns is the extreme of two
+    overlapping power-of-two runs of a sparse table, so the cost per pixel is O(footprint
+    rows) instead of O(footprint area); the tables of the last 2r + 1 image rows (r the
+    largest offset) live in a ring. With e the extreme and p = e / scale + low its OD:
+    ``FILTER_KEEP`` writes out = e (uint16); ``FILTER_RESIDUAL`` out = aux - p (float32);
+    ``FILTER_FOREGROUND`` out = 1 where aux >= threshold and aux >= fraction * p, else 0
+    (uint8). Fused so that neither the quantised input nor the filtered image is a plane of
+    its own. ``row_bands`` holds the first output row of each band a parallel iteration handles.
     """
     n_rows, n_cols = image.shape
+    fill = np.uint16(0 if take_max else 65535)
+    step = 1.0 / scale
     r = 0
     pad = 0
     for m in range(row_offsets.shape[0]):
@@ -428,13 +468,13 @@ def disk_filter_kernel(image, row_offsets, half_widths, take_max, fill, out, row
     n_ring = 2 * r + 1
     for band in numba.prange(row_bands.shape[0] - 1):
         y0, y1 = row_bands[band], row_bands[band + 1]
-        ring = np.empty((n_ring, n_levels, n_cols + 2 * pad), image.dtype)
+        ring = np.empty((n_ring, n_levels, n_cols + 2 * pad), np.uint16)
+        acc = np.empty(n_cols, np.uint16)
         for yy in range(max(0, y0 - r), min(n_rows, y0 + r)):
-            _load_row(image, yy, ring, yy % n_ring, pad, fill, take_max)
+            _load_row(image, yy, ring, yy % n_ring, pad, fill, take_max, low, scale)
         for y in range(y0, y1):
             if y + r < n_rows:
-                _load_row(image, y + r, ring, (y + r) % n_ring, pad, fill, take_max)
-            acc = out[y]  # accumulated in place: no row copy (see _copy_row)
+                _load_row(image, y + r, ring, (y + r) % n_ring, pad, fill, take_max, low, scale)
             acc[:] = fill
             for m in range(row_offsets.shape[0]):
                 yy = y + row_offsets[m]
@@ -451,6 +491,19 @@ def disk_filter_kernel(image, row_offsets, half_widths, take_max, fill, out, row
                 else:
                     for x in range(n_cols):
                         acc[x] = min(acc[x], min(left[x], right[x]))
+            out_row = out[y]
+            if finish == FILTER_KEEP:
+                for x in range(n_cols):
+                    out_row[x] = acc[x]
+                continue
+            aux_row = aux[y]  # only here: FILTER_KEEP passes no image
+            if finish == FILTER_RESIDUAL:
+                for x in range(n_cols):
+                    out_row[x] = np.float32(aux_row[x] - _from_grid(acc[x], step, low))
+            else:
+                for x in range(n_cols):
+                    v = np.float64(aux_row[x])
+                    out_row[x] = (v >= threshold) & (v >= fraction * _from_grid(acc[x], step, low))
 
 
 @numba.njit(cache=True, inline="always")
@@ -993,38 +1046,10 @@ def _add_run(areas, boxes, k, i, start, stop):
         boxes[k, 3] = max(boxes[k, 3], stop)
 
 
-@numba.njit(parallel=True, cache=True)
-def quantise_kernel(image, low, scale, out):
-    """out = rint((image - low) * scale) clamped to the range of uint16."""
-    for i in numba.prange(image.shape[0]):
-        for j in range(image.shape[1]):
-            out[i, j] = np.uint16(min(max(np.rint((np.float64(image[i, j]) - low) * scale), 0.0), 65535.0))
-
-
 @numba.njit(cache=True)
 def _from_grid(quantised, step, low):
-    """The OD of a quantise_kernel value (step = 1 / scale), in float64."""
+    """The OD of a grid value of :func:`_load_into` (step = 1 / scale), in float64."""
     return quantised * step + low
-
-
-@numba.njit(parallel=True, cache=True)
-def subtract_quantised_kernel(image, quantised, low, scale, out):
-    """out = image - (quantised / scale + low), in float32 (the inverse of quantise_kernel)."""
-    step = 1.0 / scale
-    for i in numba.prange(image.shape[0]):
-        for j in range(image.shape[1]):
-            out[i, j] = np.float32(image[i, j] - _from_grid(quantised[i, j], step, low))
-
-
-@numba.njit(parallel=True, cache=True)
-def foreground_kernel(signal, local_peak, low, scale, threshold, fraction, out):
-    """out = 1 where signal >= threshold and signal >= fraction * p, else 0, p the local peak
-    given quantised (p = local_peak / scale + low, as quantise_kernel)."""
-    step = 1.0 / scale
-    for i in numba.prange(signal.shape[0]):
-        for j in range(signal.shape[1]):
-            v = np.float64(signal[i, j])
-            out[i, j] = (v >= threshold) & (v >= fraction * _from_grid(local_peak[i, j], step, low))
 
 
 @numba.njit(cache=True)
@@ -1065,7 +1090,7 @@ def seed_mask_kernel(distance, reach, min_depth, foreground, row_bands, seeds, r
         for t in range(y0 - reach, y1 + reach):
             across = column[0, (t + reach) % width]
             if 0 <= t < n_rows:
-                _load_row(distance, t, table, 0, reach, low, True)
+                _load_row(distance, t, table, 0, reach, low, True, 0.0, 1.0)  # float rows: no grid
                 _row_maximum(table[0, top, :n_cols], table[0, top, width - span : width - span + n_cols], across)
             else:
                 across[:] = low

@@ -78,36 +78,36 @@ def _disk(radius_px):
     return disk(max(1, int(round(radius_px)))).astype(np.uint8)
 
 
-def _disk_filter(image, radius_px, *, take_max, row_step=1):
-    """Grey dilation (``take_max``) or erosion of a float32 or uint16 image by :func:`_disk`.
+def _disk_filter(image, radius_px, *, take_max, row_step=1, finish=_kernels.FILTER_KEEP, aux=None, threshold=0.0,
+                 fraction=0.0):
+    """Grey dilation (``take_max``) or erosion by :func:`_disk` of an image on the OD grid.
 
-    Equal to ``cv2.dilate`` / ``cv2.erode`` with that footprint (pixels outside the image
-    ignored), at a cost per pixel that grows with the disk's height, not its area: a
-    16-pixel disk is several times faster than OpenCV's generic-footprint filter. With
-    ``row_step`` s > 1 the footprint keeps only the disk rows at offsets that are multiples
-    of s (a symmetric footprint, so an opening by it is still an opening: never above the
-    image), at about 1/s of the cost.
+    ``image`` is uint16 grid values (``OD_GRID_LOW``, ``OD_GRID_SCALE``) or float32 OD,
+    quantised to the grid as it is read (erosion and dilation commute with the monotone
+    quantisation). Equal to ``cv2.dilate`` / ``cv2.erode`` with that footprint (pixels outside
+    the image ignored) on the grid values, at a cost per pixel that grows with the disk's
+    height, not its area: a 16-pixel disk is several times faster than OpenCV's
+    generic-footprint filter. With ``row_step`` s > 1 the footprint keeps only the disk rows
+    at offsets that are multiples of s (a symmetric footprint, so an opening by it is still
+    an opening: never above the image), at about 1/s of the cost.
+
+    ``finish`` (``_kernels.FILTER_*``) chooses the output: the filtered grid values (uint16);
+    the float32 ``aux`` minus their OD; or the foreground test of ``aux`` against ``threshold``
+    and ``fraction`` of their OD (uint8 0 / 1), fused into the filter's pass.
     """
     widths = _disk_half_widths(radius_px)
     r = widths.size - 1
     offsets = np.arange(-(r // row_step) * row_step, r + 1, row_step, dtype=np.int64)
     half_widths = widths[np.abs(offsets)]
     image = np.ascontiguousarray(image)
-    if image.dtype == np.float32:
-        fill = np.float32(-np.inf if take_max else np.inf)
-    elif image.dtype == np.uint16:
-        fill = np.uint16(0 if take_max else np.iinfo(np.uint16).max)
-    else:
+    if image.dtype not in (np.float32, np.uint16):
         raise TypeError(f"disk filter takes float32 or uint16 images, got {image.dtype}")
-    out = np.empty_like(image)
-    _kernels.disk_filter_kernel(image, offsets, half_widths, take_max, fill, out, _kernels.thread_bands(image.shape[0]))
-    return out
-
-
-def _quantise(image):
-    """OD image as uint16 on the OD_GRID grid (the morphology then runs on 16-bit lanes)."""
-    out = np.empty(image.shape, np.uint16)
-    _kernels.quantise_kernel(np.ascontiguousarray(image, dtype=np.float32), OD_GRID_LOW, OD_GRID_SCALE, out)
+    out_dtype = {_kernels.FILTER_KEEP: np.uint16, _kernels.FILTER_RESIDUAL: np.float32,
+                 _kernels.FILTER_FOREGROUND: np.uint8}[finish]
+    out = np.empty(image.shape, out_dtype)
+    aux = np.zeros((1, 1), np.float32) if finish == _kernels.FILTER_KEEP else np.ascontiguousarray(aux, np.float32)
+    _kernels.disk_filter_kernel(image, OD_GRID_LOW, OD_GRID_SCALE, offsets, half_widths, take_max, finish, aux,
+                                float(threshold), float(fraction), out, _kernels.thread_bands(image.shape[0]))
     return out
 
 
@@ -137,11 +137,9 @@ def nucleus_signal(hematoxylin, *, mpp, params=NucleusParams()):
     hem = np.ascontiguousarray(hematoxylin, dtype=np.float32)
     if params.background_radius_um > 0:
         radius = params.background_radius_um / mpp
-        eroded = _disk_filter(_quantise(hem), radius, take_max=False, row_step=MORPHOLOGY_ROW_STEP)
-        opened = _disk_filter(eroded, radius, take_max=True, row_step=MORPHOLOGY_ROW_STEP)
-        background_free = np.empty_like(hem)
-        _kernels.subtract_quantised_kernel(hem, opened, OD_GRID_LOW, OD_GRID_SCALE, background_free)
-        hem = background_free
+        eroded = _disk_filter(hem, radius, take_max=False, row_step=MORPHOLOGY_ROW_STEP)
+        hem = _disk_filter(eroded, radius, take_max=True, row_step=MORPHOLOGY_ROW_STEP,
+                           finish=_kernels.FILTER_RESIDUAL, aux=hem)
     if params.sigma_um > 0:
         hem = _gaussian(hem, params.sigma_um / mpp)
     return hem
@@ -177,10 +175,9 @@ def detect_nuclei(hematoxylin, *, mpp, params=NucleusParams()):
     if hematoxylin.size == 0:
         return np.zeros(hematoxylin.shape, np.int32)
     signal = nucleus_signal(hematoxylin, mpp=mpp, params=params)
-    local_peak = _disk_filter(_quantise(signal), OUTLINE_WINDOW_UM / mpp, take_max=True, row_step=MORPHOLOGY_ROW_STEP)
-    foreground = np.empty(signal.shape, np.uint8)
-    _kernels.foreground_kernel(signal, local_peak, OD_GRID_LOW, OD_GRID_SCALE, params.threshold, OUTLINE_FRACTION,
-                               foreground)
+    foreground = _disk_filter(signal, OUTLINE_WINDOW_UM / mpp, take_max=True, row_step=MORPHOLOGY_ROW_STEP,
+                              finish=_kernels.FILTER_FOREGROUND, aux=signal, threshold=params.threshold,
+                              fraction=OUTLINE_FRACTION)
     # Fill pinholes left by pale chromatin so the distance transform sees whole nuclei.
     foreground = cv2.morphologyEx(foreground, cv2.MORPH_CLOSE, _disk(1))
     n, labels = cv2.connectedComponents(foreground, connectivity=8)

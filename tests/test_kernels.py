@@ -323,49 +323,81 @@ def test_kernels_run_without_jit(tmp_path):
         np.testing.assert_array_equal(without_jit[name], value, err_msg=name)
 
 
+def _od_grid(values):
+    """The OD grid by hand: rint((x + 4) * 4096) in float64, clamped to uint16 (segment.OD_GRID_*)."""
+    return np.clip(np.rint((np.asarray(values, np.float64) + 4.0) * 4096.0), 0, 65535).astype(np.uint16)
+
+
 @pytest.mark.parametrize("radius", [1, 2, 5, 10, 16])
 @pytest.mark.parametrize("shape", [(1, 1), (7, 50), (61, 45)])
 def test_disk_filter_matches_scipy_grey_morphology(radius, shape):
-    """Reference: reference.disk_filter (scipy.ndimage grey erosion/dilation, outside ignored): exact."""
+    """Reference: reference.disk_filter (scipy.ndimage grey erosion/dilation, outside ignored): exact
+    on uint16 grid values, and on float32 OD read onto the grid (the filters commute with it)."""
     from cxcr4score.segment import _disk_filter
 
-    image = np.random.default_rng(radius).normal(size=shape).astype(np.float32)
+    rng = np.random.default_rng(radius)
+    grid_values = rng.integers(0, 65536, size=shape).astype(np.uint16)
+    od = rng.normal(size=shape).astype(np.float32)
     for take_max in (False, True):
-        ours = _disk_filter(image, radius, take_max=take_max)
-        np.testing.assert_array_equal(ours, reference.disk_filter(image, radius, take_max=take_max))
+        ours = _disk_filter(grid_values, radius, take_max=take_max)
+        np.testing.assert_array_equal(ours, reference.disk_filter(grid_values, radius, take_max=take_max))
+        np.testing.assert_array_equal(_disk_filter(od, radius, take_max=take_max),
+                                      _od_grid(reference.disk_filter(od, radius, take_max=take_max)))
 
 
 @pytest.mark.parametrize("radius, row_step", [(3, 2), (10, 2), (16, 2), (16, 3)])
 @pytest.mark.parametrize("dtype", [np.float32, np.uint16])
 def test_disk_filter_on_rows_and_uint16_match_scipy(radius, row_step, dtype):
     """Reference: reference.disk_filter with every row_step-th disk row (scipy.ndimage): exact,
-    for float32 and for uint16 (the quantised OD of nucleus detection), odd sizes."""
+    for uint16 grid values and float32 OD (on the grid), odd sizes."""
     from cxcr4score.segment import _disk_filter
 
-    image = np.random.default_rng(radius).normal(size=(53, 70)) * 3000 + 30000
-    image = image.astype(dtype)
+    image = np.random.default_rng(radius).normal(size=(53, 70))
+    image = (image * 3000 + 30000).astype(np.uint16) if dtype == np.uint16 else image.astype(np.float32)
     for take_max in (False, True):
         ours = _disk_filter(image, radius, take_max=take_max, row_step=row_step)
-        assert ours.dtype == dtype
+        assert ours.dtype == np.uint16
         expected = reference.disk_filter(image, radius, take_max=take_max, row_step=row_step)
-        np.testing.assert_array_equal(ours, expected)
+        np.testing.assert_array_equal(ours, expected if dtype == np.uint16 else _od_grid(expected))
 
 
-def test_od_quantisation_round_trip():
-    """Reference: the OD grid by hand (rint((x + 4) * 4096), clamped): quantising commutes with
-    the filters, and subtracting a quantised background is exact to half a grid step."""
-    from cxcr4score import _kernels, segment
+def test_od_grid_of_float_rows():
+    """Reference: the OD grid by hand, at the ends of its range, beyond them and at half steps."""
+    import numba
 
-    values = np.array([[-5.0, -4.0, -3.5, -3.99988, 0.0, 0.1, 1.23456, 5.99, 11.99, 12.0, 13.5]], np.float32)
-    q = segment._quantise(values)
-    np.testing.assert_array_equal(q, np.clip(np.rint((values.astype(np.float64) + 4) * 4096), 0, 65535))
-    out = np.empty_like(values)
-    _kernels.subtract_quantised_kernel(values, q, segment.OD_GRID_LOW, segment.OD_GRID_SCALE, out)
-    inside = (values > -4) & (values < 12)
-    assert np.abs(out[inside]).max() <= 0.5 / 4096 + 1e-6
-    image = np.random.default_rng(0).normal(size=(40, 50)).astype(np.float32)
-    np.testing.assert_array_equal(segment._disk_filter(segment._quantise(image), 5, take_max=True),
-                                  segment._quantise(segment._disk_filter(image, 5, take_max=True)))
+    from cxcr4score import _kernels
+
+    values = np.array([-5.0, -4.0, -3.99988, -3.5, 0.0, 0.1, 1.23456, 5.99, 11.99, 12.0, 13.5,
+                       0.5 / 4096, 1.5 / 4096, -2.5 / 4096], np.float32)
+    load = numba.njit(lambda row, target: _kernels._load_into(row, target, -4.0, 4096.0))
+    for into in (load, lambda row, target: _kernels._load_into_py(row, target, -4.0, 4096.0)):
+        target = np.empty(values.shape, np.uint16)
+        into(values, target)
+        np.testing.assert_array_equal(target, _od_grid(values))
+
+
+@pytest.mark.parametrize("row_step", [1, 2])
+def test_disk_filter_finishes_match_reference(row_step):
+    """Reference: scipy.ndimage's opening and dilation on the OD grid by hand, then the residual
+    (image minus the opening's OD) and the foreground test (at or above 0.1 and half the local
+    peak) in float64, as nucleus detection uses them: exact."""
+    from cxcr4score import _kernels
+    from cxcr4score.segment import _disk_filter
+
+    rng = np.random.default_rng(row_step)
+    od = (rng.gamma(2.0, 0.08, size=(64, 75)) + rng.normal(0, 0.01, size=(64, 75))).astype(np.float32)
+    eroded = _disk_filter(od, 6, take_max=False, row_step=row_step)
+    residual = _disk_filter(eroded, 6, take_max=True, row_step=row_step, finish=_kernels.FILTER_RESIDUAL, aux=od)
+    opened = reference.disk_filter(reference.disk_filter(od, 6, take_max=False, row_step=row_step), 6,
+                                   take_max=True, row_step=row_step)
+    assert residual.dtype == np.float32
+    np.testing.assert_array_equal(residual, (od - (_od_grid(opened) / 4096.0 - 4.0)).astype(np.float32))
+    foreground = _disk_filter(od, 4, take_max=True, row_step=row_step, finish=_kernels.FILTER_FOREGROUND, aux=od,
+                              threshold=0.1, fraction=0.5)
+    peak = _od_grid(reference.disk_filter(od, 4, take_max=True, row_step=row_step)) / 4096.0 - 4.0
+    expected = (od >= 0.1) & (od.astype(np.float64) >= 0.5 * peak)
+    assert foreground.dtype == np.uint8 and 0 < expected.mean() < 1
+    np.testing.assert_array_equal(foreground, expected.astype(np.uint8))
 
 
 def test_sector_without_atan2_matches_atan2_definition():
