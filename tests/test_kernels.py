@@ -451,9 +451,12 @@ def test_label_moments_of_runs_match_reference():
 
 
 def test_label_areas_match_bincount():
-    """Reference: np.bincount."""
-    labels = np.random.default_rng(14).integers(0, 300, size=(77, 91)).astype(np.int32)
-    np.testing.assert_array_equal(measure.label_areas(labels), np.bincount(labels.ravel()))
+    """Reference: np.bincount; labels changing at every pixel and in runs along rows."""
+    rng = np.random.default_rng(14)
+    speckled = rng.integers(0, 300, size=(77, 91)).astype(np.int32)
+    runs = np.repeat(rng.integers(0, 40, size=(77, 13)), rng.integers(1, 15, size=13), axis=1).astype(np.int32)
+    for labels in (speckled, runs):
+        np.testing.assert_array_equal(measure.label_areas(labels), np.bincount(labels.ravel()))
 
 
 def test_label_stats_by_runs_match_bincount_and_find_objects():
