@@ -1202,8 +1202,7 @@ def warm_up():
     cells = segment.expand_cells(nuclei, mpp=0.5)
     codes, _ = segment.compartments(cells, nuclei, mpp=0.5)
     n = int(nuclei.max())
-    centroid_row, centroid_col, _ = measure.nucleus_centroids(nuclei, n)
-    measure.nucleus_axis_ratio(nuclei, n, centroid_row, centroid_col)
+    centroid_row, centroid_col, _, _ = measure.nucleus_shape(nuclei, n)
     measure.measure_cells(
         rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=tables[1],
         centroid_row=centroid_row, centroid_col=centroid_col, in_scope=np.ones(n + 1, bool),

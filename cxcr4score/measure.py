@@ -135,35 +135,35 @@ def nucleus_centroids(nucleus_labels, n_cells):
     area : (n_cells + 1,) ndarray of int64
     """
     origin = np.zeros(n_cells + 1, np.int64)
-    sums = _label_moments(nucleus_labels, n_cells, origin, origin)
-    area = sums[:, 0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rows = sums[:, 1] / area
-        cols = sums[:, 2] / area
-    return rows, cols, area
+    return _centroids(_label_moments(nucleus_labels, n_cells, origin, origin))
 
 
-def nucleus_axis_ratio(nucleus_labels, n_cells, rows, cols):
-    """Long-to-short axis ratio of every nucleus from its second moments.
+def nucleus_shape(nucleus_labels, n_cells):
+    """Centroid, pixel area and long-to-short axis ratio of every nucleus, in one pass.
 
     Parameters
     ----------
     nucleus_labels : (M, N) ndarray of int
     n_cells : int
-    rows, cols : (n_cells + 1,) ndarray of float64
-        Centroids from :func:`nucleus_centroids`.
 
     Returns
     -------
-    (n_cells + 1,) ndarray of float64
+    rows, cols : (n_cells + 1,) ndarray of float64
+        As :func:`nucleus_centroids`.
+    area : (n_cells + 1,) ndarray of int64
+    axis_ratio : (n_cells + 1,) ndarray of float64
         sqrt(lambda_max / lambda_min) of the pixel-coordinate covariance, each eigenvalue
         plus 1/12 (the variance of a uniform unit pixel) so that one-pixel-wide nuclei stay
         finite; index 0 and empty labels are NaN. As ``regionprops``' major / minor axis.
     """
-    # Moments about the rounded centroid are small exact integers: no cancellation.
-    origin_row = np.rint(np.nan_to_num(np.asarray(rows, np.float64)))
-    origin_col = np.rint(np.nan_to_num(np.asarray(cols, np.float64)))
-    n, sa, sb, saa, sbb, sab = _label_moments(nucleus_labels, n_cells, origin_row, origin_col).T.astype(np.float64)
+    origin = np.zeros(n_cells + 1, np.int64)
+    raw = _label_moments(nucleus_labels, n_cells, origin, origin)
+    rows, cols, area = _centroids(raw)
+    # Moments about the rounded centroid are small exact integers (no cancellation in the
+    # float formulas below); shifted from the raw ones in exact integer arithmetic.
+    origin_row = np.rint(np.nan_to_num(rows)).astype(np.int64)
+    origin_col = np.rint(np.nan_to_num(cols)).astype(np.int64)
+    n, sa, sb, saa, sbb, sab = _shifted_moments(raw, origin_row, origin_col).T.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         var_r = (saa - sa * sa / n) / n + 1 / 12
         var_c = (sbb - sb * sb / n) / n + 1 / 12
@@ -172,7 +172,23 @@ def nucleus_axis_ratio(nucleus_labels, n_cells, rows, cols):
         mean = (var_r + var_c) / 2
         ratio = np.sqrt((mean + half_gap) / (mean - half_gap))
     ratio[0] = np.nan
-    return ratio
+    return rows, cols, area, ratio
+
+
+def _centroids(raw):
+    area = raw[:, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return raw[:, 1] / area, raw[:, 2] / area, area
+
+
+def _shifted_moments(raw, origin_row, origin_col):
+    """Moments (count, sum a, sum b, sum a^2, sum b^2, sum ab) about a per-label integer origin
+    from those about 0 (``_label_moments``), exactly: a = i - o gives sum a = sum i - o n,
+    sum a^2 = sum i^2 - 2 o sum i + o^2 n, sum ab = sum ij - o_c sum i - o_r sum j + o_r o_c n."""
+    n, si, sj, sii, sjj, sij = raw.T
+    o_r, o_c = origin_row, origin_col
+    return np.stack([n, si - o_r * n, sj - o_c * n, sii - 2 * o_r * si + o_r * o_r * n,
+                     sjj - 2 * o_c * sj + o_c * o_c * n, sij - o_c * si - o_r * sj + o_r * o_c * n], axis=1)
 
 
 def measure_cells(

@@ -19,7 +19,7 @@ from . import (
     tiling, tissue,
 )
 from . import grid as grid_module
-from .measure import SECTOR_COLUMNS, deconvolve_hematoxylin, measure_cells, nucleus_centroids
+from .measure import SECTOR_COLUMNS, deconvolve_hematoxylin, measure_cells
 
 #: Columns of the per-cell table that DESIGN section 4 fixes, in order.
 CELL_COLUMNS = (
@@ -255,8 +255,7 @@ def measure_chunk(info, chunk, *, config):
     # threshold, and a nucleus is found on its own hematoxylin signal anyway.
     nuclei, cells, codes, exposed = segment_cells(hematoxylin, mpp=mpp, config=config)
     n = int(nuclei.max())
-    rows, cols, nucleus_px = nucleus_centroids(nuclei, n)
-    axis_ratio = measure.nucleus_axis_ratio(nuclei, n, rows, cols)
+    rows, cols, nucleus_px, axis_ratio = measure.nucleus_shape(nuclei, n)
     # A cell belongs to the chunk whose core holds its nucleus centroid (DESIGN section 6).
     owned = np.zeros(n + 1, dtype=bool)
     owned[1:] = tiling.in_core(rows[1:], cols[1:], box)

@@ -49,10 +49,10 @@ def segment_small_case():
     cells = segment.expand_cells(nuclei, mpp=0.5)
     codes, exposed = segment.compartments(cells, nuclei, mpp=0.5)
     n = int(nuclei.max())
-    centroid_row, centroid_col, _ = measure.nucleus_centroids(nuclei, n)
+    centroid_row, _, _, axis_ratio = measure.nucleus_shape(nuclei, n)
     return {
         "hematoxylin": hematoxylin, "nuclei": nuclei, "cells": cells, "codes": codes, "exposed": exposed,
-        "centroid_row": centroid_row, "axis_ratio": measure.nucleus_axis_ratio(nuclei, n, centroid_row, centroid_col),
+        "centroid_row": centroid_row, "axis_ratio": axis_ratio,
         "tissue": tissue.tissue_mask(rgb, mpp=0.5, min_area_um2=5.0), "white": tissue.provisional_white(rgb),
     }
 

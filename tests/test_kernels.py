@@ -428,14 +428,26 @@ def test_centroids_and_axis_ratio_match_reference():
     labels = np.kron(rng.integers(0, 9, size=(12, 15)), np.ones((3, 3), dtype=np.int64)).astype(np.int32)
     labels[labels == 4] = 0  # label 4 is empty
     labels[5, :] = 2  # a long thin piece
-    rows, cols, area = measure.nucleus_centroids(labels, 8)
-    ratio = measure.nucleus_axis_ratio(labels, 8, rows, cols)
+    rows, cols, area, ratio = measure.nucleus_shape(labels, 8)
     ref_rows, ref_cols, ref_ratio = reference.centroids_and_axis_ratio(labels, 8)
     np.testing.assert_allclose(rows[1:], ref_rows, rtol=1e-12)
     np.testing.assert_allclose(cols[1:], ref_cols, rtol=1e-12)
     np.testing.assert_allclose(ratio[1:], ref_ratio, rtol=1e-9)
     np.testing.assert_array_equal(area, np.bincount(labels.ravel(), minlength=9))
     assert np.isnan(rows[4]) and np.isnan(ratio[4]) and np.isnan(ratio[0])
+    np.testing.assert_array_equal(measure.nucleus_centroids(labels, 8), (rows, cols, area))
+
+
+def test_shifted_moments_equal_moments_about_the_origin():
+    """Reference: _label_moments taken about the shifted origin directly: exact integers (origins
+    thousands of pixels away, where the shift's terms are large)."""
+    rng = np.random.default_rng(15)
+    labels = np.repeat(rng.integers(0, 8, size=(41, 11)), rng.integers(1, 9, size=11), axis=1).astype(np.int32)
+    zero = np.zeros(8, np.int64)
+    raw = measure._label_moments(labels, 7, zero, zero)
+    origin_row, origin_col = rng.integers(-50, 50, size=8), rng.integers(-3000, 3000, size=8)
+    np.testing.assert_array_equal(measure._shifted_moments(raw, origin_row, origin_col)[1:],  # row 0: a count only
+                                  measure._label_moments(labels, 7, origin_row, origin_col)[1:])
 
 
 def test_label_moments_of_runs_match_reference():

@@ -99,7 +99,7 @@ def our_stages(path, config):
     def measurement(state):
         cells, codes, exposed = state["compartments"]
         n = int(state["nuclei"].max())
-        rows, cols, _ = measure.nucleus_centroids(state["nuclei"], n)
+        rows, cols, _, _ = measure.nucleus_shape(state["nuclei"], n)  # as the workflow
         table, _ = measure.measure_cells(
             state["read"], cells, codes, n_cells=n, tables=tables, alt_dab_table=tables[stains.DAB],
             centroid_row=rows, centroid_col=cols, in_scope=np.ones(n + 1, bool),
