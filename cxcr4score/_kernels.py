@@ -23,6 +23,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic, overload
 
 #: Fixed-point scale of optical density in the accumulators (DESIGN section 6).
@@ -815,24 +816,47 @@ def thread_bands(n_rows):
     return row_bands(n_rows, -(-n_rows // max(1, numba.get_num_threads())))
 
 
+def _trailing_zeros_py(word):
+    """Index of the lowest set bit of a nonzero unsigned integer."""
+    word = int(word)
+    return (word & -word).bit_length() - 1
+
+
+_trailing_zeros = _trailing_zeros_py if numba.config.DISABLE_JIT else trailing_zeros
+
+#: Pixels whose change flags :func:`_run_starts` packs into one 64-bit word.
+_RUN_WORD = 64
+
+
 @numba.njit(cache=True)
 def _run_starts(values, starts):
     """starts[r] = first index of the r-th run of equal values of the 1-D ``values``, and
     starts[n_runs] = len(values); returns n_runs.
 
-    Branch-free (a store and a comparison a pixel): runs are a few pixels long, so a loop
-    that branches at each run's end mispredicts about once a run (label moments of a 4096^2
-    nucleus image: 16.8 -> 8.9 ms).
+    The change flags of 64 neighbours are packed into one word (a loop LLVM vectorises), and
+    the set bits are taken out lowest first, so the work a pixel is a comparison and the
+    work a run a few instructions. Runs are a few pixels long: a loop branching at each
+    pixel on a change mispredicts about once a run, and the earlier branch-free loop (a
+    store and a comparison a pixel) waits on its own count (4096^2 nucleus labels, runs
+    found: 25.4 ms branch-free, 7.8 ms by words; (cell, compartment) keys 25.8 -> 16.1).
     """
     n = values.shape[0]
     starts[0] = 0
     if n == 0:
         return 0
-    n_runs, previous = 1, values[0]
-    for j in range(1, n):
-        starts[n_runs] = j
-        n_runs += values[j] != previous
-        previous = values[j]
+    n_runs, j = 1, 1
+    while j + _RUN_WORD <= n:
+        changes = np.uint64(0)
+        for t in range(_RUN_WORD):
+            changes |= np.uint64(values[j + t] != values[j + t - 1]) << np.uint64(t)
+        while changes:
+            starts[n_runs] = j + _trailing_zeros(changes)
+            n_runs += 1
+            changes &= changes - np.uint64(1)
+        j += _RUN_WORD
+    for k in range(j, n):
+        starts[n_runs] = k
+        n_runs += values[k] != values[k - 1]
     starts[n_runs] = n
     return n_runs
 

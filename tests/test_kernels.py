@@ -603,14 +603,28 @@ def test_measure_cells_refuses_labels_and_codes_out_of_range():
         measure.measure_cells(rgb, bad_cells, codes, **arguments)
 
 
-@pytest.mark.parametrize("values", [[], [7], [-1, -1], [0, -1, -1, 3, 3, 3, 0], list(range(9))])
-def test_run_starts_match_numpy_diff(values):
-    """Reference: the positions where np.diff is nonzero; a first value of -1 starts a run too."""
-    from cxcr4score._kernels import _run_starts
+def _runs_of_random_lengths(n, longest, seed):
+    rng = np.random.default_rng(seed)
+    return np.repeat(rng.integers(-2, 3, size=n), rng.integers(1, longest + 1, size=n))[:n]
+
+
+@pytest.mark.parametrize("values", [
+    [], [7], [-1, -1], [0, -1, -1, 3, 3, 3, 0], list(range(9)),
+    list(range(200)),  # a change at every pixel: every bit of the 64-pixel words set
+    [5] * 65, [5] * 64 + [6], [5] * 65 + [6], [1] * 129 + [2] * 7,  # changes at word edges
+    _runs_of_random_lengths(1000, 6, 1), _runs_of_random_lengths(4096, 90, 2),
+])
+def test_run_starts_match_numpy_diff(values, monkeypatch):
+    """Reference: the positions where np.diff is nonzero; a first value of -1 starts a run too.
+    Compiled, and as Python with the pure-Python lowest-set-bit (as under NUMBA_DISABLE_JIT)."""
+    from cxcr4score import _kernels
 
     values = np.asarray(values, np.int64)
-    starts = np.full(values.size + 1, -9, np.int64)
-    n_runs = _run_starts(values, starts)
     expected = np.concatenate([[0], np.flatnonzero(np.diff(values)) + 1, [values.size]]) if values.size else [0]
-    assert n_runs == len(expected) - 1
-    np.testing.assert_array_equal(starts[: n_runs + 1], expected)
+    for run_starts in (_kernels._run_starts, _kernels._run_starts.py_func):
+        if run_starts is _kernels._run_starts.py_func:  # after compiling: Numba reads the global then
+            monkeypatch.setattr(_kernels, "_trailing_zeros", _kernels._trailing_zeros_py)
+        starts = np.full(values.size + 1, -9, np.int64)
+        n_runs = run_starts(values, starts)
+        assert n_runs == len(expected) - 1
+        np.testing.assert_array_equal(starts[: n_runs + 1], expected)
