@@ -391,7 +391,7 @@ _load_into = _load_into_py
 @overload(_load_into, jit_options={"cache": True})
 def _load_into_jit(row, target, low, scale):
     """target[x] = row[x] for rows of one type; a float row into a uint16 target is put on
-    the OD grid, rint((x - low) * scale) clamped to 0 .. 65535 (NaN reads as 0)."""
+    the OD grid, rint((x - low) * scale) clamped to 0 .. 65535 (OD is never NaN)."""
     if target.dtype == types.uint16 and isinstance(row.dtype, types.Float):
         def quantise(row, target, low, scale):
             for x in range(row.shape[0]):
@@ -705,7 +705,7 @@ def label_count_kernel(labels, row_bands, counts):
 
     By runs of equal labels along each row (:func:`_run_starts`), one addition a run: an
     addition a pixel waits on the previous one's store to the same count (a 2048^2 tissue
-    mask: 9.3 ms, by runs 2.2).
+    mask: 9.3 ms, by runs 2.6).
     """
     n_cols = labels.shape[1]
     for band in numba.prange(row_bands.shape[0] - 1):
@@ -850,7 +850,7 @@ def _run_starts(values, starts):
         for t in range(_RUN_WORD):
             changes |= np.uint64(values[j + t] != values[j + t - 1]) << np.uint64(t)
         while changes:
-            starts[n_runs] = j + _trailing_zeros(changes)
+            starts[n_runs] = j + np.int64(_trailing_zeros(changes))  # int64: no float mixing
             n_runs += 1
             changes &= changes - np.uint64(1)
         j += _RUN_WORD

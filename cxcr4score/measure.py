@@ -184,7 +184,9 @@ def _centroids(raw):
 def _shifted_moments(raw, origin_row, origin_col):
     """Moments (count, sum a, sum b, sum a^2, sum b^2, sum ab) about a per-label integer origin
     from those about 0 (``_label_moments``), exactly: a = i - o gives sum a = sum i - o n,
-    sum a^2 = sum i^2 - 2 o sum i + o^2 n, sum ab = sum ij - o_c sum i - o_r sum j + o_r o_c n."""
+    sum a^2 = sum i^2 - 2 o sum i + o^2 n, sum ab = sum ij - o_c sum i - o_r sum j + o_r o_c n.
+    The raw sums grow as n R^2 (R the largest row or column), which int64 holds for any image
+    below about 50,000^2 pixels; chunks are 2048^2 plus halo."""
     n, si, sj, sii, sjj, sij = raw.T
     o_r, o_c = origin_row, origin_col
     return np.stack([n, si - o_r * n, sj - o_c * n, sii - 2 * o_r * si + o_r * o_r * n,

@@ -102,6 +102,9 @@ def _disk_filter(image, radius_px, *, take_max, row_step=1, finish=_kernels.FILT
     image = np.ascontiguousarray(image)
     if image.dtype not in (np.float32, np.uint16):
         raise TypeError(f"disk filter takes float32 or uint16 images, got {image.dtype}")
+    if finish != _kernels.FILTER_KEEP and (aux is None or np.shape(aux) != image.shape):
+        got = None if aux is None else np.shape(aux)
+        raise ValueError(f"this finish needs an image of shape {image.shape}, got {got}")
     out_dtype = {_kernels.FILTER_KEEP: np.uint16, _kernels.FILTER_RESIDUAL: np.float32,
                  _kernels.FILTER_FOREGROUND: np.uint8}[finish]
     out = np.empty(image.shape, out_dtype)

@@ -33,15 +33,16 @@ def measure_small_case():
 
 
 def segment_small_case():
-    """Segment a fixed 56 x 64 image: two touching nuclei and one apart, plus the tissue mask.
+    """Segment a fixed 56 x 80 image: two touching nuclei and one apart, plus the tissue mask
+    (rows wider than 64 pixels, so that the run starts' 64-pixel words are taken too).
 
     Runs the morphology, labelling, expansion, compartment, moment, OD-sum and
     hematoxylin-only kernels; returns their outputs by name.
     """
-    rows, cols = np.indices((56, 64))
+    rows, cols = np.indices((56, 80))
     discs = ((rows - 20) ** 2 + (cols - 18) ** 2 <= 64) | ((rows - 20) ** 2 + (cols - 33) ** 2 <= 64)
     discs |= (rows - 42) ** 2 + (cols - 48) ** 2 <= 36
-    noise = np.random.default_rng(12).integers(0, 20, size=(56, 64, 3))
+    noise = np.random.default_rng(12).integers(0, 20, size=(56, 80, 3))
     rgb = (np.where(discs, 80, 225)[..., None] + noise).astype(np.uint8)
     tables = stains.concentration_tables((245.0, 245.0, 245.0), stains.stain_matrix())
     hematoxylin = measure.deconvolve_hematoxylin(rgb, tables)

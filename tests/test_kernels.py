@@ -398,6 +398,9 @@ def test_disk_filter_finishes_match_reference(row_step):
     expected = (od >= 0.1) & (od.astype(np.float64) >= 0.5 * peak)
     assert foreground.dtype == np.uint8 and 0 < expected.mean() < 1
     np.testing.assert_array_equal(foreground, expected.astype(np.uint8))
+    for aux in (None, od[:-1]):  # the finish needs an image like the filtered one
+        with pytest.raises(ValueError, match="needs an image of shape"):
+            _disk_filter(od, 4, take_max=True, finish=_kernels.FILTER_RESIDUAL, aux=aux)
 
 
 def test_sector_without_atan2_matches_atan2_definition():
