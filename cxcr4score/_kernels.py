@@ -1003,7 +1003,7 @@ def _enqueue(head, tail, following, level, place):
     tail[level] = place
 
 
-@numba.njit(cache=True)
+@numba.njit(parallel=True, cache=True)
 def split_boxes_kernel(labels, distance, ids, boxes, seed_first, seed_pixels, seed_ids, levels_per_px, offset,
                        areas, basin_areas):
     """Split each component ids[c] in place by :func:`watershed_kernel` on its own box.
@@ -1016,10 +1016,14 @@ def split_boxes_kernel(labels, distance, ids, boxes, seed_first, seed_pixels, se
     pixel no seed reached keeps the component's id and areas[component] counts it.
     Components are 8-separated and the flood is 4-connected, so each floods only itself: a
     box at a time gives the same basins as one flood of all, with the data in cache.
+    Components are split in parallel: each writes only its own pixels, its own area and its
+    own basins' areas, and reads another's pixels (which may change meanwhile) only to see
+    that they are not its own, which holds before and after (basins are numbered above
+    every component id).
     """
     n_cols = labels.shape[1]
     scale = np.float32(levels_per_px)
-    for c in range(ids.shape[0]):
+    for c in numba.prange(ids.shape[0]):
         component = ids[c]
         r0, c0, r1, c1 = boxes[component, 0], boxes[component, 1], boxes[component, 2], boxes[component, 3]
         height, width = r1 - r0 + 2, c1 - c0 + 2
