@@ -1008,7 +1008,7 @@ def split_boxes_kernel(labels, distance, ids, boxes, seed_first, seed_pixels, se
                        areas, basin_areas):
     """Split each component ids[c] in place by :func:`watershed_kernel` on its own box.
 
-    The box (``boxes[ids[c]]``, as label_stats_kernel) is copied with a one-pixel border:
+    The box (``boxes[ids[c]]``, as ``segment._component_stats``) is copied with a one-pixel border:
     levels = rint(-distance * levels_per_px) less their minimum, the mask = the component's
     pixels, markers = its seeds ``seed_pixels[seed_first[c]:seed_first[c + 1]]`` (raveled
     indices into ``labels``, raster order) numbered ``seed_ids``. Each flooded pixel becomes
@@ -1057,17 +1057,21 @@ def split_boxes_kernel(labels, distance, ids, boxes, seed_first, seed_pixels, se
                         basin_areas[basin] += 1
 
 
-@numba.njit(cache=True)
-def label_stats_kernel(labels, areas, boxes):
-    """areas[k] = pixel count and boxes[k] = (first row, first col, last row + 1,
-    last col + 1) of every label k >= 1; ``boxes`` must start as (big, big, 0, 0) rows."""
+@numba.njit(parallel=True, cache=True)
+def label_stats_kernel(labels, row_bands, areas, boxes):
+    """areas[t, k] = pixel count and boxes[t, k] = (first row, first col, last row + 1,
+    last col + 1) of every label k >= 1 in thread t's bands of rows (``row_bands``, as
+    :func:`row_bands`); ``boxes`` must start as (big, big, 0, 0) rows."""
     # By runs of one label (a label's five accumulators per pixel made each update wait on
     # the previous pixel's).
-    starts = np.empty(labels.shape[1] + 1, np.int64)
-    for i in range(labels.shape[0]):
-        row = labels[i]
-        for r in range(_run_starts(row, starts)):
-            _add_run(areas, boxes, row[starts[r]], i, starts[r], starts[r + 1])
+    for band in numba.prange(row_bands.shape[0] - 1):
+        t = numba.get_thread_id()
+        thread_areas, thread_boxes = areas[t], boxes[t]
+        starts = np.empty(labels.shape[1] + 1, np.int64)
+        for i in range(row_bands[band], row_bands[band + 1]):
+            row = labels[i]
+            for r in range(_run_starts(row, starts)):
+                _add_run(thread_areas, thread_boxes, row[starts[r]], i, starts[r], starts[r + 1])
 
 
 @numba.njit(cache=True)

@@ -184,13 +184,22 @@ def detect_nuclei(hematoxylin, *, mpp, params=NucleusParams()):
     # Fill pinholes left by pale chromatin so the distance transform sees whole nuclei.
     foreground = cv2.morphologyEx(foreground, cv2.MORPH_CLOSE, _disk(1))
     n, labels = cv2.connectedComponents(foreground, connectivity=8)
-    areas = np.zeros(n, np.int64)
-    boxes = np.zeros((n, 4), np.int64)
-    boxes[:, :2] = np.iinfo(np.int64).max
-    _kernels.label_stats_kernel(labels, areas, boxes)
+    areas, boxes = _component_stats(labels, n)
     if params.split and n > 1:
         areas = _split_touching(foreground, labels, areas, boxes, mpp=mpp)
     return _filter_by_area(labels, areas, mpp=mpp, params=params)
+
+
+def _component_stats(labels, n):
+    """Pixel count and bounding box (first row, first col, last row + 1, last col + 1) of
+    every label 1..n - 1 of a label image, as (n,) and (n, 4) int64 (label 0: 0 and an empty
+    box), from per-thread counts by runs (``_kernels.label_stats_kernel``)."""
+    n_threads = numba.get_num_threads()
+    areas = np.zeros((n_threads, n), np.int64)
+    boxes = np.zeros((n_threads, n, 4), np.int64)
+    boxes[..., :2] = np.iinfo(np.int64).max
+    _kernels.label_stats_kernel(labels, _kernels.thread_bands(labels.shape[0]), areas, boxes)
+    return areas.sum(axis=0), np.concatenate([boxes[..., :2].min(axis=0), boxes[..., 2:].max(axis=0)], axis=1)
 
 
 def _split_touching(foreground, labels, areas, boxes, *, mpp):
@@ -208,7 +217,7 @@ def _split_touching(foreground, labels, areas, boxes, *, mpp):
         Its 8-connected components 1..n - 1; split components' pixels are relabelled in
         place to their basin's seed number plus n.
     areas, boxes : (n,) and (n, 4) ndarray of int64
-        Pixel count and bounding box of each component (``_kernels.label_stats_kernel``).
+        Pixel count and bounding box of each component (:func:`_component_stats`).
 
     Returns
     -------

@@ -476,21 +476,26 @@ def test_label_areas_match_bincount():
 
 def test_label_stats_by_runs_match_bincount_and_find_objects():
     """Reference: reference.label_stats (np.bincount, scipy.ndimage.find_objects); runs that
-    reach both image edges, labels absent from the image."""
-    from cxcr4score._kernels import label_stats_kernel
+    reach both image edges, labels absent from the image; at 1 and 2 threads."""
+    import numba
+
+    from cxcr4score.segment import _component_stats
 
     rng = np.random.default_rng(21)
     labels = np.repeat(rng.integers(0, 40, size=(53, 13)), rng.integers(1, 9, size=13), axis=1).astype(np.int32)
     labels[:, 0] = 3
     labels[-1, :] = 41  # one run over the last row
     n = 45  # 42..45 absent
-    areas = np.zeros(n + 1, np.int64)
-    boxes = np.zeros((n + 1, 4), np.int64)
-    boxes[:, :2] = np.iinfo(np.int64).max
-    label_stats_kernel(labels, areas, boxes)
     ref_areas, ref_boxes = reference.label_stats(labels, n)
-    np.testing.assert_array_equal(areas, ref_areas)
-    np.testing.assert_array_equal(boxes, ref_boxes)
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            areas, boxes = _component_stats(labels, n + 1)
+            np.testing.assert_array_equal(areas, ref_areas)
+            np.testing.assert_array_equal(boxes, ref_boxes)
+    finally:
+        numba.set_num_threads(before)
 
 
 @pytest.mark.parametrize("density", [0.0, 0.02, 0.6])

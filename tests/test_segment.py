@@ -96,10 +96,7 @@ def _touching_discs():
 
 def _split(foreground, components):
     """segment._split_touching on a copy of ``components``: the labels and the returned areas."""
-    n = int(components.max()) + 1
-    areas, boxes = np.zeros(n, np.int64), np.zeros((n, 4), np.int64)
-    boxes[:, :2] = np.iinfo(np.int64).max
-    _kernels.label_stats_kernel(components, areas, boxes)
+    areas, boxes = segment._component_stats(components, int(components.max()) + 1)
     labels = components.copy()
     return labels, segment._split_touching(foreground, labels, areas, boxes, mpp=0.5)
 
