@@ -2,6 +2,42 @@
 
 The output supports, and does not replace, a pathologist's assessment of a validated
 CXCR4 assay.
+
+Code map, in pipeline order (DESIGN.md sections 2-3):
+
+Inputs
+    config          schema defaults, ``--config`` coercion, validation
+    sheets          the slide list: a sample sheet or a folder of slides
+    errors          InputError: every bad input named in plain words
+    images          one image file: format, layout checks, level 0 read whole
+    slide_reader    regions of pyramid levels, decoding only the tiles touched
+    pixel_size      pixel size from metadata, else the sheet, else the default
+    roi             QuPath GeoJSON annotations in (ROIs), cells out
+Per slide (the workflow's rules call these through ``pipeline``)
+    slide_info      SlideInfo: pixel size, grid, tissue, I0, stains, pixel QC, chunks
+    grid            the analysis grid and the overview of a slide
+    tiling          chunks with a halo; a cell belongs to the chunk holding its centroid
+    stains          stain vectors, I0, OD tables and colour deconvolution
+    stain_estimation  per-slide stain directions (Macenko) with guards
+    tissue          tissue mask
+    segment         nuclei, cell expansion, compartments
+    measure         per-cell DAB statistics per compartment in one pass (no thresholds)
+    celltype        tumour / immune / stroma from nucleus morphology; which cells are scored
+    score           classes, H-scores, % positive, Allred, IRS, block-bootstrap intervals
+    qc_metrics      slide QC metrics and their levels
+    pipeline        the per-slide stages: validate, measure a chunk, merge, QC picture
+Per patient and outputs
+    eligibility     sensitivity variants, per-slide scores, the per-patient call and reasons
+    qc, report      QC pictures; the HTML report
+    tables          atomic table writing
+Shared
+    constants       compartment codes, sectors, OD fixed point, histogram grid
+    _kernels        the Numba kernels, one module per stage
+    runtime         threads, memory reuse, compiling kernels before parallel jobs
+Tools
+    synthetic, synthetic_cohort   generated tiles with per-cell truth (self-consistency only)
+    bench           ``cxcr4score bench speed | accuracy | concordance``
+    cli             the ``cxcr4score`` command
 """
 
 __version__ = "0.1.0"

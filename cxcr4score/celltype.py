@@ -75,3 +75,33 @@ def classify_cell_types(cells):
     types[immune] = "immune"
     types[tumour] = "tumour"
     return types
+
+
+def scored_cells(cell_types, in_region, *, tumour_cells):
+    """Which cells are scored, and which are the region's immune cells (reported apart).
+
+    Parameters
+    ----------
+    cell_types : (K,) ndarray of str
+        From :func:`classify_cell_types`.
+    in_region : (K,) ndarray of bool
+        Cells in the scored region (the ROI, or every cell without one).
+    tumour_cells : {'morphology', 'all'}
+        Config ``tumour_cells``: score the region's tumour cells, or all its cells.
+
+    Returns
+    -------
+    scored, immune : (K,) ndarray of bool
+    """
+    cell_types = np.asarray(cell_types)
+    in_region = np.asarray(in_region, dtype=bool)
+    scored = in_region & ((cell_types == "tumour") if tumour_cells == "morphology" else True)
+    return scored, in_region & (cell_types == "immune")
+
+
+def tumour_source(*, has_roi, tumour_cells):
+    """Where a slide's scored tumour cells come from (DESIGN section 4 ``tumour_source``):
+    ``roi``, else ``morphology`` (config ``tumour_cells: morphology``) or ``all_cells``."""
+    if has_roi:
+        return "roi"
+    return "morphology" if tumour_cells == "morphology" else "all_cells"

@@ -87,17 +87,20 @@ def run_score(args):
     """``cxcr4score score``: score each image; a bad image is reported and the rest go on."""
     import pandas as pd
 
-    from . import io, pipeline, runtime
+    from . import pipeline, runtime
+    from .errors import InputError
+    from .sheets import image_stem, sanitise_id
+    from .tables import write_table
 
     runtime.keep_freed_memory()
     config = _load_config(args.config)
     out = args.out
-    slide_ids = [io.sanitise_id(io.image_stem(path)) for path in args.images]
+    slide_ids = [sanitise_id(image_stem(path)) for path in args.images]
     seen = {}
     clashes = [f"{path} and {seen[sid]} would both be slide {sid!r}"
                for sid, path in zip(slide_ids, args.images) if seen.setdefault(sid, path) != path]
     if clashes:
-        raise io.InputError(clashes)
+        raise InputError(clashes)
     rows, blocks, failed = [], [], 0
     for path, slide_id in zip(args.images, slide_ids):
         try:
@@ -105,11 +108,11 @@ def run_score(args):
                 path, slide_id=slide_id, patient_id=slide_id,
                 sheet_mpp="" if args.mpp is None else str(args.mpp), config=config,
             )
-        except io.InputError as err:
+        except InputError as err:
             print(f"error: {err}", file=sys.stderr)
             failed += 1
             continue
-        io.write_table(cells, out / "cells" / f"{slide_id}.parquet")
+        write_table(cells, out / "cells" / f"{slide_id}.parquet")
         rows.append(summary)
         blocks.append(block_table)
     if not rows:
@@ -117,7 +120,7 @@ def run_score(args):
     slides = pd.DataFrame(rows)
     slides["collected"] = ""
     table = pipeline.slides_table(slides, pd.concat(blocks, ignore_index=True), config)
-    io.write_table(table, out / "slides.csv")
+    write_table(table, out / "slides.csv")
     for _, row in table.iterrows():
         print(_summary_line(row))
     return 1 if failed else 0
@@ -176,7 +179,7 @@ def run_bench(args):
 def main(argv=None):
     """Entry point of the ``cxcr4score`` console script."""
     from .config import ConfigError
-    from .io import InputError
+    from .errors import InputError
 
     args = get_arg_parser().parse_args(argv)
     print(INTENDED_USE, file=sys.stderr)

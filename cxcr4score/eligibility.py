@@ -10,10 +10,12 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from .constants import HIST_BINS
 from .score import (
     COUNT_COLUMNS,
-    DAB_HIST_EDGES,
     allred_score,
+    classify_cells,
+    count_classes,
     irs_score,
     pixel_h_score,
     score_intervals,
@@ -49,6 +51,9 @@ PATIENT_RULES = ("pooled", "any_slide", "all_slides", "most_recent")
 NOMINAL = "nominal"
 VARIANTS = ("thresholds_minus", "thresholds_plus", "alt_i0")
 
+#: DAB columns with an alternative-background twin ``<name>_alt`` (the ``alt_i0`` variant).
+_ALT_COLUMNS = ("dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell")
+
 #: Per-compartment ``blocks.measure`` values and the H-score column each one feeds.
 COMPARTMENT_MEASURES = {
     "class_membrane": "h_score_membrane",
@@ -69,7 +74,7 @@ _NOT_DELINEATED_TEXT = {
 _DEFINITE = ("eligible", "not_eligible")
 _COMPARISON = {"eligible": ">=", "not_eligible": "<", "indeterminate": "CI spans"}
 _INTERVAL_KEYS = ("n_bootstrap", "seed", "confidence", "min_blocks", "design_effect")
-_EMPTY_HIST = np.zeros((2, DAB_HIST_EDGES.size - 1), np.int64)
+_EMPTY_HIST = np.zeros((2, HIST_BINS), np.int64)
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,53 @@ def _settings(config):
         pixel_thresholds=tuple(config["pixel_thresholds"]),
         intervals={k: config["intervals"][k] for k in _INTERVAL_KEYS},
     )
+
+
+def variant_block_counts(measurements, classified, scored, *, config, alt_differs):
+    """Class counts of the scored cells per 500 um block, nominal and for each sensitivity variant.
+
+    Parameters
+    ----------
+    measurements : pandas.DataFrame
+        One slide's cells as measured (``block_id``, DAB columns and their ``_alt`` twins).
+    classified : pandas.DataFrame
+        The same cells with the nominal classes (:func:`cxcr4score.score.classify_cells`).
+    scored : (K,) ndarray of bool
+        Which cells are scored.
+    config : dict
+        Effective configuration (thresholds, class settings, ``eligibility.threshold_tolerance``).
+    alt_differs : bool
+        Whether the alternative I0 / stain choice differs from the one used (measured glass
+        or estimated stains); only then is the ``alt_i0`` variant counted.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long table ``variant, measure, block_id, n0..n3``: the nominal counts of every
+        measure (:data:`MEASURES`), then the scored class with thresholds -/+ the tolerance and
+        with the alternative I0 / stain choice (DESIGN section 5).
+    """
+    thresholds = np.asarray(config["thresholds"], dtype=np.float64)
+    tolerance = config["eligibility"]["threshold_tolerance"]
+    blocks = classified["block_id"].to_numpy()[scored]
+    parts = [_count_rows(classified[m].to_numpy()[scored], blocks, variant=NOMINAL, measure=m) for m in MEASURES]
+    for variant, shift in (("thresholds_minus", -tolerance), ("thresholds_plus", tolerance)):
+        shifted = classify_cells(measurements, config, thresholds=thresholds + shift)["class"].to_numpy()[scored]
+        parts.append(_count_rows(shifted, blocks, variant=variant, measure="class"))
+    if alt_differs:
+        swapped = measurements.copy()
+        for name in _ALT_COLUMNS:
+            swapped[name] = measurements[f"{name}_alt"]
+        alt = classify_cells(swapped, config)["class"].to_numpy()[scored]
+        parts.append(_count_rows(alt, blocks, variant="alt_i0", measure="class"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _count_rows(classes, blocks, *, variant, measure):
+    counts = count_classes(classes, blocks).rename_axis("block_id").reset_index()
+    counts.insert(0, "measure", measure)
+    counts.insert(0, "variant", variant)
+    return counts
 
 
 def _variant_label(variant, settings):

@@ -12,11 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import io
-from ._kernels import area_resize_kernel
+from ._kernels.resample import area_resize_kernel
+from .pixel_size import MPP_TOLERANCE
 
-#: A level within this fraction of the analysis pixel size is used as it is (no resampling).
-MPP_TOLERANCE = io.MPP_TOLERANCE
 #: Longest side of the overview (tissue mask, background, QC thumbnail), in pixels.
 OVERVIEW_PX = 2048
 #: Rows of a level decoded at once while building the overview.
@@ -50,7 +48,7 @@ def choose_grid(levels, *, native_mpp, analysis_mpp):
 
     Parameters
     ----------
-    levels : sequence of io.Level
+    levels : sequence of slide_reader.Level
         Pyramid levels, finest first.
     native_mpp : float
         Level-0 pixel size (um).

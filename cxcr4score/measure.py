@@ -9,107 +9,53 @@ import numba
 import numpy as np
 import pandas as pd
 
-from . import _kernels
-from ._kernels import (
-    CYTOPLASM, HEM_BINS, HEM_BINS_PER_OD, HIST_BINS, HIST_LOW, MEMBRANE, MEMBRANE_RING, N_SECTORS, NUCLEUS, Q_SCALE,
+from ._kernels import statistics as kernels
+from ._kernels.rows import row_bands, thread_bands
+from .constants import (
+    COMPARTMENT_NAMES, CYTOPLASM, HEM_BINS, HEM_BINS_PER_OD, HIST_BINS, HIST_LOW, MEMBRANE, MEMBRANE_RING, N_CODES,
+    N_SECTORS, NUCLEUS, Q_SCALE, SECTOR_COLUMNS,
 )
+from .stains import channel_pair_rows, check_rgb, check_tables
 
-#: Compartment names in kernel order (codes 1, 2, 3).
-COMPARTMENT_NAMES = ("nucleus", "cytoplasm", "membrane")
 #: Columns of the per-cell accumulators after label 0 and code 0 are dropped: codes 1-3 and
 #: the capture ring 4.
 _N_CELL_CODES = MEMBRANE_RING
-#: Column names of the membrane-band sector means.
-SECTOR_COLUMNS = tuple(f"dab_membrane_sector_{s:02d}" for s in range(N_SECTORS))
 #: Rows per parallel work item of the statistics kernel.
 _ROWS_PER_BAND = 16
 
 
-def _check_rgb(rgb):
-    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        shape = getattr(rgb, "shape", None)
-        dtype = getattr(rgb, "dtype", type(rgb).__name__)
-        raise ValueError(f"expected an (M, N, 3) uint8 RGB image, got shape {shape} dtype {dtype}")
-    return np.ascontiguousarray(rgb)
-
-
-def _check_tables(tables):
-    tables = np.ascontiguousarray(tables, dtype=np.float32)
-    if tables.shape != (2, 3, 256):
-        raise ValueError(f"concentration tables must have shape (2, 3, 256), got {tables.shape}")
-    return tables
-
-
-def deconvolve(rgb, tables):
-    """Hematoxylin and DAB concentration planes by lookup (one read of the RGB image).
+def label_stats(labels, n):
+    """Pixel count and bounding box of every label 1..n - 1 of a label image.
 
     Parameters
     ----------
-    rgb : (M, N, 3) ndarray of uint8
-    tables : (2, 3, 256) ndarray of float32
-        From :func:`cxcr4score.stains.concentration_tables`.
+    labels : (M, N) ndarray of int
+    n : int
+        One more than the largest label counted.
 
     Returns
     -------
-    hematoxylin, dab : (M, N) ndarray of float32
-        Stain concentrations in OD units; negative values are kept.
+    areas : (n,) ndarray of int64
+        Label 0 counts 0.
+    boxes : (n, 4) ndarray of int64
+        (first row, first col, last row + 1, last col + 1); label 0 and absent labels get
+        an empty box (int64 max, int64 max, 0, 0).
     """
-    rgb = _check_rgb(rgb)
-    pairs = _channel_pair_rows(_check_tables(tables))
-    hematoxylin = np.empty(rgb.shape[:2], dtype=np.float32)
-    dab = np.empty(rgb.shape[:2], dtype=np.float32)
-    _kernels.deconvolve_kernel(rgb, pairs, hematoxylin, dab)
-    return hematoxylin, dab
-
-
-def _channel_pair_rows(tables):
-    """Pair table of concentration tables: row 256 r + g holds tables[s][0, r] + tables[s][1, g]
-    for each stain s, row RG_ROWS + b holds tables[s][2, b] (float32).
-
-    The float32 sum of a pixel's two rows is the float32 sum of its three channel entries
-    added in channel order, so concentrations are bit-identical to three lookups a stain.
-    Two stains give (RG_ROWS + 256, 2); three give (RG_ROWS + 256, 4), the last lane 0 (rows
-    of 16 bytes, one vector load each).
-
-    Parameters
-    ----------
-    tables : sequence of (3, 256) ndarray of float32
-    """
-    width = 2 if len(tables) == 2 else 4
-    pairs = np.zeros((_kernels.RG_ROWS + 256, width), np.float32)
-    for s, table in enumerate(tables):
-        pairs[: _kernels.RG_ROWS, s] = np.add.outer(table[0], table[1]).ravel()  # float32 sums
-        pairs[_kernels.RG_ROWS :, s] = table[2]
-    return pairs
-
-
-def deconvolve_hematoxylin(rgb, tables):
-    """The hematoxylin plane of :func:`deconvolve` alone (one plane written, not two).
-
-    Parameters
-    ----------
-    rgb : (M, N, 3) ndarray of uint8
-    tables : (2, 3, 256) ndarray of float32
-
-    Returns
-    -------
-    (M, N) ndarray of float32
-        Equal to ``deconvolve(rgb, tables)[0]``.
-    """
-    rgb = _check_rgb(rgb)
-    tables = _check_tables(tables)
-    hematoxylin = np.empty(rgb.shape[:2], dtype=np.float32)
-    _kernels.hematoxylin_kernel(rgb, tables, hematoxylin)
-    return hematoxylin
+    labels = np.ascontiguousarray(labels)
+    n_threads = numba.get_num_threads()
+    areas = np.zeros((n_threads, n), np.int64)
+    boxes = np.zeros((n_threads, n, 4), np.int64)
+    boxes[..., :2] = np.iinfo(np.int64).max
+    kernels.label_stats_kernel(labels, thread_bands(labels.shape[0]), areas, boxes)
+    return areas.sum(axis=0), np.concatenate([boxes[..., :2].min(axis=0), boxes[..., 2:].max(axis=0)], axis=1)
 
 
 def label_areas(labels):
     """Pixel count of every label 0..labels.max() of a non-negative integer image (int64)."""
     labels = np.ascontiguousarray(labels)
-    bands = _kernels.row_bands(labels.shape[0], 64)
-    counts = np.zeros((numba.get_num_threads(), int(labels.max(initial=0)) + 1), dtype=np.int64)
-    _kernels.label_count_kernel(labels, bands, counts)
-    return counts.sum(axis=0)
+    areas, _ = label_stats(labels, int(labels.max(initial=0)) + 1)
+    areas[0] = labels.size - areas[1:].sum()
+    return areas
 
 
 def _label_moments(labels, n_cells, origin_row, origin_col):
@@ -120,8 +66,8 @@ def _label_moments(labels, n_cells, origin_row, origin_col):
     if labels.ndim != 2:
         raise ValueError(f"expected a 2-D label image, got shape {labels.shape}")
     sums = np.zeros((numba.get_num_threads(), n_cells + 1, 6), np.int64)
-    bands = _kernels.row_bands(labels.shape[0], _ROWS_PER_BAND)
-    _kernels.label_moments_kernel(labels, origin_row.astype(np.int64), origin_col.astype(np.int64), bands, sums)
+    bands = row_bands(labels.shape[0], _ROWS_PER_BAND)
+    kernels.label_moments_kernel(labels, origin_row.astype(np.int64), origin_col.astype(np.int64), bands, sums)
     return sums.sum(axis=0)
 
 
@@ -246,8 +192,8 @@ def measure_cells(
     Sums are exact integers of OD quantised to ``rint(OD * 2**20)``, so the result does not
     depend on the number of threads; means and SDs are taken once, in float64.
     """
-    rgb = _check_rgb(rgb)
-    tables = _check_tables(tables)
+    rgb = check_rgb(rgb)
+    tables = check_tables(tables)
     shape = rgb.shape[:2]
     for name, array in (("cell_labels", cell_labels), ("compartments", compartments)):
         if array.shape != shape:
@@ -267,21 +213,21 @@ def measure_cells(
     n_threads = numba.get_num_threads()
     # Per thread; rows N_CODES k + m for label k and compartment code m (label 0 and code 0 are
     # accumulated and dropped); sums of (q(DAB), q(DAB)^2, q(alternative DAB), q(hematoxylin)).
-    n_keys = (n_cells + 1) * _kernels.N_CODES
+    n_keys = (n_cells + 1) * N_CODES
     count = np.zeros((n_threads, n_keys), np.int64)
     sums = np.zeros((n_threads, n_keys, 4), np.int64)
     sectors = np.zeros((n_threads, n_cells + 1, N_SECTORS, 2), np.int64)
     # 8 spare bins at the end count the pixels outside the histogram.
     hist = np.zeros((n_threads, HEM_BINS * HIST_BINS + 8), np.int64)
-    row_bands = _kernels.row_bands(shape[0], _ROWS_PER_BAND)
+    bands = row_bands(shape[0], _ROWS_PER_BAND)
     invalid = np.zeros(n_threads, np.int64)
-    _kernels.cell_stats_kernel(rgb, cells, comps, _channel_pair_rows((*tables, alt)), rows, cols, scope, row_bands,
+    kernels.cell_stats_kernel(rgb, cells, comps, channel_pair_rows((*tables, alt)), rows, cols, scope, bands,
                                count, sums, sectors, hist, invalid)
     if invalid.any():
         raise ValueError(f"{invalid.sum()} pixels have a cell label outside 0..{n_cells} or a compartment code "
                          f"outside 0..{MEMBRANE_RING}")
-    count = count.sum(axis=0).reshape(n_cells + 1, _kernels.N_CODES)[1:, 1:]
-    sums = sums.sum(axis=0).reshape(n_cells + 1, _kernels.N_CODES, 4)[1:, 1:]
+    count = count.sum(axis=0).reshape(n_cells + 1, N_CODES)[1:, 1:]
+    sums = sums.sum(axis=0).reshape(n_cells + 1, N_CODES, 4)[1:, 1:]
     sectors = sectors.sum(axis=0)[1:]
     joint = hist[:, : HEM_BINS * HIST_BINS].sum(axis=0).reshape(HEM_BINS, HIST_BINS)
     table = _to_table(count, sums[..., 0], sums[..., 1], sums[..., 2], sums[:, NUCLEUS - 1, 3],
@@ -310,6 +256,13 @@ def split_by_hematoxylin(hist, hematoxylin_min):
     lower_edges = HIST_LOW + np.arange(HEM_BINS) / HEM_BINS_PER_OD
     high = lower_edges >= hematoxylin_min - 1e-9
     return np.stack([hist[~high].sum(axis=0), hist[high].sum(axis=0)])
+
+
+def slide_histogram(hists, hematoxylin_min):
+    """The chunks' joint histograms summed and split at ``hematoxylin_min`` (see
+    :func:`split_by_hematoxylin`); a slide without chunks gives empty rows."""
+    joint = np.sum(hists, axis=0) if len(hists) else empty_histogram()
+    return split_by_hematoxylin(joint, hematoxylin_min)
 
 
 def empty_histogram():

@@ -12,6 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+#: QC levels from best to worst.
+QC_ORDER = ("ok", "warning", "failed")
 #: Metrics where a SMALL value is bad; all others are bad when large.
 LOW_IS_BAD = frozenset({"tissue_mm2", "tumour_cells"})
 #: How each metric is named in QC messages.
@@ -214,6 +216,39 @@ def stroma_dab(cells):
     """Median cell DAB of the stroma cells (nonspecific background), NaN without stroma cells."""
     stroma = cells.loc[cells["cell_type"] == "stroma", "dab_cell"].dropna()
     return float(stroma.median()) if len(stroma) else float("nan")
+
+
+def slide_metrics(pixel_qc, *, tissue_mm2, tumour_cells, region_cells, min_sharpness):
+    """A slide's QC metric values, in the order :func:`evaluate` reports them.
+
+    Parameters
+    ----------
+    pixel_qc : dict
+        The pixel metrics measured by slide_info (``focus_scores`` and the shares).
+    tissue_mm2 : float
+    tumour_cells : int
+        Scored cells.
+    region_cells : pandas.DataFrame
+        The cells of the scored region, with ``cell_type`` and ``dab_cell`` (for
+        :func:`stroma_dab`).
+    min_sharpness : float
+        Config ``qc.focus_min_sharpness`` (for :func:`blurred_share`).
+
+    Returns
+    -------
+    dict
+        ``tissue_mm2``, ``tumour_cells``, ``blurred_tiles``, the pixel shares and angles, and
+        ``stroma_dab``.
+    """
+    shares = {k: v for k, v in pixel_qc.items() if k != "focus_scores"}
+    blurred = blurred_share(pixel_qc["focus_scores"], min_sharpness=min_sharpness)
+    return {"tissue_mm2": tissue_mm2, "tumour_cells": float(tumour_cells), "blurred_tiles": blurred, **shares,
+            "stroma_dab": stroma_dab(region_cells)}
+
+
+def worst_status(*statuses):
+    """The worst of QC statuses (``ok`` < ``warning`` < ``failed``)."""
+    return max(statuses, key=QC_ORDER.index)
 
 
 def evaluate(values, levels):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxcr4score.io import InputError
+from .errors import InputError
 
 __all__ = ["Polygon", "cells_to_geojson", "read_roi", "roi_mask"]
 

@@ -1,4 +1,5 @@
-"""Process-wide settings of a compute process: thread counts and reuse of freed memory.
+"""Process-wide settings of a compute process: thread counts, reuse of freed memory, and
+compiling the kernels before parallel jobs start.
 
 Called once at the start of a process that runs the pipeline (the workflow's job scripts,
 ``cxcr4score score`` and ``cxcr4score bench``), never on import: they change the whole
@@ -9,6 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import sys
+
+import numpy as np
+
+from . import measure, segment, stains, tissue
+from ._kernels.resample import area_resize_kernel
 
 #: glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -39,12 +45,11 @@ def keep_freed_memory():
     By default glibc maps every allocation above a threshold that grows to at most 32 MB
     straight from the kernel and unmaps it when freed, so each new full-tile plane (64 MB
     at 4096^2 float32) arrives as fresh pages the kernel must zero, one fault per page. The
-    pipeline allocates a dozen such planes per tile: on a 4096^2 tile, deconvolution took
-    49 ms instead of 21 and the whole chain 0.94 s instead of 0.76. Freed memory is reused
-    instead, and the process keeps its memory until it ends (a workflow job handles one
-    chunk; ``cxcr4score score`` reuses it from one image to the next). Reuse can fragment the heap where array sizes vary: the peak resident size of
-    our chain on a 4096^2 tile went from 831 to 843 MB, that of the scikit-image reference
-    from 1614 to 1848 MB.
+    pipeline allocates a dozen such planes per tile, and the page faults cost about as much
+    as the deconvolution itself (docs/performance.md). Freed memory is reused instead, and
+    the process keeps its memory until it ends (a workflow job handles one chunk;
+    ``cxcr4score score`` reuses it from one image to the next). Reuse can fragment the heap
+    where array sizes vary, which raises the peak resident size a little.
 
     Returns
     -------
@@ -64,3 +69,31 @@ def keep_freed_memory():
     mapped = bool(mallopt(_M_MMAP_THRESHOLD, HEAP_LIMIT_BYTES)) or bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20))
     kept = bool(mallopt(_M_TRIM_THRESHOLD, HEAP_LIMIT_BYTES))
     return mapped and kept
+
+
+def warm_up():
+    """Compile every kernel, or load it from Numba's cache, for the types the pipeline uses.
+
+    Run once before parallel jobs start (the workflow's ``validate_inputs`` rule), so that
+    they load cached machine code instead of each compiling the same kernels at once.
+    """
+    rows, cols = np.indices((96, 96))
+    discs = ((rows - 30) ** 2 + (cols - 30) ** 2 <= 64) | ((rows - 30) ** 2 + (cols - 44) ** 2 <= 64)
+    discs |= (rows - 70) ** 2 + (cols - 60) ** 2 <= 49
+    rgb = np.repeat(np.where(discs, 90, 230).astype(np.uint8)[..., None], 3, axis=2)
+    rgb[85, 10] = 0  # a speck: a tissue fragment too small to keep
+    tables = stains.concentration_tables((240.0, 240.0, 240.0), stains.stain_matrix())
+    stains.deconvolve(rgb, tables)
+    hematoxylin = stains.deconvolve_hematoxylin(rgb, tables)
+    tissue.tissue_mask(rgb, mpp=0.5, min_area_um2=20.0)
+    nuclei = segment.detect_nuclei(hematoxylin, mpp=0.5)
+    cells = segment.expand_cells(nuclei, mpp=0.5)
+    codes, _ = segment.compartments(cells, nuclei, mpp=0.5)
+    n = int(nuclei.max())
+    centroid_row, centroid_col, _, _ = measure.nucleus_shape(nuclei, n)
+    measure.measure_cells(
+        rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=tables[1],
+        centroid_row=centroid_row, centroid_col=centroid_col, in_scope=np.ones(n + 1, bool),
+    )
+    area_resize_kernel(rgb, np.empty((10, 10, 3), np.uint8), 0, 0, 0, 0, 1.5, 1.5)
+    return n

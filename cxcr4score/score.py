@@ -12,30 +12,19 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from .constants import DAB_HIST_EDGES, HIST_BINS, HIST_BINS_PER_OD, HIST_LOW, SECTOR_COLUMNS
+
 #: Compartments that carry a mean DAB OD column ``dab_<compartment>`` and a class.
 COMPARTMENTS = ("nucleus", "cytoplasm", "membrane", "cell")
 
 #: How a cell's scored class is made (DESIGN section 4, config ``class_rule``).
 CLASS_RULES = ("max", "membrane", "cytoplasm", "cell")
 
-#: Number of angular sectors of the membrane band (DESIGN section 5, HER2-style reading).
-N_SECTORS = 16
-
-#: Column names of the membrane-band sector means.
-SECTOR_COLUMNS = tuple(f"dab_membrane_sector_{s:02d}" for s in range(N_SECTORS))
-
 #: Class of a compartment without pixels.
 MISSING_CLASS = -1
 
 #: Count columns of class totals, in class order 0, 1+, 2+, 3+.
 COUNT_COLUMNS = ("n0", "n1", "n2", "n3")
-
-#: Edges of the per-pixel DAB OD histogram: 800 bins of 0.005 OD from -1 to 3 (out-of-range
-#: values are clamped into the end bins). Bin ``i`` covers ``[-1 + i / 200, -1 + (i + 1) / 200)``.
-DAB_HIST_EDGES = np.linspace(-1.0, 3.0, 801)
-_HIST_LOW = -1.0
-_HIST_BINS_PER_OD = 200.0
-_HIST_BINS = DAB_HIST_EDGES.size - 1
 
 #: A threshold within this of a bin's lower edge counts that bin (pixel H-score).
 _EDGE_TOLERANCE = 1e-9
@@ -174,6 +163,31 @@ def assign_classes(
     return out
 
 
+def classify_cells(cells, config, *, thresholds=None):
+    """:func:`assign_classes` with the effective config's class settings.
+
+    Parameters
+    ----------
+    cells : pandas.DataFrame
+        Per-cell measurements (see :func:`assign_classes`).
+    config : dict
+        Effective configuration: ``thresholds``, ``class_rule``, ``compartments`` and
+        ``membrane_exposed_max``.
+    thresholds : sequence of 3 float, optional
+        In place of the config's (the sensitivity variants shift them).
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`assign_classes`.
+    """
+    return assign_classes(
+        cells, thresholds=np.asarray(config["thresholds"], dtype=np.float64) if thresholds is None else thresholds,
+        class_rule=config["class_rule"], compartments=tuple(config["compartments"]),
+        exposed_max=config["membrane_exposed_max"],
+    )
+
+
 def dab_bin_index(values):
     """Histogram bin (0-799) of each DAB optical density, as the measure kernel bins pixels.
 
@@ -206,8 +220,8 @@ def dab_bin_index(values):
     v = np.asarray(values, dtype=np.float64)
     if np.isnan(v).any():
         raise ValueError(f"DAB values must not be NaN, got {np.count_nonzero(np.isnan(v))} NaN values")
-    scaled = np.floor((v - _HIST_LOW) * _HIST_BINS_PER_OD)
-    return np.clip(scaled, 0, _HIST_BINS - 1).astype(np.intp)
+    scaled = np.floor((v - HIST_LOW) * HIST_BINS_PER_OD)
+    return np.clip(scaled, 0, HIST_BINS - 1).astype(np.intp)
 
 
 def pixel_h_score(hist, *, thresholds):
@@ -244,9 +258,9 @@ def pixel_h_score(hist, *, thresholds):
     membrane biomarker expression from immunohistochemistry images. PLoS One 2021;16:e0245638.
     """
     h = np.asarray(hist)
-    if h.shape != (2, _HIST_BINS) or not np.issubdtype(h.dtype, np.integer) or (h < 0).any():
+    if h.shape != (2, HIST_BINS) or not np.issubdtype(h.dtype, np.integer) or (h < 0).any():
         raise ValueError(
-            f"hist must be a (2, {_HIST_BINS}) array of non-negative integer counts, "
+            f"hist must be a (2, {HIST_BINS}) array of non-negative integer counts, "
             f"got shape {h.shape} dtype {h.dtype}"
         )
     t = _check_thresholds(thresholds)

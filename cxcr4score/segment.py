@@ -22,7 +22,10 @@ import numba
 import numpy as np
 from skimage.morphology import disk
 
-from . import _kernels
+from ._kernels import cells as cell_kernels
+from ._kernels import filters, labels as label_kernels
+from ._kernels.rows import row_bands, thread_bands
+from .measure import label_stats
 
 #: Smallest distance between two nucleus seeds when splitting touching nuclei (um): about
 #: the radius of the smallest nucleus kept (10 um^2 -> r = 1.8 um).
@@ -51,7 +54,8 @@ MORPHOLOGY_ROW_STEP = 2
 #: 1 / OD_GRID_SCALE from OD_GRID_LOW (-4 to 12 OD, steps of 2.4e-4 OD; lookup-table
 #: concentrations span about -3.5 to 5.1 even with stain vectors turned 15 degrees):
 #: erosion and dilation commute with a monotone quantisation, so the result is the float
-#: one rounded to the grid, and 16-bit lanes make the filters about 1.7x faster.
+#: one rounded to the grid, and 16-bit lanes (twice as many a vector as float32) make the
+#: filters faster.
 OD_GRID_LOW, OD_GRID_SCALE = -4.0, float(2**12)
 #: Gaussian kernels are cut at this many sigmas (scikit-image and OpenCV use 4; the tails
 #: beyond 3 hold 0.3% of the weight): 25 -> 19 taps at the default 1.5 um / 0.5 um/px.
@@ -78,7 +82,7 @@ def _disk(radius_px):
     return disk(max(1, int(round(radius_px)))).astype(np.uint8)
 
 
-def _disk_filter(image, radius_px, *, take_max, row_step=1, finish=_kernels.FILTER_KEEP, aux=None, threshold=0.0,
+def _disk_filter(image, radius_px, *, take_max, row_step=1, finish=filters.FILTER_KEEP, aux=None, threshold=0.0,
                  fraction=0.0):
     """Grey dilation (``take_max``) or erosion by :func:`_disk` of an image on the OD grid.
 
@@ -91,7 +95,7 @@ def _disk_filter(image, radius_px, *, take_max, row_step=1, finish=_kernels.FILT
     at offsets that are multiples of s (a symmetric footprint, so an opening by it is still
     an opening: never above the image), at about 1/s of the cost.
 
-    ``finish`` (``_kernels.FILTER_*``) chooses the output: the filtered grid values (uint16);
+    ``finish`` (``filters.FILTER_*``) chooses the output: the filtered grid values (uint16);
     the float32 ``aux`` minus their OD; or the foreground test of ``aux`` against ``threshold``
     and ``fraction`` of their OD (uint8 0 / 1), fused into the filter's pass.
     """
@@ -102,15 +106,15 @@ def _disk_filter(image, radius_px, *, take_max, row_step=1, finish=_kernels.FILT
     image = np.ascontiguousarray(image)
     if image.dtype not in (np.float32, np.uint16):
         raise TypeError(f"disk filter takes float32 or uint16 images, got {image.dtype}")
-    if finish != _kernels.FILTER_KEEP and (aux is None or np.shape(aux) != image.shape):
+    if finish != filters.FILTER_KEEP and (aux is None or np.shape(aux) != image.shape):
         got = None if aux is None else np.shape(aux)
         raise ValueError(f"this finish needs an image of shape {image.shape}, got {got}")
-    out_dtype = {_kernels.FILTER_KEEP: np.uint16, _kernels.FILTER_RESIDUAL: np.float32,
-                 _kernels.FILTER_FOREGROUND: np.uint8}[finish]
+    out_dtype = {filters.FILTER_KEEP: np.uint16, filters.FILTER_RESIDUAL: np.float32,
+                 filters.FILTER_FOREGROUND: np.uint8}[finish]
     out = np.empty(image.shape, out_dtype)
-    aux = np.zeros((1, 1), np.float32) if finish == _kernels.FILTER_KEEP else np.ascontiguousarray(aux, np.float32)
-    _kernels.disk_filter_kernel(image, OD_GRID_LOW, OD_GRID_SCALE, offsets, half_widths, take_max, finish, aux,
-                                float(threshold), float(fraction), out, _kernels.thread_bands(image.shape[0]))
+    aux = np.zeros((1, 1), np.float32) if finish == filters.FILTER_KEEP else np.ascontiguousarray(aux, np.float32)
+    filters.disk_filter_kernel(image, OD_GRID_LOW, OD_GRID_SCALE, offsets, half_widths, take_max, finish, aux,
+                                float(threshold), float(fraction), out, thread_bands(image.shape[0]))
     return out
 
 
@@ -142,7 +146,7 @@ def nucleus_signal(hematoxylin, *, mpp, params=NucleusParams()):
         radius = params.background_radius_um / mpp
         eroded = _disk_filter(hem, radius, take_max=False, row_step=MORPHOLOGY_ROW_STEP)
         hem = _disk_filter(eroded, radius, take_max=True, row_step=MORPHOLOGY_ROW_STEP,
-                           finish=_kernels.FILTER_RESIDUAL, aux=hem)
+                           finish=filters.FILTER_RESIDUAL, aux=hem)
     if params.sigma_um > 0:
         hem = _gaussian(hem, params.sigma_um / mpp)
     return hem
@@ -179,27 +183,15 @@ def detect_nuclei(hematoxylin, *, mpp, params=NucleusParams()):
         return np.zeros(hematoxylin.shape, np.int32)
     signal = nucleus_signal(hematoxylin, mpp=mpp, params=params)
     foreground = _disk_filter(signal, OUTLINE_WINDOW_UM / mpp, take_max=True, row_step=MORPHOLOGY_ROW_STEP,
-                              finish=_kernels.FILTER_FOREGROUND, aux=signal, threshold=params.threshold,
+                              finish=filters.FILTER_FOREGROUND, aux=signal, threshold=params.threshold,
                               fraction=OUTLINE_FRACTION)
     # Fill pinholes left by pale chromatin so the distance transform sees whole nuclei.
     foreground = cv2.morphologyEx(foreground, cv2.MORPH_CLOSE, _disk(1))
     n, labels = cv2.connectedComponents(foreground, connectivity=8)
-    areas, boxes = _component_stats(labels, n)
+    areas, boxes = label_stats(labels, n)
     if params.split and n > 1:
         areas = _split_touching(foreground, labels, areas, boxes, mpp=mpp)
     return _filter_by_area(labels, areas, mpp=mpp, params=params)
-
-
-def _component_stats(labels, n):
-    """Pixel count and bounding box (first row, first col, last row + 1, last col + 1) of
-    every label 1..n - 1 of a label image, as (n,) and (n, 4) int64 (label 0: 0 and an empty
-    box), from per-thread counts by runs (``_kernels.label_stats_kernel``)."""
-    n_threads = numba.get_num_threads()
-    areas = np.zeros((n_threads, n), np.int64)
-    boxes = np.zeros((n_threads, n, 4), np.int64)
-    boxes[..., :2] = np.iinfo(np.int64).max
-    _kernels.label_stats_kernel(labels, _kernels.thread_bands(labels.shape[0]), areas, boxes)
-    return areas.sum(axis=0), np.concatenate([boxes[..., :2].min(axis=0), boxes[..., 2:].max(axis=0)], axis=1)
 
 
 def _split_touching(foreground, labels, areas, boxes, *, mpp):
@@ -217,7 +209,7 @@ def _split_touching(foreground, labels, areas, boxes, *, mpp):
         Its 8-connected components 1..n - 1; split components' pixels are relabelled in
         place to their basin's seed number plus n.
     areas, boxes : (n,) and (n, 4) ndarray of int64
-        Pixel count and bounding box of each component (:func:`_component_stats`).
+        Pixel count and bounding box of each component (:func:`cxcr4score.measure.label_stats`).
 
     Returns
     -------
@@ -246,7 +238,7 @@ def _split_touching(foreground, labels, areas, boxes, *, mpp):
     seed_first = np.searchsorted(placed[order], np.arange(to_split.size + 1))
     areas = areas.copy()
     areas[to_split] = 0
-    _kernels.split_boxes_kernel(labels, distance, to_split.astype(np.int64), boxes, seed_first, seed_pixels[order],
+    label_kernels.split_boxes_kernel(labels, distance, to_split.astype(np.int64), boxes, seed_first, seed_pixels[order],
                                 seed_ids[order], float(WATERSHED_LEVELS_PER_PX), n_components, areas, basin_areas)
     return np.concatenate([areas, basin_areas])
 
@@ -271,9 +263,9 @@ def _split_seeds(foreground, *, mpp):
     reach = max(1, int(round(SPLIT_MIN_DISTANCE_UM / mpp)))
     seeds = np.empty(foreground.shape, np.uint8)
     row_counts = np.empty(foreground.shape[0], np.int64)
-    _kernels.seed_mask_kernel(distance, reach, SPLIT_MIN_DEPTH_UM / mpp, foreground,
-                              _kernels.thread_bands(foreground.shape[0]), seeds, row_counts)
-    seed_pixels, seed_ids = _kernels.seed_groups_kernel(seeds, row_counts)
+    filters.seed_mask_kernel(distance, reach, SPLIT_MIN_DEPTH_UM / mpp, foreground,
+                              thread_bands(foreground.shape[0]), seeds, row_counts)
+    seed_pixels, seed_ids = label_kernels.seed_groups_kernel(seeds, row_counts)
     return distance, seed_pixels, seed_ids
 
 
@@ -284,7 +276,7 @@ def _filter_by_area(labels, areas, *, mpp, params):
     keep[0] = False
     new_ids = np.zeros(areas.size, dtype=np.int32)
     new_ids[keep] = np.arange(1, np.count_nonzero(keep) + 1, dtype=np.int32)
-    _kernels.relabel_kernel(labels, new_ids, labels)
+    label_kernels.relabel_kernel(labels, new_ids, labels)
     return labels
 
 
@@ -315,7 +307,7 @@ def expand_cells(nucleus_labels, *, mpp, expansion_um=5.0):
     while np.sqrt(np.float64(max_d2 + 1)) <= limit:
         max_d2 += 1
     cells = np.empty_like(labels)
-    _kernels.expand_labels_kernel(labels, reach, max_d2, shift, _kernels.row_bands(labels.shape[0], 64), cells)
+    cell_kernels.expand_labels_kernel(labels, reach, max_d2, shift, row_bands(labels.shape[0], 64), cells)
     return cells
 
 
@@ -376,8 +368,8 @@ def _band_codes(cells, nuclei, radius_px, ring_px=None):
     codes = np.empty(cells.shape, dtype=np.uint8)
     counts = np.zeros((numba.get_num_threads(), n + 1, 2), dtype=np.int64)
     ring = np.zeros(1, np.int64) if ring_px is None else _disk_half_widths(ring_px)
-    bands = _kernels.row_bands(cells.shape[0], 64)
-    _kernels.compartments_kernel(cells, nuclei, _disk_half_widths(radius_px), ring, bands, codes, counts)
+    bands = row_bands(cells.shape[0], 64)
+    cell_kernels.compartments_kernel(cells, nuclei, _disk_half_widths(radius_px), ring, bands, codes, counts)
     return codes, counts
 
 

@@ -11,8 +11,10 @@ unbiased. Because an 8-bit channel takes only 256 values, OD times each column o
 precomputed into six 256-entry tables (built in float64, stored float32); deconvolving a
 pixel is then three lookups and two additions per stain (DESIGN section 6). The two-plane
 path folds the red and green tables of both stains into one 65,536-row table of
-(hematoxylin, DAB) float32 pairs (``measure._channel_pair_rows``): two lookups a pixel,
+(hematoxylin, DAB) float32 pairs (:func:`channel_pair_rows`): two lookups a pixel,
 bit-identical because each row holds the float32 sum of the first two channels.
+:func:`deconvolve` and :func:`deconvolve_hematoxylin` apply the tables (Numba kernels in
+:mod:`cxcr4score._kernels.deconvolution`).
 
 This is NOT ``skimage.color.rgb2hed``: that uses the H-E-DAB matrix, divides OD by
 ln(1e-6) (a factor of about 6) and clips at 0.
@@ -30,6 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from ._kernels import deconvolution as kernels
 
 #: QuPath "H-DAB default" hematoxylin OD direction (R, G, B).
 QUPATH_HEMATOXYLIN = (0.65111, 0.70119, 0.29049)
@@ -168,3 +172,88 @@ def measure_background(rgb, glass, *, default_i0=255.0, min_glass_fraction=0.01)
     # A channel whose glass is nearly black cannot serve as background; fall back.
     i0 = np.clip(i0, 2.0, 255.0)
     return Background(tuple(float(v) for v in i0), "glass")
+
+
+def check_rgb(rgb):
+    """The image as a C-contiguous (M, N, 3) uint8 array; ValueError naming the shape and dtype
+    of anything else."""
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        shape = getattr(rgb, "shape", None)
+        dtype = getattr(rgb, "dtype", type(rgb).__name__)
+        raise ValueError(f"expected an (M, N, 3) uint8 RGB image, got shape {shape} dtype {dtype}")
+    return np.ascontiguousarray(rgb)
+
+
+def check_tables(tables):
+    """Concentration tables as a C-contiguous (2, 3, 256) float32 array; ValueError otherwise."""
+    tables = np.ascontiguousarray(tables, dtype=np.float32)
+    if tables.shape != (2, 3, 256):
+        raise ValueError(f"concentration tables must have shape (2, 3, 256), got {tables.shape}")
+    return tables
+
+
+def channel_pair_rows(tables):
+    """Pair table of concentration tables: row 256 r + g holds tables[s][0, r] + tables[s][1, g]
+    for each stain s, row RG_ROWS + b holds tables[s][2, b] (float32).
+
+    The float32 sum of a pixel's two rows is the float32 sum of its three channel entries
+    added in channel order, so concentrations are bit-identical to three lookups a stain.
+    Two stains give (RG_ROWS + 256, 2); three give (RG_ROWS + 256, 4), the last lane 0 (rows
+    of 16 bytes, one vector load each).
+
+    Parameters
+    ----------
+    tables : sequence of (3, 256) ndarray of float32
+
+    Returns
+    -------
+    (65792, 2) or (65792, 4) ndarray of float32
+    """
+    width = 2 if len(tables) == 2 else 4
+    pairs = np.zeros((kernels.RG_ROWS + 256, width), np.float32)
+    for s, table in enumerate(tables):
+        pairs[: kernels.RG_ROWS, s] = np.add.outer(table[0], table[1]).ravel()  # float32 sums
+        pairs[kernels.RG_ROWS :, s] = table[2]
+    return pairs
+
+
+def deconvolve(rgb, tables):
+    """Hematoxylin and DAB concentration planes by lookup (one read of the RGB image).
+
+    Parameters
+    ----------
+    rgb : (M, N, 3) ndarray of uint8
+    tables : (2, 3, 256) ndarray of float32
+        From :func:`concentration_tables`.
+
+    Returns
+    -------
+    hematoxylin, dab : (M, N) ndarray of float32
+        Stain concentrations in OD units; negative values are kept.
+    """
+    rgb = check_rgb(rgb)
+    pairs = channel_pair_rows(check_tables(tables))
+    hematoxylin = np.empty(rgb.shape[:2], dtype=np.float32)
+    dab = np.empty(rgb.shape[:2], dtype=np.float32)
+    kernels.deconvolve_kernel(rgb, pairs, hematoxylin, dab)
+    return hematoxylin, dab
+
+
+def deconvolve_hematoxylin(rgb, tables):
+    """The hematoxylin plane of :func:`deconvolve` alone (one plane written, not two).
+
+    Parameters
+    ----------
+    rgb : (M, N, 3) ndarray of uint8
+    tables : (2, 3, 256) ndarray of float32
+
+    Returns
+    -------
+    (M, N) ndarray of float32
+        Equal to ``deconvolve(rgb, tables)[0]``.
+    """
+    rgb = check_rgb(rgb)
+    tables = check_tables(tables)
+    hematoxylin = np.empty(rgb.shape[:2], dtype=np.float32)
+    kernels.hematoxylin_kernel(rgb, tables, hematoxylin)
+    return hematoxylin

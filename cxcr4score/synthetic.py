@@ -35,10 +35,14 @@ import pandas as pd
 import tifffile
 from scipy.spatial import cKDTree
 
+from .config import default_config
+from .constants import BACKGROUND, CYTOPLASM, MEMBRANE, NUCLEUS
+# The analysis assumes QuPath's "H-DAB default" directions; the generator renders with
+# directions rotated away from them.
+from .stains import QUPATH_DAB, QUPATH_HEMATOXYLIN
+
 __all__ = [
     "DEFAULT_THRESHOLDS",
-    "QUPATH_DAB",
-    "QUPATH_HEMATOXYLIN",
     "TRUTH_COLUMNS",
     "SyntheticTile",
     "TileSpec",
@@ -50,16 +54,9 @@ __all__ = [
     "write_tile",
 ]
 
-#: QuPath "H-DAB default" stain OD directions (Ruifrok & Johnston 2001). The analysis assumes
-#: these; the generator renders with directions rotated away from them.
-QUPATH_HEMATOXYLIN = (0.65111, 0.70119, 0.29049)
-QUPATH_DAB = (0.26917, 0.56824, 0.77759)
-
-#: Mean DAB OD at or above which a compartment is 1+, 2+, 3+ (QuPath defaults; DESIGN.md sec. 5).
-DEFAULT_THRESHOLDS = (0.2, 0.4, 0.6)
-
-#: Compartment codes shared with the analysis (DESIGN.md sec. 3).
-BACKGROUND, NUCLEUS, CYTOPLASM, MEMBRANE = 0, 1, 2, 3
+#: Mean DAB OD at or above which a compartment is 1+, 2+, 3+: the configuration's default
+#: ``thresholds`` (QuPath's; DESIGN.md sec. 5).
+DEFAULT_THRESHOLDS = tuple(default_config()["thresholds"])
 
 #: Columns of the truth table, in order.
 TRUTH_COLUMNS = (

@@ -22,7 +22,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from . import _kernels
+from ._kernels import tissue as kernels
+from ._kernels.labels import relabel_kernel
 from .measure import label_areas
 
 #: Smoothing of the OD sum before thresholding, in micrometres (ignores single-cell gaps).
@@ -48,7 +49,7 @@ def provisional_white(rgb):
     pixels = np.ascontiguousarray(rgb).reshape(-1, 3)
     step = max(1, pixels.shape[0] // 1_000_000)
     counts = np.zeros((3, 256), np.int64)
-    _kernels.channel_counts_kernel(pixels, step, counts)
+    kernels.channel_counts_kernel(pixels, step, counts)
     white = np.array([_percentile_of_counts(c, WHITE_PERCENTILE) for c in counts])
     return white if white.min() >= MIN_WHITE else np.full(3, 255.0)
 
@@ -90,7 +91,7 @@ def od_sum(rgb, white=(255.0, 255.0, 255.0)):
     (M, N) ndarray of float32
     """
     out = np.empty(rgb.shape[:2], np.float32)
-    _kernels.od_sum_kernel(np.ascontiguousarray(rgb), _od_table(white), out)
+    kernels.od_sum_kernel(np.ascontiguousarray(rgb), _od_table(white), out)
     return out
 
 
@@ -117,8 +118,8 @@ def _filter_area(mask, min_px):
     if keep[1:].all():
         return mask.copy()
     out = np.empty(mask.shape, np.uint8)
-    # An int32 table: the lookup then vectorises (gathers); a uint8 one stays scalar, 3-7x slower.
-    _kernels.relabel_kernel(labels, keep.astype(np.int32), out)
+    # An int32 table: the lookup then vectorises (gathers); a uint8 one stays scalar, several times slower.
+    relabel_kernel(labels, keep.astype(np.int32), out)
     return out.view(bool)
 
 
@@ -194,6 +195,6 @@ def _upsample_mask(coarse, smoothed, factor, od_threshold, shape):
     edge_blocks = np.zeros((0, 2), np.int32) if edge_blocks is None else edge_blocks.reshape(-1, 2)
     offsets, weights = _cubic_weights(factor)
     out = np.empty(shape, np.uint8)
-    _kernels.mask_upsample_kernel(coarse.view(np.uint8), edge_blocks, smoothed, np.arange(max(shape)) // factor,
+    kernels.mask_upsample_kernel(coarse.view(np.uint8), edge_blocks, smoothed, np.arange(max(shape)) // factor,
                                   offsets, weights, float(od_threshold), out)
     return out.view(bool)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from cxcr4score import measure, segment, stains, tissue
-from cxcr4score._kernels import area_resize_kernel
+from cxcr4score._kernels.resample import area_resize_kernel
 
 
 def measure_small_case():
@@ -26,7 +26,7 @@ def measure_small_case():
         centroid_row=np.nan_to_num(rows), centroid_col=np.nan_to_num(cols),
         in_scope=np.ones(9, dtype=bool),
     )
-    _, dab = measure.deconvolve(rgb, tables)
+    _, dab = stains.deconvolve(rgb, tables)
     resized = np.empty((13, 17, 3), np.uint8)
     area_resize_kernel(rgb, resized, 2, 3, 4, 6, 1.37, 1.41)
     return table, hist, dab, resized
@@ -45,7 +45,7 @@ def segment_small_case():
     noise = np.random.default_rng(12).integers(0, 20, size=(56, 80, 3))
     rgb = (np.where(discs, 80, 225)[..., None] + noise).astype(np.uint8)
     tables = stains.concentration_tables((245.0, 245.0, 245.0), stains.stain_matrix())
-    hematoxylin = measure.deconvolve_hematoxylin(rgb, tables)
+    hematoxylin = stains.deconvolve_hematoxylin(rgb, tables)
     nuclei = segment.detect_nuclei(hematoxylin, mpp=0.5)
     cells = segment.expand_cells(nuclei, mpp=0.5)
     codes, exposed = segment.compartments(cells, nuclei, mpp=0.5)

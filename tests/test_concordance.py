@@ -11,7 +11,6 @@ import pytest
 from cxcr4score import cli
 from cxcr4score.bench import concordance as cc
 from cxcr4score.eligibility import ELIGIBILITY_COLUMNS
-from cxcr4score.io import InputError
 
 # Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges.
 SHROUT_FLEISS = [[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]]

@@ -1,6 +1,8 @@
 """Numba kernels against the plain NumPy references in tests/reference.py (DESIGN section 6)."""
 
+import importlib
 import os
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +14,17 @@ import pandas as pd
 import pytest
 from skimage import data
 
-from cxcr4score import measure, stains
-from cxcr4score._kernels import CYTOPLASM, MEMBRANE, MEMBRANE_RING, NUCLEUS
+from cxcr4score import measure, runtime, stains
+import cxcr4score._kernels
+from cxcr4score._kernels import filters as filter_kernels
+from cxcr4score._kernels import labels as label_kernels
+from cxcr4score._kernels import resample as resample_kernels
+from cxcr4score._kernels import rows as row_kernels
+from cxcr4score._kernels.statistics import sector_of
+from cxcr4score.constants import CYTOPLASM, MEMBRANE, MEMBRANE_RING, NUCLEUS, SECTOR_COLUMNS
 
 from . import nojit_case, reference
+from .threads import THREAD_COUNTS, needs_two_threads, numba_threads
 
 MATRIX = stains.stain_matrix()
 
@@ -29,7 +38,7 @@ def test_deconvolve_matches_float64_beer_lambert(i0):
     """Reference: reference.deconvolve (float64 OD @ inv(M)), every 8-bit value, to 1e-5."""
     rgb = _random_rgb((64, 257), seed=1)
     rgb[0, :256] = np.arange(256)[:, None]  # every value in every channel
-    hem, dab = measure.deconvolve(rgb, stains.concentration_tables(i0, MATRIX))
+    hem, dab = stains.deconvolve(rgb, stains.concentration_tables(i0, MATRIX))
     ref_hem, ref_dab = reference.deconvolve(rgb, i0, MATRIX)
     assert hem.dtype == np.float32 and dab.dtype == np.float32
     np.testing.assert_allclose(hem, ref_hem, atol=1e-5, rtol=0, err_msg="hematoxylin")
@@ -41,18 +50,18 @@ def test_deconvolve_keeps_negative_concentrations_and_is_not_rgb2hed():
     i0 = np.array([250.0, 250.0, 250.0])
     dab_vector = MATRIX[1]
     pixel = np.round(i0 * 10 ** (-0.5 * dab_vector)).astype(np.uint8)
-    hem, dab = measure.deconvolve(pixel.reshape(1, 1, 3), stains.concentration_tables(i0, MATRIX))
+    hem, dab = stains.deconvolve(pixel.reshape(1, 1, 3), stains.concentration_tables(i0, MATRIX))
     assert abs(dab[0, 0] - 0.5) < 0.01  # rgb2hed would give about a sixth of this
     assert abs(hem[0, 0]) < 0.01
     white_ish = np.array([[[255, 255, 255]]], dtype=np.uint8)
-    _, dab_glass = measure.deconvolve(white_ish, stains.concentration_tables((240.0, 240.0, 240.0), MATRIX))
+    _, dab_glass = stains.deconvolve(white_ish, stains.concentration_tables((240.0, 240.0, 240.0), MATRIX))
     assert dab_glass[0, 0] == 0.0  # clamped at I0: glass brighter than I0 is OD 0, never negative OD
 
 
 @pytest.mark.parametrize("bad", [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 4), np.uint8)])
 def test_deconvolve_rejects_non_rgb(bad):
     with pytest.raises(ValueError, match="uint8 RGB"):
-        measure.deconvolve(bad, stains.concentration_tables((255, 255, 255), MATRIX))
+        stains.deconvolve(bad, stains.concentration_tables((255, 255, 255), MATRIX))
 
 
 def _random_cells(shape, n, seed):
@@ -93,7 +102,7 @@ def test_cell_statistics_match_reference():
         np.testing.assert_allclose(table[name].to_numpy()[present], ref[name][present], atol=1e-5, err_msg=name)
     for name in ("n_nucleus", "n_cytoplasm", "n_membrane"):
         np.testing.assert_array_equal(table[name].to_numpy(), ref[name], err_msg=name)
-    sectors = table[list(measure.SECTOR_COLUMNS)].to_numpy()
+    sectors = table[list(SECTOR_COLUMNS)].to_numpy()
     np.testing.assert_allclose(sectors, ref["sectors"], atol=1e-5, err_msg="sector means")
     _, ref_alt = reference.deconvolve(rgb, (255.0, 255.0, 255.0), MATRIX)
     ref_alt_stats = reference.cell_statistics(ref_alt, hem, cells, codes, rows, cols)
@@ -158,18 +167,15 @@ def test_pixel_histogram_matches_reference():
     assert np.abs(split - expected).sum() <= 4 * max(1, where.sum() // 10_000)
 
 
+@needs_two_threads
 def test_results_identical_for_any_thread_count():
     """Integer accumulators: 1 and 2 threads give bit-identical tables (DESIGN section 6)."""
     rgb = _random_rgb((200, 160), seed=8)
-    cells, codes = _random_cells(rgb.shape[:2], 50, seed=9)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one, hist_one, _, _ = _run_measure(rgb, cells, codes, (240.0, 242.0, 244.0))
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        two, hist_two, _, _ = _run_measure(rgb, cells, codes, (240.0, 242.0, 244.0))
-    finally:
-        numba.set_num_threads(before)
+    cell_labels, codes = _random_cells(rgb.shape[:2], 50, seed=9)
+    with numba_threads(1):
+        one, hist_one, _, _ = _run_measure(rgb, cell_labels, codes, (240.0, 242.0, 244.0))
+    with numba_threads(2):
+        two, hist_two, _, _ = _run_measure(rgb, cell_labels, codes, (240.0, 242.0, 244.0))
     assert one.equals(two)
     np.testing.assert_array_equal(hist_one, hist_two)
 
@@ -211,7 +217,7 @@ def _edge_cases():
     yield "one row", *_random_case((1, 60), 3, seed=42)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, pytest.param(2, marks=needs_two_threads)])
 @pytest.mark.parametrize("case", ["random", "random wide", "synthetic", "edges"])
 def test_measure_cells_equals_quantised_reference(case, threads):
     """Reference: reference.quantised_cell_sums (float32 channel sums, rint(x * 2**20), np.add.at),
@@ -227,9 +233,7 @@ def test_measure_cells_equals_quantised_reference(case, threads):
     i0 = (243.0, 239.5, 250.0)
     tables = stains.concentration_tables(i0, MATRIX)
     alt = stains.concentration_tables((255.0, 255.0, 255.0), MATRIX)[1]
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    with numba_threads(threads):
         for name, rgb, cells, codes in cases:
             n = int(cells.max(initial=0))
             rng = np.random.default_rng(n)
@@ -241,8 +245,6 @@ def test_measure_cells_equals_quantised_reference(case, threads):
             expected_table, expected_hist = _expected_measure(rgb, cells, codes, tables, alt, rows, cols, scope)
             pd.testing.assert_frame_equal(table, expected_table, check_exact=True, obj=name)
             np.testing.assert_array_equal(hist, expected_hist, err_msg=name)
-    finally:
-        numba.set_num_threads(before)
 
 
 def test_measure_cells_exact_integer_sums():
@@ -280,7 +282,7 @@ def test_real_ihc_tile_statistics_match_reference():
 
     rgb = np.ascontiguousarray(data.immunohistochemistry()[:256, :256])
     i0 = (250.0, 250.0, 250.0)
-    hem, _ = measure.deconvolve(rgb, stains.concentration_tables(i0, MATRIX))
+    hem, _ = stains.deconvolve(rgb, stains.concentration_tables(i0, MATRIX))
     nuclei = segment.detect_nuclei(hem, mpp=0.5)
     cells = segment.expand_cells(nuclei, mpp=0.5)
     codes, _ = segment.compartments(cells, nuclei, mpp=0.5)
@@ -294,12 +296,10 @@ def test_real_ihc_tile_statistics_match_reference():
 @pytest.mark.parametrize("shape", [(64, 64), (221, 173), (1167, 90)])
 def test_area_resize_matches_opencv_inter_area(shape):
     """Reference: cv2.resize INTER_AREA of the whole image (same area weights; rounding may differ by 1)."""
-    from cxcr4score._kernels import area_resize_kernel
-
     rgb = _random_rgb(shape, seed=12)
     out_shape = (max(1, round(shape[0] * 0.3 / 0.5)), max(1, round(shape[1] * 0.3 / 0.5)))
     ours = np.empty((*out_shape, 3), np.uint8)
-    area_resize_kernel(rgb, ours, 0, 0, 0, 0, shape[0] / out_shape[0], shape[1] / out_shape[1])
+    resample_kernels.area_resize_kernel(rgb, ours, 0, 0, 0, 0, shape[0] / out_shape[0], shape[1] / out_shape[1])
     ref = cv2.resize(rgb, out_shape[::-1], interpolation=cv2.INTER_AREA)
     assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1
 
@@ -363,14 +363,10 @@ def test_disk_filter_on_rows_and_uint16_match_scipy(radius, row_step, dtype):
 
 def test_od_grid_of_float_rows():
     """Reference: the OD grid by hand, at the ends of its range, beyond them and at half steps."""
-    import numba
-
-    from cxcr4score import _kernels
-
     values = np.array([-5.0, -4.0, -3.99988, -3.5, 0.0, 0.1, 1.23456, 5.99, 11.99, 12.0, 13.5,
                        0.5 / 4096, 1.5 / 4096, -2.5 / 4096], np.float32)
-    load = numba.njit(lambda row, target: _kernels._load_into(row, target, -4.0, 4096.0))
-    for into in (load, lambda row, target: _kernels._load_into_py(row, target, -4.0, 4096.0)):
+    load = numba.njit(lambda row, target: filter_kernels._load_into(row, target, -4.0, 4096.0))
+    for into in (load, lambda row, target: filter_kernels._load_into_py(row, target, -4.0, 4096.0)):
         target = np.empty(values.shape, np.uint16)
         into(values, target)
         np.testing.assert_array_equal(target, _od_grid(values))
@@ -381,18 +377,17 @@ def test_disk_filter_finishes_match_reference(row_step):
     """Reference: scipy.ndimage's opening and dilation on the OD grid by hand, then the residual
     (image minus the opening's OD) and the foreground test (at or above 0.1 and half the local
     peak) in float64, as nucleus detection uses them: exact."""
-    from cxcr4score import _kernels
     from cxcr4score.segment import _disk_filter
 
     rng = np.random.default_rng(row_step)
     od = (rng.gamma(2.0, 0.08, size=(64, 75)) + rng.normal(0, 0.01, size=(64, 75))).astype(np.float32)
     eroded = _disk_filter(od, 6, take_max=False, row_step=row_step)
-    residual = _disk_filter(eroded, 6, take_max=True, row_step=row_step, finish=_kernels.FILTER_RESIDUAL, aux=od)
+    residual = _disk_filter(eroded, 6, take_max=True, row_step=row_step, finish=filter_kernels.FILTER_RESIDUAL, aux=od)
     opened = reference.disk_filter(reference.disk_filter(od, 6, take_max=False, row_step=row_step), 6,
                                    take_max=True, row_step=row_step)
     assert residual.dtype == np.float32
     np.testing.assert_array_equal(residual, (od - (_od_grid(opened) / 4096.0 - 4.0)).astype(np.float32))
-    foreground = _disk_filter(od, 4, take_max=True, row_step=row_step, finish=_kernels.FILTER_FOREGROUND, aux=od,
+    foreground = _disk_filter(od, 4, take_max=True, row_step=row_step, finish=filter_kernels.FILTER_FOREGROUND, aux=od,
                               threshold=0.1, fraction=0.5)
     peak = _od_grid(reference.disk_filter(od, 4, take_max=True, row_step=row_step)) / 4096.0 - 4.0
     expected = (od >= 0.1) & (od.astype(np.float64) >= 0.5 * peak)
@@ -400,14 +395,12 @@ def test_disk_filter_finishes_match_reference(row_step):
     np.testing.assert_array_equal(foreground, expected.astype(np.uint8))
     for aux in (None, od[:-1]):  # the finish needs an image like the filtered one
         with pytest.raises(ValueError, match="needs an image of shape"):
-            _disk_filter(od, 4, take_max=True, finish=_kernels.FILTER_RESIDUAL, aux=aux)
+            _disk_filter(od, 4, take_max=True, finish=filter_kernels.FILTER_RESIDUAL, aux=aux)
 
 
 def test_sector_without_atan2_matches_atan2_definition():
     """Reference: reference.sector (atan2), on a grid of offsets from integer, half and odd
     centroids (points on axes and diagonals included) and near the 22.5-degree edges."""
-    from cxcr4score._kernels import sector_of
-
     offsets = np.arange(-30, 31, dtype=np.float64)
     dys, dxs = [], []
     for centre in (0.0, 0.5, 10.25, 1 / 3, 2.718281828):
@@ -477,33 +470,23 @@ def test_label_areas_match_bincount():
 def test_label_stats_by_runs_match_bincount_and_find_objects():
     """Reference: reference.label_stats (np.bincount, scipy.ndimage.find_objects); runs that
     reach both image edges, labels absent from the image; at 1 and 2 threads."""
-    import numba
-
-    from cxcr4score.segment import _component_stats
-
     rng = np.random.default_rng(21)
     labels = np.repeat(rng.integers(0, 40, size=(53, 13)), rng.integers(1, 9, size=13), axis=1).astype(np.int32)
     labels[:, 0] = 3
     labels[-1, :] = 41  # one run over the last row
     n = 45  # 42..45 absent
     ref_areas, ref_boxes = reference.label_stats(labels, n)
-    before = numba.get_num_threads()
-    try:
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
-            areas, boxes = _component_stats(labels, n + 1)
-            np.testing.assert_array_equal(areas, ref_areas)
-            np.testing.assert_array_equal(boxes, ref_boxes)
-    finally:
-        numba.set_num_threads(before)
+    for threads in THREAD_COUNTS:
+        with numba_threads(threads):
+            areas, boxes = measure.label_stats(labels, n + 1)
+        np.testing.assert_array_equal(areas, ref_areas)
+        np.testing.assert_array_equal(boxes, ref_boxes)
 
 
 @pytest.mark.parametrize("density", [0.0, 0.02, 0.6])
 def test_seed_groups_match_reference(density):
     """Reference: reference.peak_seeds (NumPy test, skimage 8-connected label) on the same
     mask; no seeds, a few, and most pixels."""
-    from cxcr4score._kernels import seed_groups_kernel
-
     rng = np.random.default_rng(22)
     shape = (131, 97)
     distance = rng.integers(0, 4, size=shape).astype(np.float32)
@@ -512,7 +495,7 @@ def test_seed_groups_match_reference(density):
     ref_flat, ref_ids = reference.peak_seeds(distance, window_max, 1.0, foreground)
     mask = np.zeros(shape, np.uint8)
     mask.reshape(-1)[ref_flat] = 1
-    flat, ids = seed_groups_kernel(mask, mask.sum(axis=1).astype(np.int64))
+    flat, ids = label_kernels.seed_groups_kernel(mask, mask.sum(axis=1).astype(np.int64))
     np.testing.assert_array_equal(flat, ref_flat)
     np.testing.assert_array_equal(ids, ref_ids)
 
@@ -526,8 +509,6 @@ def test_seed_mask_matches_maximum_filter(reach, shape):
     depend on the banding), and images smaller than the window."""
     from scipy import ndimage
 
-    from cxcr4score._kernels import row_bands, seed_mask_kernel
-
     rng = np.random.default_rng(reach)
     distance = rng.integers(0, 6, size=shape).astype(np.float32) * np.float32(0.75)
     foreground = (rng.random(shape) < 0.7).astype(np.uint8)
@@ -539,17 +520,18 @@ def test_seed_mask_matches_maximum_filter(reach, shape):
     for rows_per_band in (7, shape[0]):
         seeds = np.full(shape, 7, np.uint8)
         counts = np.full(shape[0], -1, np.int64)
-        seed_mask_kernel(distance, reach, 1.0, foreground, row_bands(shape[0], rows_per_band), seeds, counts)
+        filter_kernels.seed_mask_kernel(distance, reach, 1.0, foreground, row_kernels.row_bands(shape[0], rows_per_band),
+                                        seeds, counts)
         np.testing.assert_array_equal(seeds, expected)
         np.testing.assert_array_equal(counts, expected.sum(axis=1))
 
 
 def test_hematoxylin_only_path_equals_first_plane():
-    """Reference: measure.deconvolve's hematoxylin plane (bit-identical) and reference.deconvolve."""
+    """Reference: stains.deconvolve's hematoxylin plane (bit-identical) and reference.deconvolve."""
     rgb = _random_rgb((33, 70), seed=15)
     tables = stains.concentration_tables((244.0, 238.0, 251.0), MATRIX)
-    hem = measure.deconvolve_hematoxylin(rgb, tables)
-    np.testing.assert_array_equal(hem, measure.deconvolve(rgb, tables)[0])
+    hem = stains.deconvolve_hematoxylin(rgb, tables)
+    np.testing.assert_array_equal(hem, stains.deconvolve(rgb, tables)[0])
     np.testing.assert_allclose(hem, reference.deconvolve(rgb, (244.0, 238.0, 251.0), MATRIX)[0], atol=1e-5)
 
 
@@ -577,13 +559,14 @@ def test_percentile_of_counts_matches_numpy():
 
 def test_warm_up_compiles_every_kernel():
     """warm_up runs the pipeline's kernels on a small image (split nuclei included)."""
-    from cxcr4score import _kernels
-
-    assert _kernels.warm_up() == 3
+    assert runtime.warm_up() == 3
     # Helpers called only from inside other kernels are not compiled on their own; nor is
     # watershed_kernel, which only split_boxes_kernel calls: once that loads from Numba's cache,
     # its callee's dispatcher has no signature (the test failed on every run after the first).
-    dispatchers = [v for name, v in vars(_kernels).items() if name.endswith("_kernel") and name != "watershed_kernel"]
+    modules = [importlib.import_module(f"cxcr4score._kernels.{m.name}")
+               for m in pkgutil.iter_modules(cxcr4score._kernels.__path__)]
+    dispatchers = [v for module in modules for name, v in vars(module).items()
+                   if name.endswith("_kernel") and name != "watershed_kernel" and v.__module__ == module.__name__]
     assert len(dispatchers) > 12
     assert all(d.signatures for d in dispatchers), [d.__name__ for d in dispatchers if not d.signatures]
 
@@ -625,13 +608,11 @@ def _runs_of_random_lengths(n, longest, seed):
 def test_run_starts_match_numpy_diff(values, monkeypatch):
     """Reference: the positions where np.diff is nonzero; a first value of -1 starts a run too.
     Compiled, and as Python with the pure-Python lowest-set-bit (as under NUMBA_DISABLE_JIT)."""
-    from cxcr4score import _kernels
-
     values = np.asarray(values, np.int64)
     expected = np.concatenate([[0], np.flatnonzero(np.diff(values)) + 1, [values.size]]) if values.size else [0]
-    for run_starts in (_kernels._run_starts, _kernels._run_starts.py_func):
-        if run_starts is _kernels._run_starts.py_func:  # after compiling: Numba reads the global then
-            monkeypatch.setattr(_kernels, "_trailing_zeros", _kernels._trailing_zeros_py)
+    for run_starts in (row_kernels._run_starts, row_kernels._run_starts.py_func):
+        if run_starts is row_kernels._run_starts.py_func:  # after compiling: Numba reads the global then
+            monkeypatch.setattr(row_kernels, "_trailing_zeros", row_kernels._trailing_zeros_py)
         starts = np.full(values.size + 1, -9, np.int64)
         n_runs = run_starts(values, starts)
         assert n_runs == len(expected) - 1

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import tifffile
 
-from cxcr4score import config, pipeline, synthetic
+from cxcr4score import config, grid, pipeline, stains, synthetic
+from cxcr4score.slide_reader import open_slide
 from cxcr4score.bench import accuracy as bench
 
 CONFIG = config.default_config()
@@ -51,7 +52,7 @@ def test_cells_table_contract_and_blocks_add_up(scored):
     assert totals.sum() == scored.sum() == (cells["cell_type"] == "tumour").sum()  # no ROI: tumour cells
     assert np.bincount(cells["class"][scored], minlength=4).tolist() == totals.tolist()
     assert {"thresholds_minus", "thresholds_plus", "alt_i0"} <= set(blocks["variant"])
-    assert info["i0_source"] == "glass" and summary["qc_status"] == "ok"
+    assert info.i0_source == "glass" and summary["qc_status"] == "ok"
     json.dumps(summary)  # the summary goes to JSON as it is
     assert np.asarray(summary["pixel_hist"]).shape == (2, 800)
 
@@ -74,10 +75,10 @@ def test_cell_areas_are_pixel_counts_of_the_cell_labels(scored):
     compartment counts); the same chunk read and segmented again."""
     _, (info, _, _, _) = scored
     measurements, _ = pipeline.measure_chunk(info, "0", config=CONFIG)
-    with pipeline.io.open_slide(info["path"]) as reader:
-        rgb = pipeline.grid_module.read_box(reader, pipeline.grid_from_info(info), (0, 0, *info["shape"]))
-    tables = pipeline.stains.concentration_tables(info["i0"], np.asarray(info["stain_matrix"]))
-    _, cells, _, _ = pipeline.segment_cells(pipeline.deconvolve_hematoxylin(rgb, tables), mpp=0.5, config=CONFIG)
+    with open_slide(info.path) as reader:
+        rgb = grid.read_box(reader, info.grid, (0, 0, *info.shape))
+    tables = stains.concentration_tables(info.i0, np.asarray(info.stain_matrix))
+    _, cells, _, _ = pipeline.segment_cells(stains.deconvolve_hematoxylin(rgb, tables), mpp=0.5, config=CONFIG)
     ids = (measurements["cell_id"] % pipeline._CELL_ID_STRIDE).to_numpy()
     expected = np.bincount(cells.ravel(), minlength=cells.max() + 1)[ids] * 0.25
     np.testing.assert_array_equal(measurements["cell_area_um2"].to_numpy(), expected)
@@ -107,7 +108,7 @@ def test_finer_image_is_resampled_and_mapped_to_level0(tmp_path):
     path = tmp_path / "fine.tif"
     synthetic.write_tile(tile, path)
     info, cells, _, _ = pipeline.score_slide(path, slide_id="F", config=CONFIG)
-    assert info["mpp"] == pytest.approx(0.25) and info["analysis_mpp"] == pytest.approx(0.5)
+    assert info.mpp == pytest.approx(0.25) and info.analysis_mpp == pytest.approx(0.5)
     truth_idx, _ = bench._match(cells, tile.truth, tile.mpp)
     assert len(truth_idx) / len(tile.truth) > 0.9
     np.testing.assert_allclose(cells["x_um"], cells["x"] * 0.25)
@@ -137,7 +138,7 @@ def test_tiles_with_halo_give_the_whole_image_result(tmp_path, monkeypatch, mpp)
     _, whole, whole_blocks, whole_summary = pipeline.score_slide(path, slide_id="W", config=CONFIG)
     monkeypatch.setattr("cxcr4score.tiling.CORE_PX", 256)
     info, tiled, tiled_blocks, tiled_summary = pipeline.score_slide(path, slide_id="W", config=CONFIG)
-    assert len(info["chunks"]) == 9
+    assert len(info.chunks) == 9
     key = ["y", "x"]
     a = whole.drop(columns="cell_id").sort_values(key).reset_index(drop=True)
     b = tiled.drop(columns="cell_id").sort_values(key).reset_index(drop=True)

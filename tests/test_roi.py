@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from skimage.draw import polygon as draw_polygon
 
-from cxcr4score.io import InputError
+from cxcr4score.errors import InputError
 from cxcr4score.roi import cells_to_geojson, read_roi, roi_mask
 
 

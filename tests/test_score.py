@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cxcr4score.constants import DAB_HIST_EDGES, SECTOR_COLUMNS
 from cxcr4score.score import (
-    DAB_HIST_EDGES,
-    SECTOR_COLUMNS,
     allred_score,
     assign_classes,
     classify,

@@ -7,10 +7,15 @@ import pytest
 from skimage import morphology
 from skimage.segmentation import watershed
 
-from cxcr4score import _kernels, config, measure, segment, stains, synthetic, tissue
-from cxcr4score._kernels import CYTOPLASM, MEMBRANE, MEMBRANE_RING, NUCLEUS
+from cxcr4score import config, measure, segment, stains, synthetic, tissue
+from cxcr4score._kernels import cells as cell_kernels
+from cxcr4score._kernels import filters as filter_kernels
+from cxcr4score._kernels import labels as label_kernels
+from cxcr4score._kernels.rows import row_bands
+from cxcr4score.constants import CYTOPLASM, MEMBRANE, MEMBRANE_RING, NUCLEUS
 
 from . import reference
+from .threads import needs_two_threads, numba_threads
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +25,7 @@ def tile():
 
 @pytest.fixture(scope="module")
 def hematoxylin(tile):
-    hem, _ = measure.deconvolve(tile.rgb, stains.concentration_tables(tuple(tile.i0), stains.stain_matrix()))
+    hem, _ = stains.deconvolve(tile.rgb, stains.concentration_tables(tuple(tile.i0), stains.stain_matrix()))
     return hem
 
 
@@ -96,7 +101,7 @@ def _touching_discs():
 
 def _split(foreground, components):
     """segment._split_touching on a copy of ``components``: the labels and the returned areas."""
-    areas, boxes = segment._component_stats(components, int(components.max()) + 1)
+    areas, boxes = measure.label_stats(components, int(components.max()) + 1)
     labels = components.copy()
     return labels, segment._split_touching(foreground, labels, areas, boxes, mpp=0.5)
 
@@ -113,8 +118,8 @@ def test_split_seeds_equal_connected_window_maxima(step):
         distance = np.floor(distance / step) * step
     window = cv2.dilate(distance, np.ones((9, 9), np.uint8))
     mask, counts = np.empty(foreground.shape, np.uint8), np.empty(foreground.shape[0], np.int64)
-    _kernels.seed_mask_kernel(distance, 4, 2.0, foreground, _kernels.row_bands(foreground.shape[0], 64), mask, counts)
-    seed_pixels, seed_ids = _kernels.seed_groups_kernel(mask, counts)
+    filter_kernels.seed_mask_kernel(distance, 4, 2.0, foreground, row_bands(foreground.shape[0], 64), mask, counts)
+    seed_pixels, seed_ids = label_kernels.seed_groups_kernel(mask, counts)
     seeds = np.zeros(foreground.shape, np.int32)
     seeds.reshape(-1)[seed_pixels] = seed_ids
     peaks = (distance >= window) & (distance >= 2.0) & (foreground > 0)
@@ -201,7 +206,7 @@ def test_watershed_kernel_equals_priority_flood(seed):
         markers[y, x : x + 2] = label
     markers[~mask] = 0
     ours = markers.copy()
-    _kernels.watershed_kernel(levels, markers, mask, ours)
+    label_kernels.watershed_kernel(levels, markers, mask, ours)
     np.testing.assert_array_equal(ours, reference.priority_flood(levels, markers, mask))
 
 
@@ -312,15 +317,13 @@ def test_compartments_edge_cases(case):
 def test_compartments_do_not_depend_on_row_bands(tile):
     """Each band of rows computes the membrane of the ring's reach beyond its edges: one-row
     bands give the whole-image codes and counts."""
-    from cxcr4score import _kernels
-
     cells, nuclei = tile.cell_labels.astype(np.int32), tile.nucleus_labels.astype(np.int32)
     results = []
     for rows_per_band in (cells.shape[0], 1, 7):
         codes = np.empty(cells.shape, np.uint8)
         counts = np.zeros((numba.get_num_threads(), int(cells.max()) + 1, 2), np.int64)
-        _kernels.compartments_kernel(cells, nuclei, segment._disk_half_widths(2), segment._disk_half_widths(2),
-                                     _kernels.row_bands(cells.shape[0], rows_per_band), codes, counts)
+        cell_kernels.compartments_kernel(cells, nuclei, segment._disk_half_widths(2), segment._disk_half_widths(2),
+                                         row_bands(cells.shape[0], rows_per_band), codes, counts)
         results.append((codes, counts.sum(axis=0)))
     for codes, counts in results[1:]:
         np.testing.assert_array_equal(codes, results[0][0])
@@ -399,12 +402,10 @@ def test_expansion_edge_cases(case):
 
 def test_expansion_does_not_depend_on_row_bands(tile):
     """Each band of rows sweeps beyond its edges: one-row bands give the whole-image result."""
-    from cxcr4score import _kernels
-
     nuclei = tile.nucleus_labels.astype(np.int32)
     whole, rows = np.empty_like(nuclei), np.empty_like(nuclei)
-    _kernels.expand_labels_kernel(nuclei, 10, 100, 5, _kernels.row_bands(nuclei.shape[0], nuclei.shape[0]), whole)
-    _kernels.expand_labels_kernel(nuclei, 10, 100, 5, _kernels.row_bands(nuclei.shape[0], 1), rows)
+    cell_kernels.expand_labels_kernel(nuclei, 10, 100, 5, row_bands(nuclei.shape[0], nuclei.shape[0]), whole)
+    cell_kernels.expand_labels_kernel(nuclei, 10, 100, 5, row_bands(nuclei.shape[0], 1), rows)
     np.testing.assert_array_equal(rows, whole)
 
 
@@ -421,17 +422,14 @@ def test_expansion_rejects_bad_distances():
         segment.expand_cells(nuclei, mpp=-0.5, expansion_um=5.0)
 
 
+@needs_two_threads
 def test_segmentation_identical_for_any_thread_count(hematoxylin):
     """Exact min/max and integer counts: 1 and 2 threads give identical labels and compartments."""
     from cxcr4score import pipeline
 
-    before = numba.get_num_threads()
-    try:
-        results = []
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
+    results = []
+    for threads in (1, 2):
+        with numba_threads(threads):
             results.append(pipeline.segment_cells(hematoxylin, mpp=0.5, config=config.default_config()))
-    finally:
-        numba.set_num_threads(before)
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)

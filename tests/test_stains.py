@@ -78,8 +78,8 @@ def test_he_slide_reads_below_one_percent_dab_positive_and_fails_on_stain():
     scored = cells[cells["scored"]]
     assert len(scored) > 1000
     assert (scored["class"] >= 1).mean() < 0.01
-    assert info["stain_source"] == "estimated" and len(info["stain_vectors"].split(";")) == 2
-    assert "third stain vector" in info["stain_notes"]
+    assert info.stain_source == "estimated" and len(info.stain_vectors.split(";")) == 2
+    assert "third stain vector" in info.stain_notes
     assert summary["qc_status"] == "failed" and "second stain" in summary["qc_message"]
 
 

@@ -15,10 +15,9 @@ import tifffile
 from scipy import ndimage
 
 from cxcr4score import synthetic, synthetic_cohort
+from cxcr4score.stains import QUPATH_DAB, QUPATH_HEMATOXYLIN
 from cxcr4score.synthetic import (
     DEFAULT_THRESHOLDS,
-    QUPATH_DAB,
-    QUPATH_HEMATOXYLIN,
     TRUTH_COLUMNS,
     TileSpec,
     beer_lambert,

@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cxcr4score import config, grid, pipeline, synthetic, tissue
+from cxcr4score import config, grid, synthetic, tissue
+from cxcr4score.slide_info import open_grid
 
 from . import reference
 
@@ -49,7 +50,7 @@ def test_working_grid_agrees_with_full_resolution_on_generated_tiles(layout, gla
 def _overviews(paths):
     settings = config.default_config()
     for path in paths:
-        reader, chosen, _, _ = pipeline.open_grid(path, sheet_mpp="", config=settings)
+        reader, chosen, _, _ = open_grid(path, sheet_mpp="", config=settings)
         with reader:
             yield path.name, *grid.read_overview(reader, chosen)
 
@@ -73,7 +74,7 @@ def test_working_grid_agrees_on_real_scans():
         agreement, area = _agreement(overview, mpp)
         assert agreement >= MIN_AGREEMENT and area <= MAX_AREA_CHANGE, (name, agreement, area)
     settings = config.default_config()
-    reader, chosen, _, _ = pipeline.open_grid(WSI / "cmu_small_region.svs", sheet_mpp="", config=settings)
+    reader, chosen, _, _ = open_grid(WSI / "cmu_small_region.svs", sheet_mpp="", config=settings)
     with reader:
         whole = grid.read_box(reader, chosen, (0, 0, *chosen.shape))
     agreement, area = _agreement(whole, chosen.mpp)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..io import InputError
+from ..errors import InputError
 from .accuracy import _kappa
 
 #: Continuous measures a pathologist file may give, with their valid ranges.

@@ -31,6 +31,7 @@ import cxcr4score
 from .. import config as cx_config
 from .. import grid as grid_module
 from .. import measure, pipeline, runtime, score, segment, stains, synthetic, tissue
+from ..slide_info import open_grid
 from . import accuracy
 
 #: Stages in pipeline order; each reads the outputs of the ones before it.
@@ -83,7 +84,7 @@ def our_stages(path, config):
     params = segment.NucleusParams(**config["nuclei"])
 
     def read(state):
-        reader, grid, _, _ = pipeline.open_grid(path, sheet_mpp="", config=config)
+        reader, grid, _, _ = open_grid(path, sheet_mpp="", config=config)
         with reader:
             return grid_module.read_box(reader, grid, (0, 0, *grid.shape))
 
@@ -108,10 +109,7 @@ def our_stages(path, config):
 
     def scoring(state):
         table = state["measurement"]
-        classified = score.assign_classes(
-            table, thresholds=config["thresholds"], class_rule=config["class_rule"],
-            compartments=tuple(config["compartments"]), exposed_max=config["membrane_exposed_max"],
-        )
+        classified = score.classify_cells(table, config)
         blocks = pipeline.block_ids(table["col"] * MPP, table["row"] * MPP, config["intervals"]["block_um"])
         counts = score.count_classes(classified["class"].to_numpy(), blocks)
         return {"classes": classified["class"].to_numpy(), "blocks": counts,
@@ -119,7 +117,7 @@ def our_stages(path, config):
 
     return {
         "read": read,
-        "deconvolution": lambda state: measure.deconvolve(state["read"], tables),
+        "deconvolution": lambda state: stains.deconvolve(state["read"], tables),
         "tissue": lambda state: tissue.tissue_mask(state["read"], mpp=MPP, od_threshold=config["tissue"]["od_threshold"],
                                                    min_area_um2=config["tissue"]["min_area_um2"]),
         "nuclei": nuclei,

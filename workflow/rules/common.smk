@@ -8,7 +8,8 @@ import yaml
 
 import cxcr4score
 from cxcr4score import config as cx_config
-from cxcr4score import io as cx_io
+from cxcr4score.errors import InputError
+from cxcr4score.sheets import load_slides
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -38,8 +39,8 @@ OUTDIR = str(Path(config["outdir"]))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "cxcr4score" / "numba"))
 
 try:
-    SLIDES = cx_io.load_slides(config["slides"], patient_pattern=config["patient_pattern"])
-except cx_io.InputError as err:
+    SLIDES = load_slides(config["slides"], patient_pattern=config["patient_pattern"])
+except InputError as err:
     raise WorkflowError(f"cannot use slides {config['slides']!r}:\n{err}") from None
 validate(SLIDES, "../schemas/slides.schema.yaml")
 SLIDES = SLIDES.set_index("slide_id", drop=False)

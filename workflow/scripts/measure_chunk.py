@@ -5,11 +5,13 @@ from _common import read_json, start
 
 log = start(snakemake)  # noqa: F821
 
-from cxcr4score import io, pipeline  # noqa: E402
+from cxcr4score import pipeline  # noqa: E402
+from cxcr4score.slide_info import SlideInfo  # noqa: E402
+from cxcr4score.tables import write_table  # noqa: E402
 
-info = read_json(snakemake.input.info)  # noqa: F821
+info = SlideInfo.from_json(read_json(snakemake.input.info))  # noqa: F821
 config = snakemake.config  # noqa: F821 (the effective config, coerced in common.smk)
 cells, hist = pipeline.measure_chunk(info, snakemake.wildcards.chunk, config=config)  # noqa: F821
-log.info("%s chunk %s: %d cells", info["slide_id"], snakemake.wildcards.chunk, len(cells))  # noqa: F821
-io.write_table(cells, snakemake.output.table)  # noqa: F821
+log.info("%s chunk %s: %d cells", info.slide_id, snakemake.wildcards.chunk, len(cells))  # noqa: F821
+write_table(cells, snakemake.output.table)  # noqa: F821
 np.save(snakemake.output.hist, hist)  # noqa: F821

@@ -6,16 +6,18 @@ from _common import read_json, start, write_json
 
 log = start(snakemake)  # noqa: F821
 
-from cxcr4score import io, pipeline, roi  # noqa: E402
+from cxcr4score import pipeline, roi  # noqa: E402
+from cxcr4score.slide_info import SlideInfo  # noqa: E402
+from cxcr4score.tables import write_table  # noqa: E402
 
-info = read_json(snakemake.input.info)  # noqa: F821
+info = SlideInfo.from_json(read_json(snakemake.input.info))  # noqa: F821
 config = snakemake.config  # noqa: F821 (the effective config, coerced in common.smk)
 tables = [pd.read_parquet(p) for p in snakemake.input.tables]  # noqa: F821
 measurements = pd.concat(tables, ignore_index=True) if tables else pipeline.empty_measurements()
 hists = [np.load(p) for p in snakemake.input.hists]  # noqa: F821
 cells, blocks, summary = pipeline.merge_slide(info, measurements, hists, config=config)
-log.info("%s: %d cells", info["slide_id"], len(cells))
-io.write_table(cells, snakemake.output.cells)  # noqa: F821
+log.info("%s: %d cells", info.slide_id, len(cells))
+write_table(cells, snakemake.output.cells)  # noqa: F821
 write_json(roi.cells_to_geojson(cells), snakemake.output.geojson, indent=None)  # noqa: F821
-io.write_table(blocks, snakemake.output.blocks)  # noqa: F821
+write_table(blocks, snakemake.output.blocks)  # noqa: F821
 write_json(summary, snakemake.output.summary)  # noqa: F821

@@ -4,21 +4,22 @@ from _common import read_json, start, write_json
 
 log = start(snakemake)  # noqa: F821
 
-from cxcr4score import io, pipeline  # noqa: E402
+from cxcr4score.errors import InputError  # noqa: E402
+from cxcr4score.slide_info import SlideInfo, describe_slide  # noqa: E402
 
 slide = snakemake.params.slide  # noqa: F821
 config = snakemake.config  # noqa: F821 (the effective config, coerced in common.smk)
 problems = read_json(snakemake.input.validation)["problems"].get(slide["slide_id"])  # noqa: F821
 identity = dict(slide_id=slide["slide_id"], patient_id=slide["patient_id"], path=slide["path"], roi_path=slide["roi"])
 if problems:
-    info = pipeline.failed_info(**identity, message="; ".join(problems))
+    info = SlideInfo.failed(**identity, message="; ".join(problems))
 else:
     try:
-        info = pipeline.slide_info(slide["path"], slide_id=slide["slide_id"], patient_id=slide["patient_id"],
-                                   sheet_mpp=slide["mpp"], roi_path=slide["roi"], config=config)
-    except io.InputError as err:
+        info = describe_slide(slide["path"], slide_id=slide["slide_id"], patient_id=slide["patient_id"],
+                              sheet_mpp=slide["mpp"], roi_path=slide["roi"], config=config)
+    except InputError as err:
         if snakemake.params.on_bad_slide == "stop":  # noqa: F821
             raise
-        info = pipeline.failed_info(**identity, message=str(err))
+        info = SlideInfo.failed(**identity, message=str(err))
 log.info("%s", info)
-write_json(info, snakemake.output.info)  # noqa: F821
+write_json(info.to_json(), snakemake.output.info)  # noqa: F821

@@ -4,18 +4,18 @@ from _common import fail, start, write_json
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by the script directive)
 
-from cxcr4score import _kernels, io  # noqa: E402
+from cxcr4score import pipeline, runtime  # noqa: E402
 
 # Compile the Numba kernels into NUMBA_CACHE_DIR now, in this one local job, so that the
 # parallel jobs after it load them instead of all compiling the same code at once.
-_kernels.warm_up()
+runtime.warm_up()
 log.info("kernels compiled or loaded from the Numba cache")
 
 slides = snakemake.params.slides  # noqa: F821
 problems = {}
 info = {}
 for slide in slides:
-    details, found = io.validate_slide(slide["path"], roi=slide["roi"])
+    details, found = pipeline.validate_slide(slide["path"], roi_path=slide["roi"])
     info[slide["slide_id"]] = details
     if found:
         problems[slide["slide_id"]] = found

@@ -1,0 +1,37 @@
+"""Constants that several stages must agree on (DESIGN sections 3, 5 and 6).
+
+The compartment codes that segmentation writes and the kernels and the generator read; the
+membrane sectors; the fixed-point scale of optical density in the integer accumulators; and
+the grid of the joint pixel histogram that measurement fills and scoring reads. A constant
+that one module alone uses lives in that module.
+"""
+
+import numpy as np
+
+#: Fixed-point scale of optical density in the accumulators: q = rint(OD * Q_SCALE) (DESIGN 6).
+Q_SCALE = float(2**20)
+
+#: Compartment codes of a pixel (DESIGN section 3).
+BACKGROUND, NUCLEUS, CYTOPLASM, MEMBRANE = 0, 1, 2, 3
+#: Cytoplasm pixels within the membrane capture width (see ``segment.compartments``): pooled
+#: into cytoplasm, measured apart for the membrane line.
+MEMBRANE_RING = 4
+#: Compartment codes 0 (background) to 4: the statistics kernel's accumulators per label.
+N_CODES = MEMBRANE_RING + 1
+#: Compartment names of codes 1, 2, 3, in code order.
+COMPARTMENT_NAMES = ("nucleus", "cytoplasm", "membrane")
+
+#: Angular sectors of the membrane band about the nucleus centroid (DESIGN section 5,
+#: HER2-style circumferential reading).
+N_SECTORS = 16
+#: Column names of the membrane-band sector means.
+SECTOR_COLUMNS = tuple(f"dab_membrane_sector_{s:02d}" for s in range(N_SECTORS))
+
+#: Joint histogram of tumour-region pixels: DAB in 800 bins of 0.005 OD and hematoxylin in
+#: 200 bins of 0.02 OD, both from -1 to 3 (clamped into the end bins), so that pixel-score
+#: thresholds on either stain are applied after the pixel pass.
+HIST_LOW = -1.0
+HIST_BINS_PER_OD, HIST_BINS = 200.0, 800
+HEM_BINS_PER_OD, HEM_BINS = 50.0, 200
+#: Edges of the DAB bins: bin ``i`` covers ``[-1 + i / 200, -1 + (i + 1) / 200)``.
+DAB_HIST_EDGES = np.linspace(HIST_LOW, HIST_LOW + HIST_BINS / HIST_BINS_PER_OD, HIST_BINS + 1)

@@ -1,0 +1,283 @@
+"""What the first per-slide stage learns about a slide, as one typed record.
+
+:func:`describe_slide` opens the slide once and decides everything the later stages share: the
+pixel size and analysis grid, the tissue area, background I0, the stain matrix, the pixel QC
+metrics and the chunks to measure. The workflow writes the :class:`SlideInfo` to
+``slides/{slide_id}/info.json`` (a checkpoint: the chunk list decides the jobs that follow);
+``measure_chunk``, ``merge_slide`` and ``qc_slide`` read it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import cv2
+import numpy as np
+
+from . import __version__, qc_metrics, stain_estimation, stains, tiling, tissue
+from . import grid as grid_module
+from .pixel_size import MPP_TOLERANCE, resolve_mpp
+from .slide_reader import open_slide
+
+#: A glass region is eroded by this much before I0 is measured (um), away from tissue edges.
+_GLASS_MARGIN_UM = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SlideInfo:
+    """Metadata, pixel size, background, stains, pixel QC and chunks of one slide.
+
+    Fields hold JSON types (lists, not arrays), so that :meth:`to_json` and :meth:`from_json`
+    round-trip exactly. A slide that could not be used (:meth:`failed`) has ``qc_status``
+    ``"failed"``, NaN pixel size and I0, no chunks and None for what was never measured.
+
+    Attributes
+    ----------
+    slide_id, patient_id, path, roi : str
+        Identity; ``roi`` is the ROI file or ''.
+    mpp : float
+        Level-0 micrometres per pixel.
+    mpp_source : str
+        ``metadata``, ``sheet`` or ``default`` (:func:`cxcr4score.pixel_size.resolve_mpp`).
+    level, level_shape, level_mpp : int, list of int, float
+        The pyramid level read and its shape and pixel size.
+    analysis_mpp : float
+        Pixel size of the analysis grid (effective, after area-averaging).
+    shape : list of int
+        Rows and columns of the analysis grid.
+    overview_mpp : float
+        Pixel size of the overview the tissue mask, I0 and stains come from.
+    tissue_mm2 : float
+    i0 : list of float
+        Background intensity per channel.
+    i0_source : str
+        ``glass`` or ``default``.
+    stain_matrix : list of list of float
+        Rows hematoxylin, DAB, third stain.
+    stain_vectors : str
+        Hematoxylin and DAB directions as text (slides.csv).
+    stain_source, stain_notes : str
+    stain_dab_fraction : float
+        Share of stained pixels that are DAB-like.
+    pixel_qc : dict
+        QC metrics measured on pixels (:func:`measure_pixel_qc`).
+    chunks : list of str
+        Chunk ids, one ``measure_chunk`` job each.
+    chunk_boxes : list of dict
+        :meth:`cxcr4score.tiling.Chunk.to_json` of each chunk.
+    qc_status, qc_message : str
+        QC so far (``ok``, ``warning`` or ``failed``) and why.
+    cxcr4score_version : str
+    """
+
+    slide_id: str
+    patient_id: str
+    path: str
+    roi: str
+    mpp: float
+    mpp_source: str
+    level: int | None
+    level_shape: list | None
+    level_mpp: float | None
+    analysis_mpp: float
+    shape: list
+    overview_mpp: float | None
+    tissue_mm2: float
+    i0: list
+    i0_source: str
+    stain_matrix: list | None
+    stain_vectors: str
+    stain_source: str
+    stain_dab_fraction: float | None
+    stain_notes: str
+    pixel_qc: dict | None
+    chunks: list
+    chunk_boxes: list
+    qc_status: str
+    qc_message: str
+    cxcr4score_version: str
+
+    @classmethod
+    def failed(cls, *, slide_id, patient_id="", path="", roi_path="", message):
+        """The record of a slide that could not be used (``qc_status`` failed, ``message`` why)."""
+        nan = float("nan")
+        return cls(
+            slide_id=slide_id, patient_id=patient_id, path=str(path), roi=str(roi_path or ""), mpp=nan,
+            mpp_source="", level=None, level_shape=None, level_mpp=None, analysis_mpp=nan, shape=[0, 0],
+            overview_mpp=None, tissue_mm2=0.0, i0=[nan] * 3, i0_source="", stain_matrix=None, stain_vectors="",
+            stain_source="", stain_dab_fraction=None, stain_notes="", pixel_qc=None, chunks=[], chunk_boxes=[],
+            qc_status="failed", qc_message=message, cxcr4score_version=__version__,
+        )
+
+    def to_json(self):
+        """A JSON-serialisable dict (the checkpoint file)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data):
+        """Inverse of :meth:`to_json`; ValueError naming missing or unknown keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
+        if missing or unknown:
+            raise ValueError(f"slide info of {data.get('slide_id', '?')!r}: missing keys {missing}, unknown {unknown}")
+        return cls(**data)
+
+    @property
+    def grid(self):
+        """The analysis grid (:class:`cxcr4score.grid.Grid`) of a slide that was read."""
+        return grid_module.Grid(
+            level=self.level, level_shape=tuple(self.level_shape), level_mpp=self.level_mpp, mpp=self.analysis_mpp,
+            shape=tuple(self.shape), native_mpp=self.mpp,
+        )
+
+    def chunk(self, chunk_id):
+        """The :class:`cxcr4score.tiling.Chunk` of a chunk id; ValueError for an unknown one."""
+        if chunk_id not in self.chunks:
+            raise ValueError(f"chunk {chunk_id!r} is not one of {self.chunks!r} of slide {self.slide_id}")
+        return tiling.Chunk.from_json(self.chunk_boxes[self.chunks.index(chunk_id)])
+
+
+def open_grid(path, *, sheet_mpp, config):
+    """Open a slide and fix its analysis grid.
+
+    Returns
+    -------
+    reader : slide_reader.SlideReader
+        Open; the caller closes it (``with reader:``).
+    grid : grid.Grid
+    mpp_source : str
+    mpp_warning : str or None
+    """
+    reader = open_slide(path)
+    try:
+        native, source, warning = resolve_mpp(reader.mpp, sheet_mpp, config["default_mpp"])
+        chosen = grid_module.choose_grid(reader.levels, native_mpp=native, analysis_mpp=config["analysis_mpp"])
+    except BaseException:
+        reader.close()
+        raise
+    return reader, chosen, source, warning
+
+
+def tissue_of(rgb, mpp, config):
+    """The tissue mask of an image with the config's ``tissue`` settings."""
+    settings = config["tissue"]
+    return tissue.tissue_mask(rgb, mpp=mpp, od_threshold=settings["od_threshold"], min_area_um2=settings["min_area_um2"])
+
+
+def _glass(tissue_mask, mpp):
+    margin = max(1, int(round(_GLASS_MARGIN_UM / mpp)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin + 1, 2 * margin + 1))
+    return cv2.erode((~tissue_mask).view(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE).astype(bool)
+
+
+def _vector_text(vectors):
+    return ";".join(",".join(f"{v:.5f}" for v in row) for row in vectors)
+
+
+def _stain_estimate(overview, mask, i0, config):
+    """The slide's stain matrix: estimated directions where trustworthy, else the default."""
+    settings, reference = config["stain_estimation"], config["stains"]
+    if not settings["enabled"]:
+        matrix = stains.stain_matrix(reference["hematoxylin"], reference["dab"])
+        return stain_estimation.StainEstimate(matrix, "default")
+    od = stain_estimation.stained_od(overview, mask, i0, od_floor=settings["od_floor"])
+    try:
+        return stain_estimation.estimate_stains(
+            od, hematoxylin=reference["hematoxylin"], dab=reference["dab"], max_angle_deg=settings["max_angle_deg"],
+            min_dab_fraction=settings["min_dab_fraction"], third_min_angle_deg=settings["third_stain_min_angle_deg"],
+        )
+    except (ValueError, np.linalg.LinAlgError) as err:  # degenerate OD: the slide is still scored
+        matrix = stains.stain_matrix(reference["hematoxylin"], reference["dab"])
+        return stain_estimation.StainEstimate(matrix, "default", notes=(f"stain estimation failed ({err}): default kept",))
+
+
+def measure_pixel_qc(overview, overview_mpp, mask, focus_tiles, i0, estimate, config):
+    """The QC metrics of :mod:`cxcr4score.qc_metrics` measured on pixels (see :func:`describe_slide`)."""
+    pixels = stain_estimation.sample_pixels(overview, mask)
+    return {
+        # The threshold is applied at merge, so that changing it reruns no pixel work.
+        "focus_scores": qc_metrics.focus_scores(focus_tiles),
+        "saturated": qc_metrics.saturated_share(pixels),
+        "pen": qc_metrics.pen_share(stains.od_table(i0)[np.arange(3), pixels], estimate.matrix[:2]),
+        "folds": qc_metrics.fold_share(tissue.od_sum(overview, i0), mask, mpp=overview_mpp),
+        "stain_angle_deg": max(stain_estimation.angle_deg(estimate.matrix[row], config["stains"][name])
+                               for row, name in ((stains.HEMATOXYLIN, "hematoxylin"), (stains.DAB, "dab"))),
+        "second_stain_deg": estimate.second_off_plane_deg,
+    }
+
+
+def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", config):
+    """Metadata, pixel size, tissue area, background I0, stains and the chunk list of one slide.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The slide image.
+    slide_id, patient_id : str
+    sheet_mpp : str or float
+        The sheet's pixel size ('' when not given).
+    roi_path : str or path-like
+        A QuPath GeoJSON of annotations that restricts scoring ('' for none).
+    config : dict
+        Effective configuration.
+
+    Returns
+    -------
+    SlideInfo
+
+    Raises
+    ------
+    cxcr4score.errors.InputError
+        The slide cannot be read.
+    """
+    reader, grid, mpp_source, mpp_warning = open_grid(path, sheet_mpp=sheet_mpp, config=config)
+    with reader:
+        overview, overview_mpp = grid_module.read_overview(reader, grid)
+        mask = tissue_of(overview, overview_mpp, config)
+        focus_boxes = qc_metrics.focus_tiles(mask, overview_scale=overview_mpp / grid.mpp, shape=grid.shape)
+        focus_tiles = [grid_module.read_box(reader, grid, b) for b in focus_boxes]
+    background = stains.measure_background(
+        overview, _glass(mask, overview_mpp),
+        default_i0=config["default_i0"], min_glass_fraction=config["tissue"]["min_glass_fraction"],
+    )
+    warnings = [w for w in (mpp_warning, background.warning) if w]
+    if grid.mpp > config["analysis_mpp"] * (1 + MPP_TOLERANCE):
+        warnings.append(f"pixel size {grid.mpp:.3g} um is coarser than the analysis pixel size "
+                        f"{config['analysis_mpp']:g} um: compartments are less exact")
+    tissue_mm2 = float(np.count_nonzero(mask)) * overview_mpp**2 / 1e6
+    if tissue_mm2 == 0:
+        warnings.append("no tissue found")
+    halo_px = math.ceil(tiling.halo_um(config) / grid.mpp)
+    chunks = tiling.plan_chunks(grid.shape, halo_px=halo_px, core_px=tiling.CORE_PX, tissue=mask if tissue_mm2 else None)
+    estimate = _stain_estimate(overview, mask, background.i0, config)
+    return SlideInfo(
+        slide_id=slide_id,
+        patient_id=patient_id,
+        path=str(path),
+        roi=str(roi_path or ""),
+        mpp=grid.native_mpp,
+        mpp_source=mpp_source,
+        level=grid.level,
+        level_shape=list(grid.level_shape),
+        level_mpp=grid.level_mpp,
+        analysis_mpp=grid.mpp,
+        shape=list(grid.shape),
+        overview_mpp=overview_mpp,
+        tissue_mm2=tissue_mm2,
+        i0=list(background.i0),
+        i0_source=background.source,
+        stain_matrix=estimate.matrix.tolist(),
+        # Always hematoxylin;DAB (DESIGN section 4); a third stain in use is named in the notes.
+        stain_vectors=_vector_text(estimate.matrix[:2]),
+        stain_source=estimate.source,
+        stain_dab_fraction=estimate.dab_fraction,
+        stain_notes="; ".join(estimate.notes + ((f"third stain vector {_vector_text(estimate.matrix[2:])} in use "
+                                                  "(its OD does not enter DAB)",) if estimate.third_stain else ())),
+        pixel_qc=measure_pixel_qc(overview, overview_mpp, mask, focus_tiles, background.i0, estimate, config),
+        chunks=[str(c.index) for c in chunks],
+        chunk_boxes=[c.to_json() for c in chunks],
+        qc_status="warning" if warnings else "ok",
+        qc_message="; ".join(warnings),
+        cxcr4score_version=__version__,
+    )

@@ -1,0 +1,336 @@
+"""Regions of a slide's pyramid levels, decoding only the tiles or strips a region touches."""
+
+from __future__ import annotations
+
+import operator
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import tifffile
+
+from .errors import InputError
+from .images import (
+    RASTER_SUFFIXES, check_photometric, check_rgb_layout, checked_tiff_level, existing_image_path, read_image,
+    tiff_level, to_rgb, unreadable, yxs_layout,
+)
+
+
+#: TIFF compression codes of JPEG (tifffile passes them the JPEG tables and header).
+_JPEG_COMPRESSIONS = frozenset({6, 7, 33007, 34892})
+
+
+def _segment_layout(level: tifffile.TiffPageSeries, series: tifffile.TiffPageSeries) -> tuple | None:
+    """(page, chunk rows, chunk columns, chunks across) when a level is one page of 8-bit RGB
+    in contiguous tiles or strips, which :meth:`SlideReader._decode_segments` reads; else None
+    (read through the zarr store: several pages, planar samples, alpha, NDPI, transforms)."""
+    page = level.keyframe
+    tifffile.COMPRESSION(page.compression)  # an unknown compression fails on open, as opening a zarr store does
+    if (len(level.pages) != 1 or level.pages[0] is not page or level.axes != "YXS" or tuple(level.shape[2:]) != (3,)
+            or level.dtype != np.uint8 or page.planarconfig != 1 or page.imagedepth != 1
+            or getattr(page, "is_ndpi", False) or series.transform is not None):
+        return None
+    (chunk_rows, chunk_cols, _), (_, across, _) = page.chunks, page.chunked
+    return page, chunk_rows, chunk_cols, across
+
+
+@dataclass(frozen=True)
+class Level:
+    """One pyramid level of a slide.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(rows, cols)`` of the level in its own pixels.
+    downsample : float
+        Level-0 pixels per pixel of this level: the mean over both axes of the level-0 size
+        divided by this level's size (exactly 1.0 for level 0).
+    """
+
+    shape: tuple[int, int]
+    downsample: float
+
+
+class SlideReader:
+    """Read regions of a slide's pyramid levels without decoding the whole slide.
+
+    Open one reader per process with :func:`open_slide` and close it when done (it is a
+    context manager). A reader holds an open file and cannot be pickled: each Snakemake job or
+    worker process opens its own.
+
+    Parameters
+    ----------
+    path : str or path-like
+        PNG, JPEG, TIFF, OME-TIFF, or a tiled whole-slide TIFF (SVS, NDPI, SCN, BIF).
+
+    Attributes
+    ----------
+    path : Path
+        The file.
+    levels : tuple of Level
+        Pyramid levels, finest (level 0) first. PNG and JPEG files have one level.
+    mpp : float or None
+        Level-0 micrometres per pixel from the file's metadata, by the same rules and sources
+        as :func:`read_image`; None when the file does not say.
+    mpp_source : {'ome', 'tiff', 'svs', 'png'} or None
+        Which metadata gave ``mpp``.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_image`: missing, unsupported, unreadable or corrupt file, not 8-bit
+        RGB(A), anisotropic pixels. The message names the file.
+
+    Notes
+    -----
+    TIFF-based files: the same series as :func:`read_image` (largest level-0 area), its
+    pyramid levels from tifffile (``series.levels``; thumbnail, label and macro images are
+    separate series, not levels). A region read decodes only the tiles or strips it touches:
+    a level stored as one page of contiguous 8-bit RGB tiles or strips (most slides) with
+    tifffile's segment decoder, straight into the output, on the job's thread count (Numba's);
+    any other level through a tifffile zarr store opened the first time it is read (level 0 on
+    open). Unknown compressions fail on open. Missing (sparse) tiles read as the file's
+    no-data value, as in :func:`read_image`. PNG and JPEG files are small: they are decoded
+    once on open with :func:`read_image` and sliced.
+
+    Examples
+    --------
+    >>> with open_slide("slide.svs") as slide:  # doctest: +SKIP
+    ...     tile = slide.read_region(0, top=1024, left=2048, height=512, width=512)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = existing_image_path(path)
+        self._rgb = None  # whole image of a PNG / JPEG
+        self._tif = None
+        self._series = None
+        self._tiff_levels: list = []  # tifffile level series, finest first
+        self._layouts: list = []  # per level: (kept-axis mask, transpose order)
+        self._arrays: dict = {}  # level -> zarr array, opened lazily
+        self._stores: list = []
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            if self.path.suffix.lower() in RASTER_SUFFIXES:
+                self._open_raster()
+            else:
+                self._open_tiff()
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, (InputError, MemoryError)) or not isinstance(exc, Exception):
+                raise
+            raise InputError([unreadable(self.path, exc)]) from None
+
+    def _open_raster(self) -> None:
+        image = read_image(self.path)
+        self._rgb = image.rgb
+        self._segment_layouts = [None]
+        self.levels = (Level((image.rgb.shape[0], image.rgb.shape[1]), 1.0),)
+        self.mpp, self.mpp_source = image.mpp, image.mpp_source
+
+    def _open_tiff(self) -> None:
+        self._tif = tifffile.TiffFile(self.path)
+        level0, _, _, self.mpp, self.mpp_source = checked_tiff_level(self.path, self._tif)
+        index, _ = tiff_level(self._tif, 0)
+        self._series = self._tif.series[index]
+        # finest first, whatever order the file stores them in (stable for equal areas)
+        shapes = []
+        for tiff_index, level in enumerate(self._series.levels):
+            shape, order = yxs_layout(self.path, level.shape, level.axes)
+            check_rgb_layout(self.path, shape, level.dtype)
+            check_photometric(self.path, level)
+            keep = tuple(n > 1 or a in "YX" for n, a in zip(level.shape, level.axes))
+            shapes.append((shape[:2], tiff_index, level, (keep, order)))
+        shapes.sort(key=lambda item: -item[0][0] * item[0][1])
+        if shapes[0][2] is not level0:
+            raise InputError([f"{self.path}: the first pyramid level is not the largest; "
+                              "the pyramid cannot be read"])
+        rows0, cols0 = shapes[0][0]
+        self.levels = tuple(
+            Level((int(rows), int(cols)), 1.0 if i == 0 else (rows0 / rows + cols0 / cols) / 2)
+            for i, ((rows, cols), *_) in enumerate(shapes)
+        )
+        self._tiff_index = [tiff_index for _, tiff_index, _, _ in shapes]
+        self._tiff_levels = [level for _, _, level, _ in shapes]
+        self._layouts = [layout for *_, layout in shapes]
+        self._segment_layouts = [_segment_layout(level, self._series) for level in self._tiff_levels]
+        if self._segment_layouts[0] is None:
+            self._tiff_array(0)
+
+    def _tiff_array(self, level: int):
+        """The zarr array of one level, opening its store on first use."""
+        import zarr  # slow to import; only region reads of some TIFF levels need it
+
+        with self._lock:
+            if level not in self._arrays:
+                store = self._series.aszarr(level=self._tiff_index[level])
+                self._stores.append(store)
+                array = zarr.open_array(store, mode="r")
+                expected = tuple(self._tiff_levels[level].shape)
+                if tuple(array.shape) != expected:
+                    raise InputError([f"{self.path}: level {level} has shape {tuple(array.shape)} "
+                                      f"as an array but {expected} in its metadata"])
+                self._arrays[level] = array
+            return self._arrays[level]
+
+    def read_region(self, level: int, top: int, left: int, height: int, width: int) -> np.ndarray:
+        """Read a rectangle of one pyramid level.
+
+        Parameters
+        ----------
+        level : int
+            Index into :attr:`levels` (0 is full resolution).
+        top, left : int
+            First row and column in that level's pixels; may be negative.
+        height, width : int
+            Size of the region in that level's pixels; non-negative.
+
+        Returns
+        -------
+        (height, width, 3) ndarray of uint8
+            C-contiguous RGB of the level's pixels ``[top:top + height, left:left + width]``
+            (alpha composited over white); parts outside the image are white (255).
+
+        Raises
+        ------
+        ValueError
+            A level out of range, a negative size, a non-integer argument, or a closed reader.
+        InputError
+            The pixels cannot be decoded (corrupt data, unknown compression); names the file.
+
+        Notes
+        -----
+        Only the tiles or strips that overlap the region are decoded.
+        """
+        level, top, left, height, width = self._checked_region(level, top, left, height, width)
+        rows, cols = self.levels[level].shape
+        r0, r1 = max(top, 0), min(top + height, rows)
+        c0, c1 = max(left, 0), min(left + width, cols)
+        inside = (r0, r1, c0, c1) == (top, top + height, left, left + width)
+        out = np.empty((height, width, 3), np.uint8) if inside else np.full((height, width, 3), 255, np.uint8)
+        if r0 >= r1 or c0 >= c1:
+            return out
+        target = (slice(r0 - top, r1 - top), slice(c0 - left, c1 - left))
+        if self._rgb is not None:
+            out[target] = self._rgb[r0:r1, c0:c1]
+            return out
+        try:
+            if self._segment_layouts[level] is not None:
+                self._decode_segments(level, r0, r1, c0, c1, out[target])
+            else:
+                out[target] = self._read_tiff_pixels(level, r0, r1, c0, c1)
+        except (InputError, MemoryError):
+            raise
+        except Exception as exc:  # decoding errors surface here, not on open
+            raise InputError([unreadable(self.path, exc)]) from None
+        return out
+
+    def _checked_region(self, *values) -> tuple[int, ...]:
+        names = ("level", "top", "left", "height", "width")
+        described = ", ".join(f"{n}={v!r}" for n, v in zip(names, values))
+        if self._closed:
+            raise ValueError(f"{self.path}: read_region on a closed slide ({described})")
+        try:
+            level, top, left, height, width = (operator.index(v) for v in values)
+        except TypeError:
+            raise ValueError(f"read_region arguments must be integers, got {described}") from None
+        if not 0 <= level < len(self.levels):
+            raise ValueError(f"level must be in 0..{len(self.levels) - 1} for {self.path}, "
+                             f"got {described}")
+        if height < 0 or width < 0:
+            raise ValueError(f"height and width must not be negative, got {described}")
+        return level, top, left, height, width
+
+    def _decode_segments(self, level: int, r0: int, r1: int, c0: int, c1: int, out: np.ndarray) -> None:
+        """Decode the tiles or strips of one page that overlap the region straight into ``out``.
+
+        The zarr store decodes the same segments with the same tifffile decoder, but its event
+        loop adds about as much time again as the decoding, and it decodes on tifffile's own
+        thread count; here decoding uses the job's thread count (Numba's).
+        """
+        import numba
+
+        page, chunk_rows, chunk_cols, across = self._segment_layouts[level]
+        indices = [r * across + c for r in range(r0 // chunk_rows, (r1 - 1) // chunk_rows + 1)
+                   for c in range(c0 // chunk_cols, (c1 - 1) // chunk_cols + 1)]
+        decodeargs = {"_fullsize": page.is_tiled}  # as TiffPage.segments
+        if page.compression in _JPEG_COMPRESSIONS:
+            decodeargs.update(jpegtables=page.jpegtables, jpegheader=page.jpegheader)
+        decode = page.decode
+
+        def place(data_index):
+            segment, (_, _, y, x, _), shape = decode(*data_index, **decodeargs)
+            ys, ye, xs, xe = max(y, r0), min(y + shape[1], r1), max(x, c0), min(x + shape[2], c1)
+            target = out[ys - r0:ye - r0, xs - c0:xe - c0]
+            target[...] = page.nodata if segment is None else segment[0, ys - y:ye - y, xs - x:xe - x]
+
+        segments = page.parent.filehandle.read_segments(
+            [page.dataoffsets[i] for i in indices], [page.databytecounts[i] for i in indices], indices,
+            lock=self._lock, sort=True)
+        workers = numba.get_num_threads()
+        if workers < 2 or len(indices) < 2:
+            for data_index in segments:
+                place(data_index)
+        else:
+            with ThreadPoolExecutor(workers) as executor:
+                for _ in executor.map(place, list(segments)):
+                    pass
+
+    def _read_tiff_pixels(self, level: int, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        array = self._tiff_array(level)
+        keep, order = self._layouts[level]
+        axes = self._tiff_levels[level].axes
+        index = tuple(slice(r0, r1) if a == "Y" else slice(c0, c1) if a == "X" else slice(None)
+                      for a in axes)
+        pixels = np.asarray(array[index])
+        squeezed = pixels.reshape([n for n, k in zip(pixels.shape, keep) if k])
+        return to_rgb(squeezed.transpose(order))
+
+    def close(self) -> None:
+        """Close the file and its stores; further reads raise ValueError. Safe to repeat."""
+        self._closed = True
+        self._rgb = None
+        self._arrays = {}
+        stores, self._stores = self._stores, []
+        for store in stores:
+            store.close()
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
+
+    def __enter__(self) -> SlideReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __reduce__(self):
+        raise TypeError(f"a SlideReader cannot be pickled ({self.path}); "
+                        "open the slide in each process with open_slide(path)")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self.levels)} level(s)"
+        return f"<SlideReader {str(self.path)!r} {state}>"
+
+
+def open_slide(path: str | os.PathLike) -> SlideReader:
+    """Open a slide for reading regions by pyramid level.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A slide in any format :func:`cxcr4score.images.read_image` reads.
+
+    Returns
+    -------
+    SlideReader
+        To use as a context manager (or ``close()`` it); see :class:`SlideReader`.
+
+    Raises
+    ------
+    InputError
+        As :func:`cxcr4score.images.read_image`, naming the file.
+    """
+    return SlideReader(path)
