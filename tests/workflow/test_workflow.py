@@ -1,7 +1,13 @@
 """The real `snakemake` command on sample_slides/: expected calls, the output contract,
---config overrides, what a threshold change reruns, and bad input (DESIGN section 4)."""
+--config overrides, what a threshold change reruns, and bad input (DESIGN section 4).
+
+Each run happens in a temporary working folder laid out as a checkout (`make_workdir`), so
+that `.snakemake/` and results never land in the checkout, and no test changes what another
+reads: the demo runs once per module, and a test that reruns it works on its own copy.
+"""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,23 +23,65 @@ REPO = Path(__file__).resolve().parents[2]
 CHECK_CONTRACT = REPO.parent / "shared" / "tools" / "check_contract.py"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 SMALL_SLIDE = REPO / "sample_slides" / "P03" / "P03_A.tif"
+#: The demo's results folder, given with --config and relative to the working folder (as a
+#: user would type it), so that a copy of the working folder is the same run elsewhere.
+DEMO_OUTDIR = "demo_results"
 
 
-def snakemake(*args, check=True):
-    """Run the snakemake command line from the repository root, as a user would."""
+def make_workdir(path):
+    """A working folder laid out as a checkout: the workflow copied, config/ and sample_slides/ linked.
+
+    Snakemake resolves `configfile:` and the default `slides: config/slides.tsv` against its
+    working folder (`--snakefile` with `--directory` alone finds no config), so the folder needs
+    all four. config/ is a link, so the sheet's relative slide paths resolve to the checkout's
+    sample_slides/ from every working folder: the jobs' inputs and params are then the same in
+    a copy of this folder, and a rerun there is incremental (see `demo_copy`).
+    """
+    path.mkdir(parents=True)
+    shutil.copy2(REPO / "Snakefile", path / "Snakefile")
+    shutil.copytree(REPO / "workflow", path / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("config", "sample_slides"):
+        (path / name).symlink_to(REPO / name, target_is_directory=True)
+    return path
+
+
+def snakemake(workdir, *args, check=True):
+    """Run the snakemake command line in `workdir` (a checkout's layout), as a user would."""
     command = [str(SNAKEMAKE), "--cores", "2", *args]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
 
 
+@pytest.fixture
+def workdir(tmp_path):
+    """A fresh working folder for this test alone."""
+    return make_workdir(tmp_path / "checkout")
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The demo cohort run once with the default config into a temporary results folder."""
-    out = tmp_path_factory.mktemp("demo") / "results"
-    snakemake("--config", f"outdir={out}")
-    return out
+def demo_run(tmp_path_factory):
+    """The working folder of the demo cohort run once with the default config but outdir=DEMO_OUTDIR.
+
+    Tests read it and never run snakemake in it: a rerun goes to a `demo_copy`.
+    """
+    workdir = make_workdir(tmp_path_factory.mktemp("demo") / "checkout")
+    snakemake(workdir, "--config", f"outdir={DEMO_OUTDIR}")
+    return workdir
+
+
+@pytest.fixture
+def demo(demo_run):
+    """The demo's results folder (read only)."""
+    return demo_run / DEMO_OUTDIR
+
+
+@pytest.fixture
+def demo_copy(demo_run, tmp_path):
+    """This test's own copy of the demo's working folder: results, .snakemake metadata and
+    timestamps, so that a rerun there is incremental and the shared demo is left as it was."""
+    return shutil.copytree(demo_run, tmp_path / "checkout", symlinks=True)
 
 
 def read_calls(out):
@@ -76,20 +124,20 @@ def test_reasons_and_review(demo):
 def test_effective_config_written(demo):
     effective = yaml.safe_load((demo / "config.effective.yaml").read_text())
     assert effective["thresholds"] == [0.2, 0.4, 0.6]
-    assert effective["outdir"] == str(demo)
+    assert effective["outdir"] == DEMO_OUTDIR  # as given with --config
 
 
-def test_folder_input_gives_the_sheet_slide_ids(tmp_path):
+def test_folder_input_gives_the_sheet_slide_ids(workdir, tmp_path):
     """DESIGN section 4: sub-folders are patients, slide_id = {patient_id}__{stem}, ROI sidecar."""
-    result = snakemake("-n", "--config", "slides=sample_slides", f"outdir={tmp_path / 'r'}")
+    result = snakemake(workdir, "-n", "--config", "slides=sample_slides", f"outdir={tmp_path / 'r'}")
     sheet = pd.read_csv(REPO / "config" / "slides.tsv", sep="\t", dtype=str)
     for slide_id in sheet["slide_id"]:
         assert f"slide={slide_id}" in result.stdout
 
 
-def test_threshold_change_reruns_no_pixel_work(demo):
+def test_threshold_change_reruns_no_pixel_work(demo_copy):
     """measure_chunk holds no scoring threshold: a new threshold reruns no pixel stage."""
-    result = snakemake("-n", "--config", f"outdir={demo}", "thresholds=[0.25,0.5,0.75]")
+    result = snakemake(demo_copy, "-n", "--config", f"outdir={DEMO_OUTDIR}", "thresholds=[0.25,0.5,0.75]")
     jobs = result.stdout
     assert "merge_slide" in jobs and "eligibility" in jobs
     assert "measure_chunk" not in jobs and "slide_info" not in jobs and "validate_inputs" not in jobs
@@ -105,14 +153,17 @@ def test_threshold_change_reruns_no_pixel_work(demo):
         ("patient_rule=any_slide", "reason", "any_slide"),
     ],
 )
-def test_config_override_reaches_the_calls(demo, override, column, value):
-    """Each documented --config key, through the real command line (runs last: it reruns the demo)."""
-    snakemake("--config", f"outdir={demo}", override)
-    calls = read_calls(demo)
+def test_config_override_reaches_the_calls(demo_copy, override, column, value):
+    """Each documented --config key, through the real command line (reruns a copy of the demo)."""
+    result = snakemake(demo_copy, "--config", f"outdir={DEMO_OUTDIR}", override)
+    # The copy is the demo run elsewhere: no override here reaches a pixel stage, so none reruns.
+    assert not re.search(r"rule (validate_inputs|slide_info|measure_chunk):", result.stdout + result.stderr)
+    out = demo_copy / DEMO_OUTDIR
+    calls = read_calls(out)
     assert value in str(calls.set_index("patient_id").loc["P01", column])
     if override.startswith("eligibility"):
         assert (calls["cutoff"] == 5).all()
-        assert yaml.safe_load((demo / "config.effective.yaml").read_text())["eligibility"]["min_cells"] == 100
+        assert yaml.safe_load((out / "config.effective.yaml").read_text())["eligibility"]["min_cells"] == 100
 
 
 def _sheet(path, rows):
@@ -120,22 +171,22 @@ def _sheet(path, rows):
     return path
 
 
-def test_bad_slide_stop_lists_every_problem(tmp_path):
+def test_bad_slide_stop_lists_every_problem(workdir, tmp_path):
     broken = tmp_path / "broken.tif"
     broken.write_bytes(b"II*\x00 this is not a TIFF")
     sheet = _sheet(tmp_path / "s.tsv", [("A", "A1", str(SMALL_SLIDE)), ("B", "B1", str(broken))])
-    result = snakemake("--config", f"slides={sheet}", f"outdir={tmp_path / 'r'}", check=False)
+    result = snakemake(workdir, "--config", f"slides={sheet}", f"outdir={tmp_path / 'r'}", check=False)
     assert result.returncode != 0
     assert "broken.tif" in result.stderr and "B1" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_bad_slide_skip_keeps_other_results(tmp_path):
+def test_bad_slide_skip_keeps_other_results(workdir, tmp_path):
     broken = tmp_path / "broken.tif"
     broken.write_bytes(b"II*\x00 this is not a TIFF")
     sheet = _sheet(tmp_path / "s.tsv", [("A", "A1", str(SMALL_SLIDE)), ("B", "B1", str(broken))])
     out = tmp_path / "r"
-    snakemake("--config", f"slides={sheet}", f"outdir={out}", "on_bad_slide=skip")
+    snakemake(workdir, "--config", f"slides={sheet}", f"outdir={out}", "on_bad_slide=skip")
     slides = pd.read_csv(out / "slides.csv", dtype=str).set_index("slide_id")
     assert slides.loc["B1", "qc_status"] == "failed" and "broken.tif" in slides.loc["B1", "qc_message"]
     assert slides.loc["A1", "qc_status"] != "failed"
@@ -154,15 +205,15 @@ def test_bad_slide_skip_keeps_other_results(tmp_path):
         (["patient_rule=first"], "'patient_rule'"),
     ],
 )
-def test_bad_config_or_sheet_stops_at_parse_time(tmp_path, args, message):
-    result = snakemake("-n", "--config", f"outdir={tmp_path}", *args, check=False)
+def test_bad_config_or_sheet_stops_at_parse_time(workdir, tmp_path, args, message):
+    result = snakemake(workdir, "-n", "--config", f"outdir={tmp_path / 'r'}", *args, check=False)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
 
 
-def test_sheet_with_missing_file_names_the_row(tmp_path):
+def test_sheet_with_missing_file_names_the_row(workdir, tmp_path):
     sheet = _sheet(tmp_path / "s.tsv", [("007", "S1", str(tmp_path / "missing.tif")), ("008", "S2", str(SMALL_SLIDE))])
-    result = snakemake("-n", "--config", f"slides={sheet}", f"outdir={tmp_path / 'r'}", check=False)
+    result = snakemake(workdir, "-n", "--config", f"slides={sheet}", f"outdir={tmp_path / 'r'}", check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "s.tsv row 1" in output and "missing.tif" in output
@@ -175,7 +226,7 @@ def test_cli_score_same_code_path(tmp_path):
     shutil.copy(SMALL_SLIDE, tmp_path / "small.tif")
     cli = Path(sys.executable).with_name("cxcr4score")
     result = subprocess.run([str(cli), "score", str(tmp_path / "small.tif"), str(broken), "--out", str(tmp_path / "o")],
-                            capture_output=True, text=True, timeout=600)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1
     assert "broken.tif" in result.stderr and "Traceback" not in result.stderr
     assert result.stdout.startswith("small: ")
