@@ -10,8 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from . import INTENDED_USE, __version__
 
 
@@ -42,8 +40,8 @@ def get_arg_parser():
                             "configuration; --size is then the side at 0.5 um/px and the configuration sets "
                             "pixel size, positive fraction and JPEG quality)")
 
-    bench = commands.add_parser("bench", help="speed, accuracy and concordance benchmarks")
-    bench.add_argument("kind", choices=("speed", "accuracy", "concordance"))
+    bench = commands.add_parser("bench", help="speed, accuracy, concordance and real-image benchmarks")
+    bench.add_argument("kind", choices=("speed", "accuracy", "concordance", "real"))
     bench.add_argument("--size", type=int, metavar="PIXELS",
                        help="tile side [speed 4096; accuracy 1024, at 0.5 um/px]")
     bench.add_argument("--repeats", type=int, default=3, metavar="N", help="speed: timing repeats (median) [%(default)s]")
@@ -58,20 +56,15 @@ def get_arg_parser():
                        help="concordance: pathologist scores (patient_id; h_score, pct_positive, call)")
     bench.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
                        help="concordance: workflow results folder with eligibility.csv [%(default)s]")
+    bench.add_argument("--slides", type=Path, metavar="SHEET",
+                       help="real: sample sheet or folder of the slides to score (a column ihc_score marks scored cores)")
+    bench.add_argument("--points", type=Path, metavar="FILE",
+                       help="real: pathologist's points, a CSV (slide_id, x, y, label) or a folder of QuPath "
+                            "GeoJSON files {slide_id}.geojson")
+    bench.add_argument("--config", type=Path, metavar="YAML", help="real: configuration overrides")
+    bench.add_argument("--out", type=Path, metavar="DIR", help="real: write QC pictures and matched points here")
     bench.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     return parser
-
-
-def _load_config(path):
-    from . import config
-
-    overrides = {}
-    if path is not None:
-        try:
-            overrides = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise config.ConfigError(f"cannot read config {path}: {err}") from None
-    return config.validate(overrides)
 
 
 def _summary_line(row):
@@ -87,13 +80,14 @@ def run_score(args):
     """``cxcr4score score``: score each image; a bad image is reported and the rest go on."""
     import pandas as pd
 
+    from . import config as cx_config
     from . import pipeline, runtime
     from .errors import InputError
     from .sheets import image_stem, sanitise_id
     from .tables import write_table
 
     runtime.keep_freed_memory()
-    config = _load_config(args.config)
+    config = cx_config.from_file(args.config)
     out = args.out
     slide_ids = [sanitise_id(image_stem(path)) for path in args.images]
     seen = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from importlib import resources
+from pathlib import Path
 
 import jsonschema
 import yaml
@@ -158,3 +159,20 @@ def validate(config, schema=None):
 def default_config():
     """The effective configuration with every default."""
     return validate({})
+
+
+def from_file(path):
+    """The effective configuration with the overrides of a YAML file (None: the defaults).
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read or parsed, or a value is invalid (naming the key).
+    """
+    overrides = {}
+    if path is not None:
+        try:
+            overrides = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read config {path}: {err}") from None
+    return validate(overrides)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .errors import InputError
 
-__all__ = ["Polygon", "cells_to_geojson", "read_roi", "roi_mask"]
+__all__ = ["Polygon", "cells_to_geojson", "read_points", "read_roi", "roi_mask"]
 
 Polygon = list[np.ndarray]
 
@@ -65,14 +65,8 @@ def read_roi(path: str | os.PathLike) -> list[Polygon]:
     3 vertices are skipped without error.
     """
     path = Path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError([f"{path}: ROI file not found"]) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError([f"{path}: not a readable GeoJSON file ({' '.join(str(exc).split())})"]) from None
     polygons = []
-    for number, feature in enumerate(_features(document), start=1):
+    for number, feature in enumerate(_features(_load(path, "ROI file")), start=1):
         if _is_annotation(feature):
             try:
                 polygons.extend(_geometry_polygons(feature.get("geometry")))
@@ -81,6 +75,65 @@ def read_roi(path: str | os.PathLike) -> list[Polygon]:
     if not polygons:
         raise InputError([f"{path}: no annotation polygons found (Polygon or MultiPolygon)"])
     return polygons
+
+
+def read_points(path: str | os.PathLike) -> pd.DataFrame:
+    """Read point annotations (e.g. a pathologist's nuclei) from a QuPath GeoJSON export.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A FeatureCollection, a single Feature or a list of Features with Point or MultiPoint
+        geometries in level-0 pixel coordinates; other geometries are skipped.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``x, y`` (float64, level-0 pixels) and ``label``: the point's classification name
+        (``properties.classification.name``, or a plain ``properties.classification``
+        string), '' when it has none.
+
+    Raises
+    ------
+    InputError
+        Naming the file, when it is missing, not valid JSON, has malformed coordinates or
+        holds no point.
+    """
+    path = Path(path)
+    rows = []
+    for number, feature in enumerate(_features(_load(path, "point file")), start=1):
+        geometry = feature.get("geometry") or {}
+        kind, coordinates = geometry.get("type"), geometry.get("coordinates")
+        if kind not in ("Point", "MultiPoint"):
+            continue
+        try:
+            xy = np.asarray([coordinates] if kind == "Point" else coordinates, dtype=np.float64).reshape(-1, 2)
+        except (TypeError, ValueError):
+            raise InputError([f"{path}: feature {number} has malformed coordinates"]) from None
+        if not np.isfinite(xy).all():
+            raise InputError([f"{path}: feature {number} has a non-finite coordinate"])
+        label = _class_name(feature.get("properties") or {})
+        rows.extend((x, y, label) for x, y in xy)
+    if not rows:
+        raise InputError([f"{path}: no point annotations found (Point or MultiPoint)"])
+    return pd.DataFrame(rows, columns=["x", "y", "label"])
+
+
+def _class_name(properties: dict) -> str:
+    classification = properties.get("classification")
+    if isinstance(classification, dict):
+        return str(classification.get("name") or "")
+    return str(classification or "")
+
+
+def _load(path: Path, what: str):
+    """The parsed JSON of a GeoJSON file, or InputError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError([f"{path}: {what} not found"]) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError([f"{path}: not a readable GeoJSON file ({' '.join(str(exc).split())})"]) from None
 
 
 def _features(document) -> list:

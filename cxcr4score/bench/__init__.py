@@ -1,4 +1,4 @@
-"""Benchmarks: ``cxcr4score bench speed|accuracy|concordance`` (one module per kind)."""
+"""Benchmarks: ``cxcr4score bench speed|accuracy|concordance|real`` (one module per kind)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import json
 import sys
 
 
+from .. import config as cx_config
 from .. import synthetic_cohort
 from . import accuracy as accuracy_bench
 from . import concordance as concordance_bench
+from . import real as real_bench
 from . import speed as speed_bench
 
 
@@ -24,6 +26,9 @@ def main(args):
     elif args.kind == "concordance":
         result = concordance_bench.run(args.truth, args.results)
         print(concordance_bench.format_report(result))
+    elif args.kind == "real":
+        result = real_bench.main(args, cx_config.from_file(args.config))
+        print(real_bench.format_report(result))
     else:
         result = _accuracy(args)
         if result is None:
