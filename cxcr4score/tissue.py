@@ -1,16 +1,23 @@
 """Tissue mask: where on the image there is tissue to score.
 
-Tissue absorbs light in every channel; glass does not. The mask is the smoothed optical
-density summed over channels, thresholded, with small fragments dropped and small holes
-filled. OD is taken against a provisional white, the 99th percentile of each channel: a
-scanner's glass is often 215-245, not 255, and against 255 such glass alone has an OD sum
-above the threshold.
+Tissue absorbs light and has structure; glass absorbs little and is flat. OD is summed over
+the channels against a provisional white, the 99th percentile of each channel (a scanner's
+glass is often 215-245, not 255). Where the image has glass, the glass is the sharp lowest
+mode of the smoothed OD sum (:func:`glass_level`), and a pixel is tissue when its smoothed
+OD sum lies ``od_threshold`` above that mode, or when its texture (the local standard
+deviation of the OD sum over ``TEXTURE_SIGMA_UM``) is well above the glass's own: very pale
+tissue, such as an oedematous TMA core, absorbs hardly more than glass on average (on real
+HER2 cores its median OD sum lies ~0.005 above the glass) but is full of structure, and JPEG
+glass with vignetting and noise reads up to ~0.08 above the 99th percentile. An image
+without glass (a field inside tissue) keeps the plain rule: smoothed OD sum at or above
+``od_threshold`` against the provisional white. Small fragments are dropped and small holes
+filled.
 
 The mask is coarse by design (smoothing at 2 um; in the workflow it runs on the slide overview),
 so an image finer than about 1 um/px is masked at a working pixel size near 1 um: the OD sum is
 block-averaged (OD, not RGB: OD is concave in intensity, and averaging RGB shrinks the mask at
 thin edges), smoothed, thresholded and area-filtered there, and brought back to the input
-grid by replication, except in blocks at the mask's edge, where the smoothed OD is
+grid by replication, except in blocks at the mask's edge, where the tissue evidence is
 interpolated (bicubic) and thresholded pixel by pixel. On generated tiles with glass, the
 sample slides and real scans this agrees with the full-resolution mask on >= 99.5% of pixels
 (tests/test_tissue.py) at a fraction of its cost (a 2048^2 image at 0.5 um/px: 4x fewer pixels
@@ -32,6 +39,24 @@ TISSUE_SIGMA_UM = 2.0
 #: Pixel size (um) of the working grid an image finer than this is masked on (rounded to an
 #: integer block factor).
 WORK_MPP_UM = 1.0
+
+#: Window (Gaussian sigma, um) of the texture measure: a few cells, so that pale tissue with
+#: sparse nuclei and fibres reads as textured throughout.
+TEXTURE_SIGMA_UM = 3.0
+#: The texture is that of the OD sum smoothed at this scale (um): pixel noise and the grid
+#: the mask works on do not set it.
+TEXTURE_FINE_UM = 1.0
+#: The smoothed OD sum's lowest mode is glass when its spread (the mode minus the 16th
+#: percentile below it) is at most this: glass on real cores, OS-2 lumina and the demo
+#: slides 0.001-0.012; the lowest mode of fields without glass (Ki67 fields, an H&E section)
+#: 0.038-0.1.
+GLASS_MAX_SPREAD = 0.015
+#: Search range (OD sum against the provisional white) and bin of the glass mode.
+GLASS_MODE_RANGE, GLASS_MODE_BIN = 0.15, 0.002
+#: Tissue texture is at least this many times the glass's median texture (real cores: glass
+#: median 0.006-0.008, its 99th percentile 0.005-0.02 with specks; pale tissue's 5th
+#: percentile 0.01-0.05), and at least TEXTURE_MIN.
+TEXTURE_FACTOR, TEXTURE_MIN = 3.0, 0.006
 
 #: Percentile of each channel taken as provisional white.
 WHITE_PERCENTILE = 99.0
@@ -137,13 +162,61 @@ def _cubic_weights(factor):
     return offsets.astype(np.int64), np.stack([w0, w1, w2, 1 - w0 - w1 - w2], axis=1)
 
 
-def _threshold_and_fill(smoothed, od_threshold, min_px):
-    tissue = _filter_area(smoothed >= od_threshold, min_px)
+def _threshold_and_fill(evidence, od_threshold, min_px):
+    tissue = _filter_area(evidence >= od_threshold, min_px)
     holes = _filter_area(~tissue, min_px)
     return tissue | ~holes
 
 
-def tissue_mask(rgb, *, mpp, od_threshold=0.05, min_area_um2=2000.0, work_mpp=WORK_MPP_UM):
+def glass_level(smoothed, *, min_fraction):
+    """The glass mode of a smoothed OD-sum image, or None where the image shows no glass.
+
+    Parameters
+    ----------
+    smoothed : (M, N) ndarray of float32
+        OD sum against the provisional white, smoothed.
+    min_fraction : float
+        Smallest share of the image within the mode's spread that counts as glass.
+
+    Returns
+    -------
+    (level, spread, near) or None
+        The mode (bin centre), its one-sided spread (the mode minus the 16th percentile of the
+        values below it, at least half a bin) and the mask of pixels within two spreads of it.
+    """
+    counts, edges = np.histogram(smoothed, bins=int(round(GLASS_MODE_RANGE / GLASS_MODE_BIN)),
+                                 range=(0.0, GLASS_MODE_RANGE))
+    if counts.sum() == 0:
+        return None
+    level = edges[counts.argmax()] + GLASS_MODE_BIN / 2
+    below = smoothed[smoothed <= level]
+    spread = max(level - float(np.percentile(below, 16)), GLASS_MODE_BIN / 2) if below.size else np.inf
+    near = np.abs(smoothed - level) <= 2 * spread
+    if spread > GLASS_MAX_SPREAD or near.mean() < min_fraction:
+        return None
+    return level, spread, near
+
+
+def _texture(od, sigma):
+    """Local standard deviation of ``od`` in a Gaussian window of ``sigma`` pixels."""
+    mean = cv2.GaussianBlur(od, (0, 0), sigma)
+    return np.sqrt(np.maximum(cv2.GaussianBlur(od * od, (0, 0), sigma) - mean * mean, 0.0))
+
+
+def _evidence(fine, smoothed, od_threshold, mpp, min_glass_fraction):
+    """What is thresholded at ``od_threshold``: the smoothed OD sum where there is no glass;
+    with glass, the larger of its height above the glass and the texture scaled so that the
+    texture threshold meets ``od_threshold``."""
+    glass = glass_level(smoothed, min_fraction=min_glass_fraction)
+    if glass is None:
+        return smoothed
+    level, _, near = glass
+    texture = _texture(fine, TEXTURE_SIGMA_UM / mpp)
+    threshold = max(TEXTURE_MIN, TEXTURE_FACTOR * float(np.median(texture[near])))
+    return np.maximum(smoothed - np.float32(level), texture * np.float32(od_threshold / threshold))
+
+
+def tissue_mask(rgb, *, mpp, od_threshold=0.05, min_area_um2=2000.0, min_glass_fraction=0.01, work_mpp=WORK_MPP_UM):
     """Boolean tissue mask of an RGB brightfield image.
 
     Parameters
@@ -152,9 +225,12 @@ def tissue_mask(rgb, *, mpp, od_threshold=0.05, min_area_um2=2000.0, work_mpp=WO
     mpp : float
         Pixel size in micrometres.
     od_threshold : float, optional
-        Smoothed OD sum at or above which a pixel is tissue.
+        Smoothed OD sum above the glass (against the provisional white where there is no
+        glass) at or above which a pixel is tissue.
     min_area_um2 : float, optional
         Fragments smaller than this are dropped and holes smaller than this are filled.
+    min_glass_fraction : float, optional
+        Smallest share of glass that makes the glass rules apply (see the module notes).
     work_mpp : float, optional
         Working pixel size: an image finer than this is masked on blocks of
         ``round(work_mpp / mpp)`` pixels (see the module notes); ``mpp`` or less masks at full
@@ -170,31 +246,40 @@ def tissue_mask(rgb, *, mpp, od_threshold=0.05, min_area_um2=2000.0, work_mpp=WO
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         return np.zeros(rgb.shape[:2], bool)
     factor = max(1, round(work_mpp / mpp))
-    white = provisional_white(rgb)
-    if factor == 1:
-        smoothed = cv2.GaussianBlur(od_sum(rgb, white), (0, 0), TISSUE_SIGMA_UM / mpp)
-        return _threshold_and_fill(smoothed, od_threshold, max(1, int(round(min_area_um2 / mpp**2))))
-    # The block average already smooths by a box of variance (f^2 - 1) / 12 pixels^2 per
-    # axis: the Gaussian makes up the rest of (2 um)^2.
-    variance = (TISSUE_SIGMA_UM / mpp) ** 2 - (factor**2 - 1) / 12
-    if variance <= 0:
+    if (TISSUE_SIGMA_UM / mpp) ** 2 <= (factor**2 - 1) / 12:
         raise ValueError(f"working pixel size {work_mpp!r} um is coarser than the tissue smoothing allows "
                          f"(below {np.sqrt(12) * TISSUE_SIGMA_UM:.1f} um)")
-    sigma = np.sqrt(variance) / factor
-    smoothed = cv2.GaussianBlur(_block_mean(od_sum(rgb, white), factor), (0, 0), sigma)
-    coarse = _threshold_and_fill(smoothed, od_threshold, max(1, int(round(min_area_um2 / (mpp * factor) ** 2))))
-    return _upsample_mask(coarse, smoothed, factor, od_threshold, rgb.shape[:2])
+    od = od_sum(rgb, provisional_white(rgb))
+    if factor > 1:
+        od = _block_mean(od, factor)
+    smoothed = _gaussian_um(od, TISSUE_SIGMA_UM, mpp, factor)
+    # Texture on the OD sum at a fixed scale, so that pixel noise and the grid do not set it.
+    fine = _gaussian_um(od, TEXTURE_FINE_UM, mpp, factor)
+    evidence = _evidence(fine, smoothed, od_threshold, mpp * factor, min_glass_fraction)
+    coarse = _threshold_and_fill(evidence, od_threshold, max(1, int(round(min_area_um2 / (mpp * factor) ** 2))))
+    return coarse if factor == 1 else _upsample_mask(coarse, evidence, factor, od_threshold, rgb.shape[:2])
 
 
-def _upsample_mask(coarse, smoothed, factor, od_threshold, shape):
+def _gaussian_um(image, sigma_um, mpp, factor):
+    """Gaussian smoothing of an image of ``factor`` x ``factor`` block means of ``mpp`` pixels
+    to ``sigma_um`` in all: the block average already smooths by a box of variance
+    (f^2 - 1) / 12 pixels^2 per axis, and the Gaussian makes up the rest (none if nothing is
+    left)."""
+    variance = (sigma_um / mpp) ** 2 - (factor**2 - 1) / 12
+    if variance <= 0:
+        return image
+    return cv2.GaussianBlur(image, (0, 0), np.sqrt(variance) / factor)
+
+
+def _upsample_mask(coarse, evidence, factor, od_threshold, shape):
     """The block mask ``coarse`` on the input grid: replicated, except in blocks with an
-    8-neighbour of the other value, where ``smoothed`` is interpolated and thresholded."""
+    8-neighbour of the other value, where ``evidence`` is interpolated and thresholded."""
     edge = cv2.morphologyEx(coarse.view(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8),
                             borderType=cv2.BORDER_REPLICATE)
     edge_blocks = cv2.findNonZero(edge)  # (K, 1, 2) as (column, row), or None; faster than np.nonzero
     edge_blocks = np.zeros((0, 2), np.int32) if edge_blocks is None else edge_blocks.reshape(-1, 2)
     offsets, weights = _cubic_weights(factor)
     out = np.empty(shape, np.uint8)
-    kernels.mask_upsample_kernel(coarse.view(np.uint8), edge_blocks, smoothed, np.arange(max(shape)) // factor,
+    kernels.mask_upsample_kernel(coarse.view(np.uint8), edge_blocks, evidence, np.arange(max(shape)) // factor,
                                   offsets, weights, float(od_threshold), out)
     return out.view(bool)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cxcr4score import config, grid, synthetic, tissue
-from cxcr4score.slide_info import open_grid
+from cxcr4score.slide_info import describe_slide, open_grid
 
 from . import reference
 
@@ -121,3 +121,55 @@ def test_too_coarse_working_grid_is_refused():
     rgb = np.full((64, 64, 3), 200, np.uint8)
     with pytest.raises(ValueError, match="working pixel size 8.0 um is coarser"):
         tissue.tissue_mask(rgb, mpp=0.5, work_mpp=8.0)
+
+
+def _pale_core(seed=0, size=600, glass=234.0, vignetting=2.0):
+    """A TMA-like image at 1 um/px: JPEG-like noisy glass with a brightness gradient, and a
+    disc of pale tissue that is on average barely darker than the glass but full of small
+    dark specks (nuclei, fibres)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.indices((size, size))
+    grey = glass - vignetting * cols / size + rng.normal(0, 1.5, (size, size))
+    disc = (rows - size / 2) ** 2 + (cols - size / 2) ** 2 <= (size / 3) ** 2
+    specks = disc & (rng.random((size, size)) < 0.1)
+    grey = np.where(specks, grey - 35, grey + 2.0 * disc)
+    grey = cv2.GaussianBlur(grey, (0, 0), 0.8)
+    rgb = np.clip(np.stack([grey, grey - 1, grey + 8], -1), 0, 255).astype(np.uint8)
+    return rgb, disc
+
+
+def test_pale_tissue_on_glass_is_found_by_its_texture():
+    """Reference: the drawn disc. Its mean OD sum is below the old fixed threshold above the
+    99th-percentile white, and the glass's gradient reaches above it; the glass rule finds
+    the disc and no glass, within the texture window's reach of the edge."""
+    rgb, disc = _pale_core()
+    mask = tissue.tissue_mask(rgb, mpp=1.0)
+    edge = cv2.morphologyEx(disc.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((15, 15), np.uint8)).astype(bool)
+    assert np.mean(mask[~edge] == disc[~edge]) > 0.99
+    smoothed = cv2.GaussianBlur(tissue.od_sum(rgb, tissue.provisional_white(rgb)), (0, 0), 2.0)
+    assert tissue.glass_level(smoothed, min_fraction=0.01) is not None
+    assert np.median(smoothed[disc]) - tissue.glass_level(smoothed, min_fraction=0.01)[0] < 0.05
+
+
+def test_no_glass_keeps_the_plain_rule():
+    """Reference: a field of tissue with no glass mode: the mask is the smoothed OD sum at or
+    above the threshold, as reference_pipeline_tissue computes it."""
+    tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(150.0, 150.0), glass_fraction=0.0), seed=3)
+    smoothed = cv2.GaussianBlur(tissue.od_sum(tile.rgb, tissue.provisional_white(tile.rgb)), (0, 0), 4.0)
+    assert tissue.glass_level(smoothed, min_fraction=0.01) is None
+    ours = tissue.tissue_mask(tile.rgb, mpp=0.5, work_mpp=0.5)
+    assert np.mean(ours == reference.reference_pipeline_tissue(tile.rgb, mpp=0.5)) >= 0.999
+
+
+IHC = ROOT.parent / "shared" / "data" / "ihc"
+
+
+@pytest.mark.skipif(not IHC.is_dir(), reason=f"{IHC} not present: real HER2 crops are not shipped with the project")
+@pytest.mark.parametrize("name", ["her2-0-crop.tif", "her2-2plus-crop.tif"])
+def test_real_core_edges_have_their_glass_found(name):
+    """Reference: the crops' corners are glass (HER2 cores' JPEG glass, about 234-242, where
+    the old fixed rule read the whole image as tissue); I0 comes from that glass."""
+    info = describe_slide(IHC / name, slide_id="c", config=config.default_config())
+    assert info.i0_source == "glass" and 225 <= min(info.i0) and max(info.i0) <= 252
+    area_mm2 = info.shape[0] * info.shape[1] * info.analysis_mpp**2 / 1e6
+    assert 0.5 < info.tissue_mm2 / area_mm2 < 0.97
