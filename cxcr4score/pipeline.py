@@ -73,8 +73,10 @@ def validate_slide(path: str | os.PathLike, *, roi_path: str | os.PathLike = "")
     return info, problems
 
 
-def segment_cells(hematoxylin, *, mpp, config):
-    """Nuclei, cells and compartments of one image at analysis resolution.
+def segment_cells(hematoxylin, dab, *, mpp, config, baseline=0.0):
+    """Nuclei (on hematoxylin, and on DAB where nuclei are brown), cells and compartments of
+    one image at analysis resolution; nuclei are thresholded at ``baseline`` (the slide's,
+    :func:`cxcr4score.segment.signal_baseline`) plus config ``nuclei.threshold``.
 
     Returns
     -------
@@ -82,7 +84,9 @@ def segment_cells(hematoxylin, *, mpp, config):
     codes : (M, N) ndarray of uint8
     exposed_fraction : (n + 1,) ndarray of float64
     """
-    nuclei = segment.detect_nuclei(hematoxylin, mpp=mpp, params=segment.NucleusParams(**config["nuclei"]))
+    settings = config["nuclei"]
+    params = segment.NucleusParams(**{**settings, "threshold": baseline + settings["threshold"]})
+    nuclei = segment.detect_nuclei(hematoxylin, mpp=mpp, params=params, dab=dab)
     cells = segment.expand_cells(nuclei, mpp=mpp, expansion_um=config["cell_expansion_um"])
     codes, exposed = segment.compartments(cells, nuclei, mpp=mpp, band_um=config["membrane_band_um"],
                                           capture_um=config["membrane_capture_um"])
@@ -128,10 +132,14 @@ def measure_chunk(info, chunk, *, config):
     alt_i0 = (float(config["default_i0"]),) * 3
     alt_matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
     alt_dab = stains.concentration_tables(alt_i0, alt_matrix)[stains.DAB]
-    hematoxylin = stains.deconvolve_hematoxylin(rgb, tables)  # the DAB plane is not needed here
+    if config["nuclei"]["dab_threshold"] > 0:  # brown nuclei are looked for on DAB
+        hematoxylin, dab = stains.deconvolve(rgb, tables)
+    else:  # the measurement kernel computes its own DAB
+        hematoxylin, dab = stains.deconvolve_hematoxylin(rgb, tables), None
     # Cells are not restricted to the tissue mask: pale stroma can fall below the tissue
     # threshold, and a nucleus is found on its own hematoxylin signal anyway.
-    nuclei, cells, codes, exposed = segment_cells(hematoxylin, mpp=mpp, config=config)
+    nuclei, cells, codes, exposed = segment_cells(hematoxylin, dab, mpp=mpp, config=config,
+                                                  baseline=info.nucleus_baseline)
     n = int(nuclei.max())
     rows, cols, nucleus_px, axis_ratio = measure.nucleus_shape(nuclei, n)
     # A cell belongs to the chunk whose core holds its nucleus centroid (DESIGN section 6).

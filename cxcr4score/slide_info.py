@@ -15,7 +15,7 @@ import math
 import cv2
 import numpy as np
 
-from . import __version__, qc_metrics, stain_estimation, stains, tiling, tissue
+from . import __version__, qc_metrics, segment, stain_estimation, stains, tiling, tissue
 from . import grid as grid_module
 from .pixel_size import MPP_TOLERANCE, resolve_mpp
 from .slide_reader import open_slide
@@ -60,6 +60,9 @@ class SlideInfo:
     stain_source, stain_notes : str
     stain_dab_fraction : float
         Share of stained pixels that are DAB-like.
+    nucleus_baseline : float
+        Level of the nucleus signal between nuclei (:func:`cxcr4score.segment.signal_baseline`);
+        nuclei are thresholded at this plus config ``nuclei.threshold``.
     pixel_qc : dict
         QC metrics measured on pixels (:func:`measure_pixel_qc`).
     chunks : list of str
@@ -91,6 +94,7 @@ class SlideInfo:
     stain_source: str
     stain_dab_fraction: float | None
     stain_notes: str
+    nucleus_baseline: float | None
     pixel_qc: dict | None
     chunks: list
     chunk_boxes: list
@@ -106,7 +110,7 @@ class SlideInfo:
             slide_id=slide_id, patient_id=patient_id, path=str(path), roi=str(roi_path or ""), mpp=nan,
             mpp_source="", level=None, level_shape=None, level_mpp=None, analysis_mpp=nan, shape=[0, 0],
             overview_mpp=None, tissue_mm2=0.0, i0=[nan] * 3, i0_source="", stain_matrix=None, stain_vectors="",
-            stain_source="", stain_dab_fraction=None, stain_notes="", pixel_qc=None, chunks=[], chunk_boxes=[],
+            stain_source="", stain_dab_fraction=None, stain_notes="", nucleus_baseline=None, pixel_qc=None, chunks=[], chunk_boxes=[],
             qc_status="failed", qc_message=message, cxcr4score_version=__version__,
         )
 
@@ -162,7 +166,8 @@ def open_grid(path, *, sheet_mpp, config):
 def tissue_of(rgb, mpp, config):
     """The tissue mask of an image with the config's ``tissue`` settings."""
     settings = config["tissue"]
-    return tissue.tissue_mask(rgb, mpp=mpp, od_threshold=settings["od_threshold"], min_area_um2=settings["min_area_um2"])
+    return tissue.tissue_mask(rgb, mpp=mpp, od_threshold=settings["od_threshold"], min_area_um2=settings["min_area_um2"],
+                              min_glass_fraction=settings["min_glass_fraction"])
 
 
 def _glass(tissue_mask, mpp):
@@ -251,6 +256,12 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
     halo_px = math.ceil(tiling.halo_um(config) / grid.mpp)
     chunks = tiling.plan_chunks(grid.shape, halo_px=halo_px, core_px=tiling.CORE_PX, tissue=mask if tissue_mm2 else None)
     estimate = _stain_estimate(overview, mask, background.i0, config)
+    tables = stains.concentration_tables(background.i0, estimate.matrix)
+    # Nuclei are resolved only at the analysis pixel size: the focus tiles, or a small image's
+    # overview, which is then the analysis image.
+    baseline_tiles = focus_tiles or ([overview] if overview_mpp == grid.mpp else [])
+    baseline = segment.signal_baseline([stains.deconvolve_hematoxylin(t, tables) for t in baseline_tiles],
+                                       mpp=grid.mpp, params=segment.NucleusParams(**config["nuclei"]))
     return SlideInfo(
         slide_id=slide_id,
         patient_id=patient_id,
@@ -274,6 +285,7 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
         stain_dab_fraction=estimate.dab_fraction,
         stain_notes="; ".join(estimate.notes + ((f"third stain vector {_vector_text(estimate.matrix[2:])} in use "
                                                   "(its OD does not enter DAB)",) if estimate.third_stain else ())),
+        nucleus_baseline=baseline,
         pixel_qc=measure_pixel_qc(overview, overview_mpp, mask, focus_tiles, background.i0, estimate, config),
         chunks=[str(c.index) for c in chunks],
         chunk_boxes=[c.to_json() for c in chunks],

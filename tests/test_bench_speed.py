@@ -20,7 +20,9 @@ SIZE = 256
 def bench_tile(tmp_path_factory):
     path, tile = speed.write_tile(tmp_path_factory.mktemp("speed"), SIZE, seed=3)
     cfg = config.default_config()
-    ours, ref = speed.our_stages(path, cfg), speed.reference_stages(path, cfg, reference)
+    threshold = speed.nucleus_threshold(path, cfg)
+    ours = speed.our_stages(path, cfg, threshold=threshold)
+    ref = speed.reference_stages(path, cfg, reference, threshold=threshold)
     return {"ours": ours, "ref": ref, "ours_state": speed.run_pipeline(ours), "ref_state": speed.run_pipeline(ref)}
 
 
@@ -40,8 +42,8 @@ def test_tissue_masks_agree(bench_tile):
     on the benchmark tile (all tissue) and on a tile with glass."""
     assert bench_tile["ours_state"]["tissue"].all() and bench_tile["ref_state"]["tissue"].all()
     tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(200.0, 200.0), glass_fraction=0.4), seed=2)
-    ours = speed.our_stages(None, config.default_config())["tissue"]({"read": tile.rgb})
-    ref = speed.reference_stages(None, config.default_config(), reference)["tissue"]({"read": tile.rgb})
+    ours = speed.our_stages(None, config.default_config(), threshold=0.1)["tissue"]({"read": tile.rgb})
+    ref = speed.reference_stages(None, config.default_config(), reference, threshold=0.1)["tissue"]({"read": tile.rgb})
     assert 0.3 < ref.mean() < 0.9
     assert np.mean(ours == ref) > 0.99
 

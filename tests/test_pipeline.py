@@ -78,7 +78,8 @@ def test_cell_areas_are_pixel_counts_of_the_cell_labels(scored):
     with open_slide(info.path) as reader:
         rgb = grid.read_box(reader, info.grid, (0, 0, *info.shape))
     tables = stains.concentration_tables(info.i0, np.asarray(info.stain_matrix))
-    _, cells, _, _ = pipeline.segment_cells(stains.deconvolve_hematoxylin(rgb, tables), mpp=0.5, config=CONFIG)
+    hematoxylin, dab = stains.deconvolve(rgb, tables)
+    _, cells, _, _ = pipeline.segment_cells(hematoxylin, dab, mpp=0.5, config=CONFIG, baseline=info.nucleus_baseline)
     ids = (measurements["cell_id"] % pipeline._CELL_ID_STRIDE).to_numpy()
     expected = np.bincount(cells.ravel(), minlength=cells.max() + 1)[ids] * 0.25
     np.testing.assert_array_equal(measurements["cell_area_um2"].to_numpy(), expected)

@@ -55,10 +55,17 @@ def ki67():
     return {name: _score(WSI / f"{name}.ome.tif", **nuclear) for name in ("OS-2-ndpi", "OS-2-vsi")}
 
 
-def test_two_scanners_agree_on_ki67_percentage(ki67):
-    """Reference: QuPath's own gap on this pair is 3.0 points (16.6% vs 13.5%)."""
+def test_two_scanners_differ_as_qupath_finds(ki67):
+    """Reference: QuPath's % positive on each scan (16.6% and 13.5%: its own gap is 3.0 points).
+
+    The vsi scan's DAB is paler (99th percentile 0.5 OD against 1.3), so at one DAB threshold
+    fewer nuclei are positive on it, for QuPath and for us alike; each scan is read within 1.5
+    points of QuPath, and the gap within a point of QuPath's.
+    """
     (_, ndpi, _), (_, vsi, _) = ki67["OS-2-ndpi"], ki67["OS-2-vsi"]
-    assert abs(ndpi - vsi) <= 3.0, f"ndpi {ndpi:.1f}% vs vsi {vsi:.1f}%"
+    (_, q_ndpi), (_, q_vsi) = _qupath("OS-2-ndpi"), _qupath("OS-2-vsi")
+    assert abs(ndpi - q_ndpi) <= 1.5 and abs(vsi - q_vsi) <= 1.5, f"ndpi {ndpi:.1f}% vs {q_ndpi:.1f}%, vsi {vsi:.1f}% vs {q_vsi:.1f}%"
+    assert abs(ndpi - vsi) <= abs(q_ndpi - q_vsi) + 1.0, f"ndpi {ndpi:.1f}% vs vsi {vsi:.1f}%"
 
 
 def test_ki67_cell_count_within_30_percent_of_qupath(ki67):
@@ -68,20 +75,16 @@ def test_ki67_cell_count_within_30_percent_of_qupath(ki67):
     assert abs(n_ours - n_qupath) <= 0.3 * n_qupath, f"ndpi: {n_ours} cells vs QuPath {n_qupath}"
 
 
-def test_pale_scan_needs_a_lower_nucleus_threshold():
-    """Reference: QuPath's count on the vsi crop (1353), and ours on the ndpi crop of the same tissue.
+def test_pale_scan_count_with_the_per_slide_threshold(ki67):
+    """Reference: QuPath's count on the vsi crop (1353).
 
-    The vsi scan is pale: its nuclei peak at about 0.16 hematoxylin OD after background
-    subtraction, against 0.28 on the ndpi scan, so the fixed default threshold (0.1) keeps
-    only about 830 nuclei (39% under QuPath). A threshold matched to the scan's contrast
-    (0.05, about a third of its typical nucleus) finds QuPath's order of nuclei again; it is
-    a documented override, not the default, because the scan's paler DAB then reads about
-    4 points lower than the ndpi scan (QuPath's own gap is 3).
+    The vsi scan is pale: QuPath's fixed threshold (0.1) kept only about 830 of its nuclei
+    (39% under QuPath). The threshold set per slide above the signal between nuclei (its
+    baseline) keeps about 1,000.
     """
     n_qupath, _ = _qupath("OS-2-vsi")
-    nuclear = {"compartments": ["nucleus"], "tumour_cells": "all", "thresholds": [0.2, 0.4, 0.6]}
-    n_matched, _, _ = _score(WSI / "OS-2-vsi.ome.tif", **nuclear, nuclei={"threshold": 0.05})
-    assert abs(n_matched - n_qupath) <= 0.3 * n_qupath, f"vsi: {n_matched} cells vs QuPath {n_qupath}"
+    n_ours, _, _ = ki67["OS-2-vsi"]
+    assert abs(n_ours - n_qupath) <= 0.3 * n_qupath, f"vsi: {n_ours} cells vs QuPath {n_qupath}"
 
 
 @pytest.mark.parametrize("name", ["OS-2-ndpi", "OS-2-vsi"])

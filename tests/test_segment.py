@@ -354,10 +354,13 @@ def test_background_measured_on_glass(tile):
     assert none.source == "default" and none.i0 == (255.0, 255.0, 255.0) and "glass" in none.warning
 
 
-def test_default_config_params_are_qupath_defaults():
+def test_default_config_params_are_the_dataclass_defaults():
+    """Reference: QuPath's background radius and smoothing; the threshold above the slide's
+    baseline and brown nuclei off, as config/config.yaml documents them."""
     nuclei = config.default_config()["nuclei"]
     assert segment.NucleusParams(**nuclei) == segment.NucleusParams()
-    assert (nuclei["background_radius_um"], nuclei["sigma_um"], nuclei["threshold"]) == (8, 1.5, 0.1)
+    assert (nuclei["background_radius_um"], nuclei["sigma_um"], nuclei["threshold"], nuclei["dab_threshold"]) == (
+        8, 1.5, 0.05, 0)
 
 
 def test_expansion_matches_scikit_image(tile):
@@ -430,6 +433,59 @@ def test_segmentation_identical_for_any_thread_count(hematoxylin):
     results = []
     for threads in (1, 2):
         with numba_threads(threads):
-            results.append(pipeline.segment_cells(hematoxylin, mpp=0.5, config=config.default_config()))
+            results.append(pipeline.segment_cells(hematoxylin, None, mpp=0.5, config=config.default_config()))
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+def test_signal_baseline_is_the_level_between_nuclei():
+    """Reference: a drawn image, 'cytoplasm' hematoxylin of 0.03 or 0.05 OD in a fine
+    checkerboard (its local minimum, which the opening takes, lies 0.01 below its smoothed
+    mean) and dark nuclei; the baseline is that residual between nuclei (within a bin), and
+    without tiles it is 0."""
+    rows, cols = np.indices((200, 200))
+    hem = (0.03 + 0.02 * ((rows + cols) % 2)).astype(np.float32)
+    for r, c in ((50, 50), (50, 150), (150, 100)):
+        hem[(rows - r) ** 2 + (cols - c) ** 2 <= 49] = 0.4
+    assert segment.signal_baseline([hem], mpp=0.5) == pytest.approx(0.01, abs=0.002)
+    assert segment.signal_baseline([], mpp=0.5) == 0.0
+
+
+def _brown_case():
+    """Hematoxylin with one blue nucleus; DAB with one brown nucleus (no hematoxylin) and one
+    stained membrane ring (a 1 um line around the blue nucleus)."""
+    rows, cols = np.indices((120, 160))
+    hem = np.zeros((120, 160), np.float32)
+    dab = np.zeros((120, 160), np.float32)
+    blue = (rows - 60) ** 2 + (cols - 40) ** 2 <= 36
+    hem[blue] = 0.5
+    ring = np.abs(np.hypot(rows - 60, cols - 40) - 14) <= 1
+    dab[ring] = 0.8
+    brown = (rows - 60) ** 2 + (cols - 120) ** 2 <= 36
+    dab[brown] = 0.9
+    return hem, dab, blue, brown
+
+
+def test_brown_nuclei_only_when_asked_and_never_membranes():
+    """Reference: the drawn nuclei. With dab_threshold 0 only the blue nucleus is found; with
+    it, the brown nucleus too, and the stained ring (a membrane) does not become a nucleus."""
+    hem, dab, blue, brown = _brown_case()
+    off = segment.detect_nuclei(hem, mpp=0.5, dab=dab)
+    on = segment.detect_nuclei(hem, mpp=0.5, params=segment.NucleusParams(dab_threshold=0.15), dab=dab)
+    # Outlines at half the blurred peak: most of each drawn disc.
+    assert off.max() == 1 and (off[blue] > 0).mean() > 0.8 and not off[brown].any()
+    assert on.max() == 2 and (on[brown] > 0).mean() > 0.75 and len(np.unique(on[blue])) <= 2
+    assert np.mean(on[~(blue | brown)] > 0) < 0.01
+
+
+def test_brown_blob_over_a_cell_body_is_left_out():
+    """A brown blob around a blue nucleus that is more than twice its size (a cell stained in
+    its cytoplasm) does not enlarge the nucleus."""
+    rows, cols = np.indices((120, 120))
+    hem = np.zeros((120, 120), np.float32)
+    dab = np.zeros((120, 120), np.float32)
+    nucleus = (rows - 60) ** 2 + (cols - 60) ** 2 <= 25
+    hem[nucleus] = 0.5
+    dab[((rows - 60) ** 2 + (cols - 60) ** 2 <= 196) & ~nucleus] = 0.6
+    labels = segment.detect_nuclei(hem, mpp=0.5, params=segment.NucleusParams(dab_threshold=0.15), dab=dab)
+    assert labels.max() == 1 and (labels > 0).sum() <= 1.5 * nucleus.sum()

@@ -77,11 +77,24 @@ def load_reference(path=None):
     return module
 
 
-def our_stages(path, config):
+def nucleus_threshold(path, config):
+    """The tile's nucleus threshold as the workflow sets a slide's: its signal baseline plus
+    config ``nuclei.threshold`` (a per-slide estimate, so it is not timed as a tile stage)."""
+    matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
+    tables = stains.concentration_tables((float(config["default_i0"]),) * 3, matrix)
+    reader, grid, _, _ = open_grid(path, sheet_mpp="", config=config)
+    with reader:
+        rgb = grid_module.read_box(reader, grid, (0, 0, *grid.shape))
+    baseline = segment.signal_baseline([stains.deconvolve_hematoxylin(rgb, tables)], mpp=MPP,
+                                       params=segment.NucleusParams(**config["nuclei"]))
+    return baseline + config["nuclei"]["threshold"]
+
+
+def our_stages(path, config, *, threshold):
     """Our stages as ``name -> f(state)``; ``state`` holds the outputs of earlier stages by name."""
     matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
     tables = stains.concentration_tables((float(config["default_i0"]),) * 3, matrix)
-    params = segment.NucleusParams(**config["nuclei"])
+    params = segment.NucleusParams(**{**config["nuclei"], "threshold": threshold})
 
     def read(state):
         reader, grid, _, _ = open_grid(path, sheet_mpp="", config=config)
@@ -89,7 +102,8 @@ def our_stages(path, config):
             return grid_module.read_box(reader, grid, (0, 0, *grid.shape))
 
     def nuclei(state):
-        return segment.detect_nuclei(state["deconvolution"][0], mpp=MPP, params=params)
+        hematoxylin, dab = state["deconvolution"]
+        return segment.detect_nuclei(hematoxylin, mpp=MPP, params=params, dab=dab)
 
     def compartments(state):
         cells = segment.expand_cells(state["nuclei"], mpp=MPP, expansion_um=config["cell_expansion_um"])
@@ -127,11 +141,12 @@ def our_stages(path, config):
     }
 
 
-def reference_stages(path, config, reference):
-    """The reference pipeline's stages, as :func:`our_stages`."""
+def reference_stages(path, config, reference, *, threshold):
+    """The reference pipeline's stages, as :func:`our_stages` (nuclei on hematoxylin only)."""
     matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
     i0 = (float(config["default_i0"]),) * 3
-    nuclei_params = {k: v for k, v in config["nuclei"].items() if k != "split"}
+    nuclei_params = {k: v for k, v in config["nuclei"].items() if k not in ("split", "dab_threshold")}
+    nuclei_params["threshold"] = threshold
 
     def measurement(state):
         hem, dab = state["deconvolution"]
@@ -222,10 +237,11 @@ def _rss_child(implementation, path, threads):
     runtime.keep_freed_memory()
     runtime.set_threads(threads)
     config = cx_config.default_config()
+    threshold = nucleus_threshold(path, config)
     if implementation == "ours":
-        stages = our_stages(path, config)
+        stages = our_stages(path, config, threshold=threshold)
     else:
-        stages = reference_stages(path, config, load_reference())
+        stages = reference_stages(path, config, load_reference(), threshold=threshold)
     run_pipeline(stages)
     print(_peak_rss_kib())
 
@@ -301,7 +317,9 @@ def speed(*, size=4096, repeats=3, threads=1, seed=0):
     mpix = size * size / 1e6
     with tempfile.TemporaryDirectory() as folder:
         path, tile = write_tile(folder, size, seed)
-        ours, ref = our_stages(path, config), reference_stages(path, config, reference)
+        threshold = nucleus_threshold(path, config)
+        ours = our_stages(path, config, threshold=threshold)
+        ref = reference_stages(path, config, reference, threshold=threshold)
         thread_counts = sorted({1, threads})
         ours_s = {}
         for n in thread_counts:
