@@ -71,6 +71,12 @@ _NOT_DELINEATED_TEXT = {
     "all_cells": "tumour not delineated, all cells scored",
 }
 
+#: A slide's staining is predominantly nuclear, and its patient flagged for review, when more
+#: than this percentage of its positive scored cells are stained in the nucleus (CXCR4 is read
+#: on membrane and cytoplasm; nuclear DAB there points to another antigen or a nuclear clone),
+#: counted from this many positive cells.
+NUCLEAR_PATTERN_PCT, PATTERN_MIN_POSITIVE = 50.0, 10
+
 _DEFINITE = ("eligible", "not_eligible")
 _COMPARISON = {"eligible": ">=", "not_eligible": "<", "indeterminate": "CI spans"}
 _INTERVAL_KEYS = ("n_bootstrap", "seed", "confidence", "min_blocks", "design_effect")
@@ -421,6 +427,7 @@ def _patient_row(rows, counts, hists, settings):
         review.append("thresholds not calibrated")
     # Every slide that is not QC ok needs a look, used or excluded (DESIGN 5: review unless QC is ok).
     review += [f"QC {statuses[sid]} {sid}: {messages[sid]}" for sid in rows["slide_id"] if statuses[sid] != "ok"]
+    review += _pattern_notes(rows[rows["slide_id"].isin(used)])
 
     if not used:
         unit = _score_unit((), counts, NOMINAL, settings)
@@ -451,6 +458,16 @@ def _patient_row(rows, counts, hists, settings):
         "n_slides": len(unit.slide_ids),
         **_score_columns(unit, counts, hists, settings),
     }
+
+
+def _pattern_notes(rows):
+    """Review notes for slides whose positive cells are mostly stained in the nucleus."""
+    if "pct_positive_nuclear" not in rows:
+        return []
+    return [f"staining predominantly nuclear ({row.slide_id}: {row.pct_positive_nuclear:.0f}% of "
+            f"{int(row.n_positive)} positive cells)"
+            for row in rows.itertuples()
+            if row.n_positive >= PATTERN_MIN_POSITIVE and row.pct_positive_nuclear > NUCLEAR_PATTERN_PCT]
 
 
 def _frame(rows, columns):

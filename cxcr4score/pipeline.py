@@ -231,6 +231,7 @@ def merge_slide(info, measurements, hists, *, config):
     scored, immune = celltype.scored_cells(classified["cell_type"].to_numpy(), in_region,
                                            tumour_cells=config["tumour_cells"])
     classified["scored"] = scored
+    classified["pattern"] = score.staining_pattern(measurements, threshold=config["thresholds"][0])
     alt_differs = info.i0_source != "default" or info.stain_source == "estimated"
     blocks = eligibility.variant_block_counts(measurements, classified, scored, config=config, alt_differs=alt_differs)
     blocks.insert(0, "slide_id", info.slide_id)
@@ -252,6 +253,7 @@ def merge_slide(info, measurements, hists, *, config):
         # CXCR4 on lymphocytes, reported apart from the tumour score
         "n_immune_cells": int(immune.sum()),
         "pct_immune_positive": float(100 * np.mean(immune_classes >= 1)) if immune.any() else float("nan"),
+        **_pattern_shares(classified, scored),
         "pixel_hist": np.asarray(hist, dtype=np.int64).tolist(),
         **{f"qc_{name}": value for name, value in metrics.items() if name != "tissue_mm2"},
         # "" for a slide that could not be read, as its slides.csv cells
@@ -259,6 +261,16 @@ def merge_slide(info, measurements, hists, *, config):
         "stain_notes": info.stain_notes,
     }
     return cells, blocks, summary
+
+
+def _pattern_shares(classified, scored):
+    """Per staining pattern, the percentage of the slide's positive scored cells
+    (``pct_positive_<pattern>``; NaN without positive cells), and their count."""
+    positive = scored & (classified["class"].to_numpy() >= 1)
+    patterns = classified["pattern"].to_numpy()[positive]
+    shares = {f"pct_positive_{name}": float(100 * np.mean(patterns == name)) if positive.any() else float("nan")
+              for name in score.PATTERNS[:3]}
+    return {"n_positive": int(positive.sum()), **shares}
 
 
 def _slide_qc(info, classified, in_region, scored, config):
@@ -350,7 +362,8 @@ def slides_table(slides, blocks, config):
     scores = eligibility.slide_scores(slides, blocks, config)
     head = slides[list(SLIDES_HEAD)].reset_index(drop=True)
     tail = slides[list(SLIDES_TAIL)].reset_index(drop=True)
-    extra_names = [c for c in ("n_immune_cells", "pct_immune_positive", "tumour_source", "i0_source",
+    extra_names = [c for c in ("n_immune_cells", "pct_immune_positive", "n_positive", "pct_positive_membranous",
+                               "pct_positive_cytoplasmic", "pct_positive_nuclear", "tumour_source", "i0_source",
                                "n_cells_detected", "has_roi", "stain_dab_fraction", "stain_notes") if c in slides]
     extra_names += [c for c in slides.columns if c.startswith("qc_") and c not in SLIDES_TAIL]
     return pd.concat([head, scores.drop(columns="slide_id"), tail, slides[extra_names].reset_index(drop=True)], axis=1)

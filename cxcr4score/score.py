@@ -273,6 +273,47 @@ def pixel_h_score(hist, *, thresholds):
     return 100.0 * int((counted * bin_class).sum()) / n
 
 
+#: Staining patterns of a cell, by the compartment that carries its DAB (``negative`` below 1+).
+PATTERNS = ("membranous", "cytoplasmic", "nuclear", "negative")
+
+
+def staining_pattern(cells, *, threshold):
+    """Where each cell's DAB is: the compartment with the highest mean DAB, if it reaches 1+.
+
+    Parameters
+    ----------
+    cells : pandas.DataFrame
+        ``dab_membrane``, ``dab_cytoplasm`` and ``dab_nucleus`` per cell (NaN where a
+        compartment has no pixels).
+    threshold : float
+        The 1+ threshold (mean DAB OD).
+
+    Returns
+    -------
+    (K,) ndarray of str
+        One of :data:`PATTERNS` per cell.
+
+    Notes
+    -----
+    Ties go to the membrane, then the cytoplasm. Blur carries a stained nucleus's DAB into
+    the cytoplasm around it, but less of it than the nucleus holds, so a cell stained in its
+    nucleus reads ``nuclear`` even where its cytoplasm also reaches 1+.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> cells = pd.DataFrame({"dab_membrane": [0.5, 0.1, 0.2, 0.05], "dab_cytoplasm": [0.3, 0.45, 0.3, 0.1],
+    ...                       "dab_nucleus": [0.1, 0.2, 0.9, float("nan")]})
+    >>> staining_pattern(cells, threshold=0.2).tolist()
+    ['membranous', 'cytoplasmic', 'nuclear', 'negative']
+    """
+    values = np.stack([cells[f"dab_{c}"].to_numpy(np.float64) for c in ("membrane", "cytoplasm", "nucleus")], axis=1)
+    values = np.where(np.isnan(values), -np.inf, values)
+    best = values.argmax(axis=1) if len(values) else np.zeros(0, np.intp)
+    pattern = np.asarray(PATTERNS[:3], dtype=object)[best]
+    return np.where(values.max(axis=1, initial=-np.inf) >= threshold, pattern, PATTERNS[3]).astype(object)
+
+
 def count_classes(classes, groups):
     """Number of cells of each class per group.
 

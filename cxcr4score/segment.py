@@ -165,9 +165,9 @@ def nucleus_signal(hematoxylin, *, mpp, params=NucleusParams()):
     return hem
 
 
-def signal_baseline(hematoxylin_tiles, *, mpp, params=NucleusParams()):
+def signal_baseline(hematoxylin_tiles, *, mpp, params=NucleusParams(), masks=None):
     """The level of a slide's nucleus signal between nuclei: the mode of :func:`nucleus_signal`
-    over tissue tiles.
+    over the tissue pixels of tissue tiles.
 
     The background subtraction takes the local minimum of the hematoxylin OD, so where that
     is noisy (JPEG-compressed scans, hematoxylin read in DAB-rich cytoplasm) the signal between
@@ -181,13 +181,18 @@ def signal_baseline(hematoxylin_tiles, *, mpp, params=NucleusParams()):
         Hematoxylin OD of tissue tiles at ``mpp``.
     mpp : float
     params : NucleusParams
+    masks : sequence of (M, N) ndarray of bool, optional
+        The tissue pixels of each tile (glass in a tile would give its own, sharper mode).
 
     Returns
     -------
     float
         The mode (bin centre, bins of ``BASELINE_BIN``), 0.0 without tiles.
     """
-    values = [nucleus_signal(tile, mpp=mpp, params=params).ravel() for tile in hematoxylin_tiles if tile.size]
+    masks = [None] * len(hematoxylin_tiles) if masks is None else masks
+    values = [nucleus_signal(tile, mpp=mpp, params=params)[mask if mask is not None else slice(None)].ravel()
+              for tile, mask in zip(hematoxylin_tiles, masks) if tile.size]
+    values = [v for v in values if v.size]
     if not values:
         return 0.0
     counts, edges = np.histogram(np.concatenate(values), bins=int(round(np.ptp(BASELINE_RANGE) / BASELINE_BIN)),

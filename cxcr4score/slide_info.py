@@ -176,6 +176,15 @@ def _glass(tissue_mask, mpp):
     return cv2.erode((~tissue_mask).view(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE).astype(bool)
 
 
+def _mask_on_box(mask, box, overview_scale):
+    """The overview tissue mask on an analysis-grid box ``(top, left, bottom, right)``, by the
+    nearest overview pixel."""
+    top, left, bottom, right = box
+    rows = np.minimum(((np.arange(top, bottom) + 0.5) / overview_scale).astype(int), mask.shape[0] - 1)
+    cols = np.minimum(((np.arange(left, right) + 0.5) / overview_scale).astype(int), mask.shape[1] - 1)
+    return mask[np.ix_(rows, cols)]
+
+
 def _vector_text(vectors):
     return ";".join(",".join(f"{v:.5f}" for v in row) for row in vectors)
 
@@ -258,10 +267,13 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
     estimate = _stain_estimate(overview, mask, background.i0, config)
     tables = stains.concentration_tables(background.i0, estimate.matrix)
     # Nuclei are resolved only at the analysis pixel size: the focus tiles, or a small image's
-    # overview, which is then the analysis image.
-    baseline_tiles = focus_tiles or ([overview] if overview_mpp == grid.mpp else [])
-    baseline = segment.signal_baseline([stains.deconvolve_hematoxylin(t, tables) for t in baseline_tiles],
-                                       mpp=grid.mpp, params=segment.NucleusParams(**config["nuclei"]))
+    # overview, which is then the analysis image; their tissue pixels only.
+    if focus_tiles:
+        tiles, masks = focus_tiles, [_mask_on_box(mask, box, overview_mpp / grid.mpp) for box in focus_boxes]
+    else:
+        tiles, masks = ([overview], [mask]) if overview_mpp == grid.mpp else ([], [])
+    baseline = segment.signal_baseline([stains.deconvolve_hematoxylin(t, tables) for t in tiles], mpp=grid.mpp,
+                                       params=segment.NucleusParams(**config["nuclei"]), masks=masks)
     return SlideInfo(
         slide_id=slide_id,
         patient_id=patient_id,

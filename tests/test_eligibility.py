@@ -407,3 +407,15 @@ def test_rejects_unknown_variant(config):
     blocks = make_blocks(("S1", POSITIVE)).assign(variant="thresholds_double")
     with pytest.raises(ValueError, match="thresholds_double"):
         slide_scores(make_slides(S1), blocks, config)
+
+
+def test_predominantly_nuclear_staining_is_a_review_reason(config):
+    """DESIGN 4-5 / issue 20: CXCR4 is read on membrane and cytoplasm; a slide whose positive
+    cells are mostly stained in the nucleus is flagged, with the share and count, and only
+    from 10 positive cells on."""
+    nuclear = make_slides(S1 | {"n_positive": 40, "pct_positive_nuclear": 80.0})
+    row = one(nuclear, make_blocks(("S1", POSITIVE)), config)
+    assert row["review_required"] and "staining predominantly nuclear (S1: 80% of 40 positive cells)" in row["review_reasons"]
+    for n, pct in ((40, 50.0), (9, 100.0)):
+        row = one(make_slides(S1 | {"n_positive": n, "pct_positive_nuclear": pct}), make_blocks(("S1", POSITIVE)), config)
+        assert "nuclear" not in row["review_reasons"]

@@ -532,3 +532,17 @@ def test_intervals_contain_point_and_are_bounded(blocks, n_strata):
         return
     assert 0 <= out["pct_positive_ci_low"] <= s["pct_positive"] <= out["pct_positive_ci_high"] <= 100
     assert 0 <= out["h_score_ci_low"] <= s["h_score"] <= out["h_score_ci_high"] <= 300
+
+
+def test_staining_pattern_by_the_compartment_that_carries_the_dab():
+    """Hand-worked: the highest compartment mean wins if it reaches 1+ (ties: membrane, then
+    cytoplasm); a nucleus' blur into its cytoplasm does not make it cytoplasmic; NaN is no
+    compartment."""
+    from cxcr4score.score import staining_pattern
+
+    cells = pd.DataFrame({"dab_membrane": [0.5, 0.1, 0.25, 0.05, 0.3, NAN],
+                          "dab_cytoplasm": [0.3, 0.45, 0.35, 0.1, 0.3, NAN],
+                          "dab_nucleus": [0.1, 0.2, 0.9, NAN, 0.3, 0.25]})
+    assert staining_pattern(cells, threshold=0.2).tolist() == [
+        "membranous", "cytoplasmic", "nuclear", "negative", "membranous", "nuclear"]
+    assert staining_pattern(cells.iloc[:0], threshold=0.2).tolist() == []
