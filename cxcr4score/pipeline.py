@@ -231,7 +231,8 @@ def merge_slide(info, measurements, hists, *, config):
     scored, immune = celltype.scored_cells(classified["cell_type"].to_numpy(), in_region,
                                            tumour_cells=config["tumour_cells"])
     classified["scored"] = scored
-    classified["pattern"] = score.staining_pattern(measurements, threshold=config["thresholds"][0])
+    classified["pattern"] = score.staining_pattern(measurements, threshold=config["thresholds"][0],
+                                                   exposed_max=config["membrane_exposed_max"])
     alt_differs = info.i0_source != "default" or info.stain_source == "estimated"
     blocks = eligibility.variant_block_counts(measurements, classified, scored, config=config, alt_differs=alt_differs)
     blocks.insert(0, "slide_id", info.slide_id)
@@ -265,11 +266,13 @@ def merge_slide(info, measurements, hists, *, config):
 
 def _pattern_shares(classified, scored):
     """Per staining pattern, the percentage of the slide's positive scored cells
-    (``pct_positive_<pattern>``; NaN without positive cells), and their count."""
+    (``pct_positive_<pattern>``; NaN without positive cells; ``other``: positive by the whole
+    cell only, no compartment reaching 1+), and their count."""
     positive = scored & (classified["class"].to_numpy() >= 1)
     patterns = classified["pattern"].to_numpy()[positive]
-    shares = {f"pct_positive_{name}": float(100 * np.mean(patterns == name)) if positive.any() else float("nan")
-              for name in score.PATTERNS[:3]}
+    names = dict(zip(score.PATTERNS, (*score.PATTERNS[:3], "other")))
+    shares = {f"pct_positive_{names[p]}": float(100 * np.mean(patterns == p)) if positive.any() else float("nan")
+              for p in score.PATTERNS}
     return {"n_positive": int(positive.sum()), **shares}
 
 
@@ -363,7 +366,8 @@ def slides_table(slides, blocks, config):
     head = slides[list(SLIDES_HEAD)].reset_index(drop=True)
     tail = slides[list(SLIDES_TAIL)].reset_index(drop=True)
     extra_names = [c for c in ("n_immune_cells", "pct_immune_positive", "n_positive", "pct_positive_membranous",
-                               "pct_positive_cytoplasmic", "pct_positive_nuclear", "tumour_source", "i0_source",
+                               "pct_positive_cytoplasmic", "pct_positive_nuclear", "pct_positive_other",
+                               "tumour_source", "i0_source",
                                "n_cells_detected", "has_roi", "stain_dab_fraction", "stain_notes") if c in slides]
     extra_names += [c for c in slides.columns if c.startswith("qc_") and c not in SLIDES_TAIL]
     return pd.concat([head, scores.drop(columns="slide_id"), tail, slides[extra_names].reset_index(drop=True)], axis=1)

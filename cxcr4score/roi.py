@@ -107,9 +107,12 @@ def read_points(path: str | os.PathLike) -> pd.DataFrame:
         if kind not in ("Point", "MultiPoint"):
             continue
         try:
-            xy = np.asarray([coordinates] if kind == "Point" else coordinates, dtype=np.float64).reshape(-1, 2)
+            xy = np.asarray([coordinates] if kind == "Point" else coordinates, dtype=np.float64)
         except (TypeError, ValueError):
-            raise InputError([f"{path}: feature {number} has malformed coordinates"]) from None
+            xy = np.zeros((0, 0))
+        if xy.ndim != 2 or xy.shape[1] < 2:  # positions are [x, y] or [x, y, z]
+            raise InputError([f"{path}: feature {number} has malformed coordinates"])
+        xy = xy[:, :2]
         if not np.isfinite(xy).all():
             raise InputError([f"{path}: feature {number} has a non-finite coordinate"])
         label = _class_name(feature.get("properties") or {})

@@ -277,16 +277,19 @@ def pixel_h_score(hist, *, thresholds):
 PATTERNS = ("membranous", "cytoplasmic", "nuclear", "negative")
 
 
-def staining_pattern(cells, *, threshold):
+def staining_pattern(cells, *, threshold, exposed_max=None):
     """Where each cell's DAB is: the compartment with the highest mean DAB, if it reaches 1+.
 
     Parameters
     ----------
     cells : pandas.DataFrame
         ``dab_membrane``, ``dab_cytoplasm`` and ``dab_nucleus`` per cell (NaN where a
-        compartment has no pixels).
+        compartment has no pixels), and ``membrane_exposed_fraction`` with ``exposed_max``.
     threshold : float
         The 1+ threshold (mean DAB OD).
+    exposed_max : float, optional
+        A cell whose membrane band is more exposed than this has no membrane reading here,
+        as :func:`assign_classes` scores it on its cytoplasm.
 
     Returns
     -------
@@ -308,6 +311,8 @@ def staining_pattern(cells, *, threshold):
     ['membranous', 'cytoplasmic', 'nuclear', 'negative']
     """
     values = np.stack([cells[f"dab_{c}"].to_numpy(np.float64) for c in ("membrane", "cytoplasm", "nucleus")], axis=1)
+    if exposed_max is not None:
+        values[cells["membrane_exposed_fraction"].to_numpy(np.float64) > exposed_max, 0] = np.nan
     values = np.where(np.isnan(values), -np.inf, values)
     best = values.argmax(axis=1) if len(values) else np.zeros(0, np.intp)
     pattern = np.asarray(PATTERNS[:3], dtype=object)[best]

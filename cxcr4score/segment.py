@@ -62,6 +62,9 @@ OD_GRID_LOW, OD_GRID_SCALE = -4.0, float(2**12)
 GAUSSIAN_TRUNCATE = 3.0
 #: Range and bin (OD) of the nucleus signal's histogram whose mode is the slide's baseline.
 BASELINE_RANGE, BASELINE_BIN = (-0.1, 0.3), 0.002
+#: A baseline above this (OD) is a QC warning: nuclei hardly stand out from what lies between
+#: them (real IHC 0.009-0.05; an H&E section 0.19, where eosin reads as hematoxylin).
+BASELINE_WARNING = 0.1
 #: A DAB blob narrower than this (um) is not a nucleus: the opening that finds brown nuclei
 #: removes membranes (stained lines 1-2 um wide) and keeps nuclei (5-10 um across).
 BROWN_MIN_WIDTH_UM = 4.0
@@ -187,7 +190,8 @@ def signal_baseline(hematoxylin_tiles, *, mpp, params=NucleusParams(), masks=Non
     Returns
     -------
     float
-        The mode (bin centre, bins of ``BASELINE_BIN``), 0.0 without tiles.
+        The mode (bin centre, bins of ``BASELINE_BIN``); 0.0 without tiles or values in
+        ``BASELINE_RANGE``.
     """
     masks = [None] * len(hematoxylin_tiles) if masks is None else masks
     values = [nucleus_signal(tile, mpp=mpp, params=params)[mask if mask is not None else slice(None)].ravel()
@@ -197,6 +201,8 @@ def signal_baseline(hematoxylin_tiles, *, mpp, params=NucleusParams(), masks=Non
         return 0.0
     counts, edges = np.histogram(np.concatenate(values), bins=int(round(np.ptp(BASELINE_RANGE) / BASELINE_BIN)),
                                  range=BASELINE_RANGE)
+    if counts.sum() == 0:  # every value outside the range: no level to measure
+        return 0.0
     return float(edges[counts.argmax()] + BASELINE_BIN / 2)
 
 

@@ -274,6 +274,11 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
         tiles, masks = ([overview], [mask]) if overview_mpp == grid.mpp else ([], [])
     baseline = segment.signal_baseline([stains.deconvolve_hematoxylin(t, tables) for t in tiles], mpp=grid.mpp,
                                        params=segment.NucleusParams(**config["nuclei"]), masks=masks)
+    if tissue_mm2 and not tiles:
+        warnings.append("no tissue tile to measure the nucleus signal's baseline on: 0 assumed")
+    elif baseline > segment.BASELINE_WARNING:
+        warnings.append(f"hematoxylin between nuclei reads {baseline:.2f} OD: nuclei stand out little "
+                        "and may be missed or merged")
     return SlideInfo(
         slide_id=slide_id,
         patient_id=patient_id,

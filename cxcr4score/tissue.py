@@ -51,11 +51,18 @@ TEXTURE_FINE_UM = 1.0
 #: slides 0.001-0.012; the lowest mode of fields without glass (Ki67 fields, an H&E section)
 #: 0.038-0.1.
 GLASS_MAX_SPREAD = 0.015
+#: A candidate glass mode with more than this share of the pixels more than three spreads
+#: below it is pale tissue (nothing on a slide is paler than its glass).
+GLASS_MAX_PALER = 0.02
+#: A candidate glass mode whose pixels' median texture exceeds this is tissue: glass on the real
+#: cores, OS-2, the CMU scan, the HER2 crops and the demo slides 0.0006-0.0052; pale oedematous
+#: tissue filling a crop of a real core 0.016.
+GLASS_MAX_TEXTURE = 0.008
 #: Search range (OD sum against the provisional white) and bin of the glass mode.
 GLASS_MODE_RANGE, GLASS_MODE_BIN = 0.15, 0.002
 #: Tissue texture is at least this many times the glass's median texture (real cores: glass
-#: median 0.006-0.008, its 99th percentile 0.005-0.02 with specks; pale tissue's 5th
-#: percentile 0.01-0.05), and at least TEXTURE_MIN.
+#: about 0.0025, pale tissue's 5th percentile 0.01-0.05), and at least TEXTURE_MIN (specks
+#: and dust on glass reach 0.005-0.02).
 TEXTURE_FACTOR, TEXTURE_MIN = 3.0, 0.006
 
 #: Percentile of each channel taken as provisional white.
@@ -168,8 +175,14 @@ def _threshold_and_fill(evidence, od_threshold, min_px):
     return tissue | ~holes
 
 
-def glass_level(smoothed, *, min_fraction):
+def glass_level(smoothed, *, min_fraction, texture=None):
     """The glass mode of a smoothed OD-sum image, or None where the image shows no glass.
+
+    Glass is the palest and flattest thing on a slide: the candidate is the highest histogram
+    peak, and a peak broader than ``GLASS_MAX_SPREAD``, with more than ``GLASS_MAX_PALER`` of
+    the pixels clearly below it (paler than the supposed glass), or whose pixels' median
+    texture exceeds ``GLASS_MAX_TEXTURE``, is tissue, not glass; the search then goes on below
+    it.
 
     Parameters
     ----------
@@ -177,6 +190,8 @@ def glass_level(smoothed, *, min_fraction):
         OD sum against the provisional white, smoothed.
     min_fraction : float
         Smallest share of the image within the mode's spread that counts as glass.
+    texture : (M, N) ndarray of float32, optional
+        The texture (:func:`_texture`) of the same pixels; without it flatness is not tested.
 
     Returns
     -------
@@ -186,15 +201,22 @@ def glass_level(smoothed, *, min_fraction):
     """
     counts, edges = np.histogram(smoothed, bins=int(round(GLASS_MODE_RANGE / GLASS_MODE_BIN)),
                                  range=(0.0, GLASS_MODE_RANGE))
-    if counts.sum() == 0:
-        return None
-    level = edges[counts.argmax()] + GLASS_MODE_BIN / 2
-    below = smoothed[smoothed <= level]
-    spread = max(level - float(np.percentile(below, 16)), GLASS_MODE_BIN / 2) if below.size else np.inf
-    near = np.abs(smoothed - level) <= 2 * spread
-    if spread > GLASS_MAX_SPREAD or near.mean() < min_fraction:
-        return None
-    return level, spread, near
+    upper = counts.size
+    while upper > 0 and counts[:upper].sum() >= min_fraction * smoothed.size:
+        peak = int(counts[:upper].argmax())
+        level = edges[peak] + GLASS_MODE_BIN / 2
+        below = smoothed[smoothed <= level]
+        spread = max(level - float(np.percentile(below, 16)), GLASS_MODE_BIN / 2) if below.size else np.inf
+        if spread > GLASS_MAX_SPREAD:  # a broad peak is tissue
+            upper = peak
+            continue
+        paler = np.count_nonzero(smoothed < level - 3 * spread) / smoothed.size
+        near = np.abs(smoothed - level) <= 2 * spread
+        flat = texture is None or not near.any() or float(np.median(texture[near])) <= GLASS_MAX_TEXTURE
+        if paler <= GLASS_MAX_PALER and flat:
+            return (level, spread, near) if near.mean() >= min_fraction else None
+        upper = min(peak, int(np.floor((level - 3 * spread) / GLASS_MODE_BIN)))
+    return None
 
 
 def _texture(od, sigma):
@@ -207,11 +229,11 @@ def _evidence(fine, smoothed, od_threshold, mpp, min_glass_fraction):
     """What is thresholded at ``od_threshold``: the smoothed OD sum where there is no glass;
     with glass, the larger of its height above the glass and the texture scaled so that the
     texture threshold meets ``od_threshold``."""
-    glass = glass_level(smoothed, min_fraction=min_glass_fraction)
+    texture = _texture(fine, TEXTURE_SIGMA_UM / mpp)
+    glass = glass_level(smoothed, min_fraction=min_glass_fraction, texture=texture)
     if glass is None:
         return smoothed
     level, _, near = glass
-    texture = _texture(fine, TEXTURE_SIGMA_UM / mpp)
     threshold = max(TEXTURE_MIN, TEXTURE_FACTOR * float(np.median(texture[near])))
     return np.maximum(smoothed - np.float32(level), texture * np.float32(od_threshold / threshold))
 

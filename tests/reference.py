@@ -180,19 +180,24 @@ def reference_pipeline_deconvolve(rgb, i0, matrix):
 
 def reference_pipeline_tissue(rgb, *, mpp, od_threshold=0.05, min_area_um2=2000.0, min_glass_fraction=0.01,
                               sigma_um=2.0, fine_um=1.0, texture_um=3.0, white_percentile=99.0, min_white=150.0,
-                              glass_max_spread=0.015, texture_factor=3.0, texture_min=0.006):
+                              glass_max_spread=0.015, glass_max_paler=0.02, glass_max_texture=0.008,
+                              texture_factor=3.0, texture_min=0.006):
     """Tissue mask as ``tissue.tissue_mask`` defines it, with NumPy and scikit-image, at full resolution.
 
     OD summed over channels against the per-channel 99th percentile of every k-th pixel (k =
-    pixels // 10^6, as ours; 255 where that is darker than ``min_white``), Gaussian smoothing.
-    Glass: the mode of the smoothed OD sum in 0.002 bins over [0, 0.15], when its spread (mode
-    minus the 16th percentile below it, at least 0.001) is at most ``glass_max_spread`` and at
-    least ``min_glass_fraction`` of pixels lie within two spreads. With glass, tissue is the
-    smoothed OD sum ``od_threshold`` above the mode, or the local standard deviation (over
-    ``texture_um``) of the OD sum smoothed at ``fine_um`` at least max(``texture_min``,
-    ``texture_factor`` x its median near the mode); without glass, the smoothed OD sum at
-    or above ``od_threshold``. Then 8-connected fragments and holes smaller than
-    ``min_area_um2`` removed / filled.
+    pixels // 10^6, as ours; 255 where that is darker than ``min_white``), Gaussian smoothing;
+    texture: the local standard deviation (over ``texture_um``) of the OD sum smoothed at
+    ``fine_um``. Glass: the highest peak of the smoothed OD sum in 0.002 bins over [0, 0.15]
+    whose spread (mode minus the 16th percentile below it, at least 0.001) is at most
+    ``glass_max_spread``; a peak with more than ``glass_max_paler`` of the pixels three spreads
+    below it, or whose pixels within two spreads have a median texture above
+    ``glass_max_texture``, is passed over for the highest peak below it; glass needs at least
+    ``min_glass_fraction`` of pixels within two spreads; a broader peak is passed over too.
+    With glass, tissue is the smoothed OD
+    sum ``od_threshold`` above the mode, or the texture at least max(``texture_min``,
+    ``texture_factor`` x its median near the mode); without glass, the smoothed OD sum at or
+    above ``od_threshold``. Then 8-connected fragments and holes smaller than ``min_area_um2``
+    removed / filled.
     """
     pixels = rgb.reshape(-1, 3)
     white = np.percentile(pixels[:: max(1, len(pixels) // 1_000_000)], white_percentile, axis=0)  # same subsample
@@ -200,17 +205,30 @@ def reference_pipeline_tissue(rgb, *, mpp, od_threshold=0.05, min_area_um2=2000.
         white = np.full(3, 255.0)
     od = -np.log10(np.clip(rgb.astype(np.float64), 1.0, white) / white).sum(axis=2)
     smoothed = filters.gaussian(od, sigma=sigma_um / mpp, preserve_range=True)
+    fine = filters.gaussian(od, sigma=fine_um / mpp, preserve_range=True)
+    mean = filters.gaussian(fine, sigma=texture_um / mpp, preserve_range=True)
+    texture = np.sqrt(np.maximum(filters.gaussian(fine**2, sigma=texture_um / mpp, preserve_range=True) - mean**2, 0))
     counts, edges = np.histogram(smoothed, bins=75, range=(0.0, 0.15))
-    level = edges[np.argmax(counts)] + 0.001
-    below = smoothed[smoothed <= level]
-    spread = max(level - np.percentile(below, 16), 0.001) if below.size else np.inf
-    near = np.abs(smoothed - level) <= 2 * spread
+    glass, upper = None, 75
+    while glass is None and upper > 0 and counts[:upper].sum() >= min_glass_fraction * smoothed.size:
+        peak = int(np.argmax(counts[:upper]))
+        level = edges[peak] + 0.001
+        below = smoothed[smoothed <= level]
+        spread = max(level - np.percentile(below, 16), 0.001) if below.size else np.inf
+        if spread > glass_max_spread:
+            upper = peak
+            continue
+        near = np.abs(smoothed - level) <= 2 * spread
+        paler = np.mean(smoothed < level - 3 * spread)
+        if paler <= glass_max_paler and (not near.any() or np.median(texture[near]) <= glass_max_texture):
+            glass = (level, near) if near.mean() >= min_glass_fraction else False
+        else:
+            upper = min(peak, int(np.floor((level - 3 * spread) / 0.002)))
     tissue = smoothed >= od_threshold
-    if spread <= glass_max_spread and near.mean() >= min_glass_fraction:
-        fine = filters.gaussian(od, sigma=fine_um / mpp, preserve_range=True)
-        mean = filters.gaussian(fine, sigma=texture_um / mpp, preserve_range=True)
-        texture = np.sqrt(np.maximum(filters.gaussian(fine**2, sigma=texture_um / mpp, preserve_range=True) - mean**2, 0))
-        tissue = (smoothed - level >= od_threshold) | (texture >= max(texture_min, texture_factor * np.median(texture[near])))
+    if glass:
+        level, near = glass
+        threshold = max(texture_min, texture_factor * np.median(texture[near]))
+        tissue = (smoothed - level >= od_threshold) | (texture >= threshold)
     min_px = max(1, int(round(min_area_um2 / mpp**2)))
     tissue = morphology.remove_small_objects(tissue, max_size=min_px - 1, connectivity=2)
     return morphology.remove_small_holes(tissue, max_size=min_px - 1, connectivity=2)

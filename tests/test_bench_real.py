@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from cxcr4score import cli, synthetic
+from cxcr4score import cli, roi, synthetic
 from cxcr4score.bench import real
 from cxcr4score.errors import InputError
 
@@ -71,7 +71,8 @@ def test_point_metrics_hand_worked():
     points = pd.DataFrame({"x": [11.0, 51.0, 91.0, 300.0], "y": [10.0, 10.0, 10.0, 300.0],
                            "label": ["positive", "positive", "negative", "other"]})
     row, pairs = real.point_metrics(cells, points, mpp=0.5)
-    assert row["recall"] == 1.0 and row["precision"] == 0.75
+    assert row["recall"] == 1.0 and row["precision"] == 1.0  # the far cell is outside the annotated area
+    assert row["n_cells_annotated"] == 3
     assert row["truth_pct_positive"] == pytest.approx(200 / 3)
     assert row["agreement"] == pytest.approx(2 / 3)  # the second positive point's cell is class 0
     assert row["n_scored_annotated"] == 3  # the far cell lies outside the annotated area
@@ -132,6 +133,30 @@ def test_bench_real_on_a_generated_tile(tmp_path, capsys):
     assert result["cores"]["cores"] == 1 and result["slides"][0]["ihc_score"] == 2
     assert (tmp_path / "qc" / "t.png").is_file() and (tmp_path / "qc" / "t.points.csv").is_file()
     assert "points: fields 1" in capsys.readouterr().out
+
+
+def test_three_dimensional_points_keep_x_and_y(tmp_path):
+    """Review finding: [x, y, z] positions were reshaped into scrambled pairs."""
+    path = tmp_path / "p.geojson"
+    path.write_text(json.dumps({"type": "Feature", "properties": {"classification": {"name": "Positive"}},
+                                "geometry": {"type": "MultiPoint", "coordinates": [[1, 2, 0], [3, 4, 0]]}}))
+    assert roi.read_points(path)[["x", "y"]].to_numpy().tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    path.write_text(json.dumps({"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [1, 2]}}))
+    with pytest.raises(InputError, match="feature 1 has malformed coordinates"):
+        roi.read_points(path)
+
+
+def test_bad_scores_and_unshared_slides_are_named(tmp_path):
+    """An ihc_score other than 0-3 stops before any scoring, naming the row; points of a slide
+    not in the sheet, and sheet slides without points, are listed in the result's notes."""
+    pd.DataFrame({"patient_id": ["P"], "slide_id": ["t"], "path": ["t.png"], "ihc_score": ["2+"]}).to_csv(
+        tmp_path / "s.tsv", sep="\t", index=False)
+    (tmp_path / "t.png").write_bytes(b"")
+    with pytest.raises(InputError, match="s.tsv row 1: ihc_score '2\\+' is not 0, 1, 2 or 3"):
+        real.run(tmp_path / "s.tsv", config={})
+    truth = pd.DataFrame({"slide_id": ["t", "typo"], "x": [1.0, 2.0], "y": [1.0, 2.0], "label": ["positive"] * 2})
+    assert real._point_notes(truth, ["t", "u"]) == [
+        "points of slides not in the sheet, left out: typo", "slides without points (scored, not compared): u"]
 
 
 def test_bench_real_needs_slides(capsys):

@@ -546,3 +546,14 @@ def test_staining_pattern_by_the_compartment_that_carries_the_dab():
     assert staining_pattern(cells, threshold=0.2).tolist() == [
         "membranous", "cytoplasmic", "nuclear", "negative", "membranous", "nuclear"]
     assert staining_pattern(cells.iloc[:0], threshold=0.2).tolist() == []
+
+
+def test_staining_pattern_of_an_exposed_cell_is_not_membranous():
+    """Review finding: a cell scored on its cytoplasm because its band is exposed (as
+    assign_classes does) has no membrane reading for its pattern either."""
+    from cxcr4score.score import staining_pattern
+
+    cells = pd.DataFrame({"dab_membrane": [0.5, 0.5], "dab_cytoplasm": [0.3, 0.1], "dab_nucleus": [0.1, 0.1],
+                          "membrane_exposed_fraction": [0.9, 0.1]})
+    assert staining_pattern(cells, threshold=0.2, exposed_max=0.5).tolist() == ["cytoplasmic", "membranous"]
+    assert staining_pattern(cells.iloc[1:], threshold=0.6, exposed_max=0.5).tolist() == ["negative"]

@@ -42,8 +42,9 @@ def _matched_fraction(labels_a, labels_b, min_iou=0.5):
 
 def test_nuclei_match_scikit_image_reference(hematoxylin):
     """Reference: reference.detect_nuclei (skimage opening, gaussian, watershed): label overlap."""
-    ours = segment.detect_nuclei(hematoxylin, mpp=0.5, params=segment.NucleusParams())
-    ref = reference.detect_nuclei(hematoxylin, mpp=0.5)
+    params = segment.NucleusParams()
+    ours = segment.detect_nuclei(hematoxylin, mpp=0.5, params=params)
+    ref = reference.detect_nuclei(hematoxylin, mpp=0.5, threshold=params.threshold)
     assert ours.max() > 50
     assert _matched_fraction(ours, ref) > 0.9
     assert _matched_fraction(ref, ours) > 0.9
@@ -489,3 +490,10 @@ def test_brown_blob_over_a_cell_body_is_left_out():
     dab[((rows - 60) ** 2 + (cols - 60) ** 2 <= 196) & ~nucleus] = 0.6
     labels = segment.detect_nuclei(hem, mpp=0.5, params=segment.NucleusParams(dab_threshold=0.15), dab=dab)
     assert labels.max() == 1 and (labels > 0).sum() <= 1.5 * nucleus.sum()
+
+
+def test_signal_baseline_out_of_range_is_zero():
+    """Review finding: with every value outside the histogram's range the mode was its first
+    bin (-0.099), a negative threshold; now 0."""
+    params = segment.NucleusParams(background_radius_um=0.0)  # no subtraction: the signal is 5 OD throughout
+    assert segment.signal_baseline([np.full((64, 64), 5.0, np.float32)], mpp=0.5, params=params) == 0.0

@@ -7,7 +7,7 @@ Every slide of a sheet is scored through the workflow's code path
   detected nuclei are matched one to one to the points within :data:`MATCH_UM` (the pairing
   with the most matches, and among those the smallest total distance). Detection recall is
   the share of tumour points (positive and negative) matched; precision the share of detected
-  cells matched to any point; positive / negative agreement (Cohen's kappa) compares our class
+  cells in the annotated area (see below) matched to any point; positive / negative agreement (Cohen's kappa) compares our class
   (>= 1+) with the label on matched tumour points; per field, our % positive over the scored
   cells in the annotated area (within :data:`ANNOTATED_UM` of a point: a pathologist often
   marks part of a field only) is set beside the points' (positive / tumour points), with
@@ -183,19 +183,20 @@ def point_metrics(cells, points, *, mpp):
     matched = classes >= 0
     positive = labels == "positive"
     n_tumour = int(tumour.sum())
-    row = {
-        "n_cells": len(cells), "n_points": len(points), "n_tumour_points": n_tumour,
-        "recall": _ratio(int((matched & tumour).sum()), n_tumour),
-        "precision": _ratio(len(ours), len(cells)),
-        "recall_positive": _ratio(int((matched & positive).sum()), int(positive.sum())),
-        "recall_negative": _ratio(int((matched & (labels == "negative")).sum()), int((labels == "negative").sum())),
-        "truth_pct_positive": 100.0 * _ratio(int(positive.sum()), n_tumour),
-    }
     xy = cells[["x", "y"]].to_numpy(np.float64)
     near = np.zeros(len(cells), bool)
     if len(cells) and len(points):
         distance, _ = cKDTree(points[["x", "y"]].to_numpy(np.float64)).query(xy, distance_upper_bound=ANNOTATED_UM / mpp)
         near = np.isfinite(distance)
+    row = {
+        "n_cells": len(cells), "n_cells_annotated": int(near.sum()), "n_points": len(points),
+        "n_tumour_points": n_tumour,
+        "recall": _ratio(int((matched & tumour).sum()), n_tumour),
+        "precision": _ratio(len(ours), int(near.sum())),
+        "recall_positive": _ratio(int((matched & positive).sum()), int(positive.sum())),
+        "recall_negative": _ratio(int((matched & (labels == "negative")).sum()), int((labels == "negative").sum())),
+        "truth_pct_positive": 100.0 * _ratio(int(positive.sum()), n_tumour),
+    }
     in_area = near & cells["scored"].to_numpy(bool)
     row["n_scored_annotated"] = int(in_area.sum())
     row["pct_positive_annotated"] = 100.0 * _ratio(int((cells["class"].to_numpy()[in_area] >= 1).sum()), int(in_area.sum()))
@@ -252,7 +253,9 @@ def run(sheet, *, config, points=None, out=None, progress=None):
         ``cores`` (summary over scored cores); JSON-serialisable.
     """
     slides = load_slides(sheet)
+    _check_scores(sheet, slides)
     truth = read_point_table(points, set(slides["slide_id"])) if points else None
+    notes = _point_notes(truth, slides["slide_id"]) if truth is not None else []
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
     rows, summaries, blocks, matched = [], [], [], []
@@ -283,14 +286,39 @@ def run(sheet, *, config, points=None, out=None, progress=None):
     columns = ["slide_id", "n_cells", "pct_positive", "h_score", "h_score_membrane", "qc_status"]
     table = pd.DataFrame(rows).merge(scores[columns].rename(columns={"n_cells": "n_scored"}), on="slide_id")
     pooled = pd.concat(matched, ignore_index=True) if matched else None
-    return {"slides": _records(table), "points": _point_summary(table, pooled), "cores": _core_summary(table)}
+    return {"slides": _records(table), "points": _point_summary(table, pooled), "cores": _core_summary(table),
+            "notes": notes}
+
+
+def _check_scores(sheet, slides):
+    """InputError naming each row whose ``ihc_score`` is given but not 0, 1, 2 or 3."""
+    if SCORE_COLUMN not in slides:
+        return
+    bad = [f"{Path(sheet).name} row {number}: {SCORE_COLUMN} {value!r} is not 0, 1, 2 or 3"
+           for number, value in enumerate(slides[SCORE_COLUMN], start=1)
+           if str(value).strip() and str(value).strip() not in ("0", "1", "2", "3")]
+    if bad:
+        raise InputError(bad)
+
+
+def _point_notes(truth, slide_ids):
+    """What the points and the sheet do not share, in words (reported, then left out)."""
+    unknown = sorted(set(truth["slide_id"]) - set(slide_ids))
+    without = sorted(set(slide_ids) - set(truth["slide_id"]))
+    notes = []
+    if unknown:
+        notes.append(f"points of slides not in the sheet, left out: {', '.join(unknown)}")
+    if without:
+        notes.append(f"slides without points (scored, not compared): {', '.join(without)}")
+    return notes
 
 
 def _point_summary(table, pooled):
     if pooled is None:
         return {}
     fields = table[table["n_tumour_points"].notna()]
-    precision = _ratio(float((fields["precision"] * fields["n_cells"]).sum()), float(fields["n_cells"].sum()))
+    precision = _ratio(float((fields["precision"] * fields["n_cells_annotated"]).sum()),
+                       float(fields["n_cells_annotated"].sum()))
     recall = _ratio(float((fields["recall"] * fields["n_tumour_points"]).sum()), float(fields["n_tumour_points"].sum()))
     ours, theirs = fields["pct_positive_annotated"].to_numpy(float), fields["truth_pct_positive"].to_numpy(float)
     ok = np.isfinite(ours) & np.isfinite(theirs)
@@ -332,7 +360,7 @@ def _records(table):
 def format_report(result):
     """The benchmark's tables as text."""
     table = pd.DataFrame(result["slides"]).set_index("slide_id")
-    lines = [table.to_string(float_format=lambda v: f"{v:.3f}")]
+    lines = [table.to_string(float_format=lambda v: f"{v:.3f}")] + [f"note: {n}" for n in result["notes"]]
     for name in ("points", "cores"):
         if result[name]:
             lines.append(f"{name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in result[name].items()))
