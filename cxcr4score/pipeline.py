@@ -270,9 +270,8 @@ def _pattern_shares(classified, scored):
     cell only, no compartment reaching 1+), and their count."""
     positive = scored & (classified["class"].to_numpy() >= 1)
     patterns = classified["pattern"].to_numpy()[positive]
-    names = dict(zip(score.PATTERNS, (*score.PATTERNS[:3], "other")))
-    shares = {f"pct_positive_{names[p]}": float(100 * np.mean(patterns == p)) if positive.any() else float("nan")
-              for p in score.PATTERNS}
+    shares = {f"pct_positive_{'other' if p == 'negative' else p}":
+              float(100 * np.mean(patterns == p)) if positive.any() else float("nan") for p in score.PATTERNS}
     return {"n_positive": int(positive.sum()), **shares}
 
 

@@ -38,6 +38,7 @@ from .. import pipeline, qc, roi
 from ..errors import InputError
 from ..sheets import load_slides
 from .accuracy import _kappa
+from .concordance import _read_text_table
 
 #: A detected nucleus matches a point within this distance (um).
 MATCH_UM = 6.0
@@ -139,11 +140,7 @@ def read_point_table(path, slide_ids):
 
 
 def _read_csv_points(path):
-    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
-    try:
-        table = pd.read_csv(path, sep=sep, dtype={"slide_id": str, "label": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError([f"{path}: cannot read the point file ({' '.join(str(exc).split())})"]) from None
+    table = _read_text_table(path, "point file")
     missing = [c for c in ("slide_id", "x", "y", "label") if c not in table.columns]
     if missing:
         raise InputError([f"{path}: missing column(s) {', '.join(missing)} (need slide_id, x, y, label)"])
@@ -175,7 +172,8 @@ def point_metrics(cells, points, *, mpp):
     pairs : pandas.DataFrame
         One row per tumour point: ``label``, ``matched`` and our ``class`` (-1 unmatched).
     """
-    ours, where = match_points(cells[["x", "y"]].to_numpy(), points[["x", "y"]].to_numpy(), MATCH_UM / mpp)
+    cell_xy, point_xy = cells[["x", "y"]].to_numpy(np.float64), points[["x", "y"]].to_numpy(np.float64)
+    ours, where = match_points(cell_xy, point_xy, MATCH_UM / mpp)
     labels = points["label"].to_numpy()
     classes = np.full(len(points), -1, np.int64)
     classes[where] = cells["class"].to_numpy(np.int64)[ours]
@@ -183,10 +181,9 @@ def point_metrics(cells, points, *, mpp):
     matched = classes >= 0
     positive = labels == "positive"
     n_tumour = int(tumour.sum())
-    xy = cells[["x", "y"]].to_numpy(np.float64)
     near = np.zeros(len(cells), bool)
     if len(cells) and len(points):
-        distance, _ = cKDTree(points[["x", "y"]].to_numpy(np.float64)).query(xy, distance_upper_bound=ANNOTATED_UM / mpp)
+        distance, _ = cKDTree(point_xy).query(cell_xy, distance_upper_bound=ANNOTATED_UM / mpp)
         near = np.isfinite(distance)
     row = {
         "n_cells": len(cells), "n_cells_annotated": int(near.sum()), "n_points": len(points),
