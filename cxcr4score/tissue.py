@@ -195,9 +195,10 @@ def glass_level(smoothed, *, min_fraction, texture=None):
 
     Returns
     -------
-    (level, spread, near) or None
-        The mode (bin centre), its one-sided spread (the mode minus the 16th percentile of the
-        values below it, at least half a bin) and the mask of pixels within two spreads of it.
+    (level, glass_texture) or None
+        The mode (bin centre) and the median texture of the pixels within two spreads of it
+        (NaN without ``texture``); the spread is the mode minus the 16th percentile of the
+        values below it, at least half a bin.
     """
     counts, edges = np.histogram(smoothed, bins=int(round(GLASS_MODE_RANGE / GLASS_MODE_BIN)),
                                  range=(0.0, GLASS_MODE_RANGE))
@@ -206,31 +207,35 @@ def glass_level(smoothed, *, min_fraction, texture=None):
     while upper > 0 and counts[:upper].sum() >= min_fraction * smoothed.size:
         peak = int(counts[:upper].argmax())
         level = edges[peak] + GLASS_MODE_BIN / 2
-        if _surely_broad(counts, edges, n_negative, peak, level):  # as the exact test below finds, at no pass
-            upper = peak
-            continue
-        below = smoothed[smoothed <= level]
-        spread = max(level - float(np.percentile(below, 16)), GLASS_MODE_BIN / 2) if below.size else np.inf
+        spread = np.inf if _surely_broad(counts, edges, n_negative, peak, level) else _spread(smoothed, level)
         if spread > GLASS_MAX_SPREAD:  # a broad peak is tissue
             upper = peak
             continue
         paler = np.count_nonzero(smoothed < level - 3 * spread) / smoothed.size
         near = np.abs(smoothed - level) <= 2 * spread
-        flat = texture is None or not near.any() or float(np.median(texture[near])) <= GLASS_MAX_TEXTURE
+        glass_texture = float(np.median(texture[near])) if texture is not None and near.any() else np.nan
+        flat = np.isnan(glass_texture) or glass_texture <= GLASS_MAX_TEXTURE
         if paler <= GLASS_MAX_PALER and flat:
-            return (level, spread, near) if near.mean() >= min_fraction else None
+            return (level, glass_texture) if near.mean() >= min_fraction else None
         upper = min(peak, int(np.floor((level - 3 * spread) / GLASS_MODE_BIN)))
     return None
 
 
+def _spread(smoothed, level):
+    """The mode ``level`` minus the 16th percentile of the values at or below it (at least half
+    a bin; infinite when there are none)."""
+    below = smoothed[smoothed <= level]
+    return max(level - float(np.percentile(below, 16)), GLASS_MODE_BIN / 2) if below.size else np.inf
+
+
 def _surely_broad(counts, edges, n_negative, peak, level):
-    """Whether the histogram alone shows a peak's spread above ``GLASS_MAX_SPREAD``.
+    """Whether the histogram alone shows a peak's :func:`_spread` above ``GLASS_MAX_SPREAD``.
 
     At most n = (values below 0) + (counts up to the peak's bin) values lie at or below the
     level; if at least 0.16 n + 2 lie below an edge more than the maximum spread under the
-    level, the 16th percentile that :func:`glass_level` takes (linear interpolation) is below
-    that edge too. Passing over the pixels once per candidate peak cost most of the tissue
-    stage on tiles without glass, where every peak of the tissue is a candidate in turn.
+    level, the 16th percentile (linear interpolation) is below that edge too. Passing over the
+    pixels once per candidate peak cost most of the tissue stage on tiles without glass, where
+    every peak of the tissue is a candidate in turn.
     """
     j = int(np.searchsorted(edges, level - GLASS_MAX_SPREAD, side="left")) - 1  # edges[j] < level - max spread
     if j < 0:
@@ -253,8 +258,8 @@ def _evidence(fine, smoothed, od_threshold, mpp, min_glass_fraction):
     glass = glass_level(smoothed, min_fraction=min_glass_fraction, texture=texture)
     if glass is None:
         return smoothed
-    level, _, near = glass
-    threshold = max(TEXTURE_MIN, TEXTURE_FACTOR * float(np.median(texture[near])))
+    level, glass_texture = glass
+    threshold = max(TEXTURE_MIN, TEXTURE_FACTOR * glass_texture)
     return np.maximum(smoothed - np.float32(level), texture * np.float32(od_threshold / threshold))
 
 
