@@ -13,11 +13,13 @@ Q_SCALE = float(2**20)
 
 #: Compartment codes of a pixel (DESIGN section 3).
 BACKGROUND, NUCLEUS, CYTOPLASM, MEMBRANE = 0, 1, 2, 3
-#: Cytoplasm pixels within the membrane capture width (see ``segment.compartments``): pooled
-#: into cytoplasm, measured apart for the membrane line.
+#: Cytoplasm pixels within the membrane capture width of the band (see
+#: ``segment.compartments``): where the membrane is looked for beside the band.
 MEMBRANE_RING = 4
-#: Compartment codes 0 (background) to 4: the statistics kernel's accumulators per label.
-N_CODES = MEMBRANE_RING + 1
+#: Band and ring pixels on a DAB ridge (``segment.dab_ridges``): the located membrane.
+MEMBRANE_RIDGE, RING_RIDGE = 5, 6
+#: Compartment codes 0 (background) to 6: the statistics kernel's accumulators per label.
+N_CODES = RING_RIDGE + 1
 #: Compartment names of codes 1, 2, 3, in code order.
 COMPARTMENT_NAMES = ("nucleus", "cytoplasm", "membrane")
 

@@ -12,14 +12,15 @@ import pandas as pd
 from ._kernels import statistics as kernels
 from ._kernels.rows import row_bands, thread_bands
 from .constants import (
-    COMPARTMENT_NAMES, CYTOPLASM, HEM_BINS, HEM_BINS_PER_OD, HIST_BINS, HIST_LOW, MEMBRANE, MEMBRANE_RING, N_CODES,
-    N_SECTORS, NUCLEUS, Q_SCALE, SECTOR_COLUMNS,
+    COMPARTMENT_NAMES, CYTOPLASM, HEM_BINS, HEM_BINS_PER_OD, HIST_BINS, HIST_LOW, MEMBRANE, MEMBRANE_RIDGE,
+    MEMBRANE_RING, N_CODES, N_SECTORS, NUCLEUS, Q_SCALE, RING_RIDGE, SECTOR_COLUMNS,
 )
 from .stains import channel_pair_rows, check_rgb, check_tables
 
-#: Columns of the per-cell accumulators after label 0 and code 0 are dropped: codes 1-3 and
-#: the capture ring 4.
-_N_CELL_CODES = MEMBRANE_RING
+#: Columns of the per-cell accumulators after label 0 and code 0 are dropped: codes 1-6.
+_N_CELL_CODES = N_CODES - 1
+#: Sectors are taken about nucleus centroids rounded to 1 / _CENTROID_GRID of a pixel.
+_CENTROID_GRID = float(2**20)
 #: Rows per parallel work item of the statistics kernel.
 _ROWS_PER_BAND = 16
 
@@ -159,8 +160,9 @@ def measure_cells(
     cell_labels : (M, N) ndarray of int32
         0 outside cells, 1..n_cells inside.
     compartments : (M, N) ndarray of uint8
-        0 background, 1 nucleus, 2 cytoplasm, 3 membrane, 4 membrane capture ring (cytoplasm
-        measured apart, see :func:`cxcr4score.segment.compartments`).
+        0 background, 1 nucleus, 2 cytoplasm, 3 membrane band, 4 membrane capture ring
+        (cytoplasm), 5 and 6 band and ring pixels on a DAB ridge (the located membrane); see
+        :func:`cxcr4score.segment.compartments`.
     n_cells : int
     tables : (2, 3, 256) ndarray of float32
         Concentration tables (hematoxylin, DAB).
@@ -177,11 +179,12 @@ def measure_cells(
     table : pandas.DataFrame
         One row per label 1..n_cells (index ``label``): ``n_<compartment>`` pixel counts,
         ``dab_<compartment>`` and ``dab_<compartment>_sd`` (mean and SD of DAB OD, NaN when
-        the compartment is empty; cytoplasm includes the capture ring), ``dab_<compartment>_alt``,
-        ``dab_cell``, ``dab_cell_sd``, ``dab_cell_alt``, ``hematoxylin_nucleus`` and the sector
-        means ``dab_membrane_sector_SS``. ``dab_membrane`` (and its ``_alt``) is the band mean
-        plus the ring's DAB above the cell's interior, per band pixel (:func:`_membrane_line`);
-        ``dab_membrane_band`` is the band mean alone, as are ``dab_membrane_sd`` and the sectors.
+        the compartment is empty; cytoplasm includes the capture ring off ridges, membrane the
+        band and the ridge pixels of the ring), ``dab_<compartment>_alt``, ``dab_cell``,
+        ``dab_cell_sd``, ``dab_cell_alt``, ``hematoxylin_nucleus`` and the sector values
+        ``dab_membrane_sector_SS``. ``dab_membrane`` (and its ``_alt``) and the sectors are the
+        located membrane (:func:`located_membrane`); ``dab_membrane_band`` is the band mean
+        alone.
     hist : (200, 800) ndarray of int64
         Joint histogram of in-scope pixels: hematoxylin in bins of 0.02 OD (rows), DAB in bins
         of 0.005 OD (columns), both from -1 to 3 and clamped at both ends; see
@@ -209,6 +212,10 @@ def measure_cells(
     for name, array in (("in_scope", scope), ("centroid_row", rows), ("centroid_col", cols)):
         if array.shape != (n_cells + 1,):
             raise ValueError(f"{name} must have shape ({n_cells + 1},), got {array.shape}")
+    # Centroids on a 2**-20 pixel grid: a tile's centroid and the whole image's differ by an
+    # integer offset plus float rounding, which could move a pixel on a sector edge into the
+    # next sector; on the grid, offsets from pixels are exact in both.
+    rows, cols = (np.round(a * _CENTROID_GRID) / _CENTROID_GRID for a in (rows, cols))
 
     n_threads = numba.get_num_threads()
     # Per thread; rows N_CODES k + m for label k and compartment code m (label 0 and code 0 are
@@ -216,7 +223,8 @@ def measure_cells(
     n_keys = (n_cells + 1) * N_CODES
     count = np.zeros((n_threads, n_keys), np.int64)
     sums = np.zeros((n_threads, n_keys, 4), np.int64)
-    sectors = np.zeros((n_threads, n_cells + 1, N_SECTORS, 2), np.int64)
+    # Per sector: band pixels, their q(DAB) and q(alternative DAB); the same of ridge pixels.
+    sectors = np.zeros((n_threads, n_cells + 1, N_SECTORS, 6), np.int64)
     # 8 spare bins at the end count the pixels outside the histogram.
     hist = np.zeros((n_threads, HEM_BINS * HIST_BINS + 8), np.int64)
     bands = row_bands(shape[0], _ROWS_PER_BAND)
@@ -225,13 +233,12 @@ def measure_cells(
                                count, sums, sectors, hist, invalid)
     if invalid.any():
         raise ValueError(f"{invalid.sum()} pixels have a cell label outside 0..{n_cells} or a compartment code "
-                         f"outside 0..{MEMBRANE_RING}")
+                         f"outside 0..{N_CODES - 1}")
     count = count.sum(axis=0).reshape(n_cells + 1, N_CODES)[1:, 1:]
     sums = sums.sum(axis=0).reshape(n_cells + 1, N_CODES, 4)[1:, 1:]
     sectors = sectors.sum(axis=0)[1:]
     joint = hist[:, : HEM_BINS * HIST_BINS].sum(axis=0).reshape(HEM_BINS, HIST_BINS)
-    table = _to_table(count, sums[..., 0], sums[..., 1], sums[..., 2], sums[:, NUCLEUS - 1, 3],
-                      sectors[..., 0], sectors[..., 1])
+    table = _to_table(count, sums[..., 0], sums[..., 1], sums[..., 2], sums[:, NUCLEUS - 1, 3], sectors)
     return table, joint
 
 
@@ -273,8 +280,7 @@ def empty_histogram():
 def empty_table():
     """The table of :func:`measure_cells` for an image without cells (all columns, no rows)."""
     zeros = np.zeros((0, _N_CELL_CODES), np.int64)
-    sectors = np.zeros((0, N_SECTORS), np.int64)
-    return _to_table(zeros, zeros, zeros, zeros, np.zeros(0, np.int64), sectors, sectors)
+    return _to_table(zeros, zeros, zeros, zeros, np.zeros(0, np.int64), np.zeros((0, N_SECTORS, 6), np.int64))
 
 
 def _mean(total, n):
@@ -290,50 +296,69 @@ def _sd(total, sq, n):
         return np.where(n > 0, np.sqrt(np.maximum(var, 0.0)) / Q_SCALE, np.nan)
 
 
-def _membrane_line(band_sum, band_n, ring_sum, ring_n, interior_sum, interior_n):
-    """Membrane DAB with the part blur and JPEG spread into the capture ring returned to it.
+def located_membrane(sectors):
+    """Membrane DAB per cell and sector where the membrane is, and its mean over the sectors.
 
-    band mean + (ring mean - interior mean) x ring pixels / band pixels: the ring's DAB above
-    the cell's own cytoplasm level is membrane stain spread outwards (blur and JPEG 4:2:0
-    chroma subsampling move OD about 1 um without changing its total, and cell boundaries
-    from nucleus expansion lie up to about 1 um off the stained line). On generated tiles the
-    band mean alone read a stained 1 um membrane at x0.65-0.87 of its OD. Without a ring, or
-    with no interior left (the ring is then the cytoplasm level), this is the band mean.
+    A sector's membrane is the mean of its DAB-ridge pixels (the stained line located in the
+    band and capture ring, :func:`cxcr4score.segment.dab_ridges`) where it has any, else the
+    mean of its band pixels (no line stands out: the band reads the boundary's level). The
+    cell's membrane is the mean over its sectors with either: a stained line round the whole
+    cell reads as the line, one on part of it in proportion (HER2-style completeness).
+
+    Parameters
+    ----------
+    sectors : (n, 16, 6) ndarray of int64
+        Per sector: band pixel count, q(DAB) and q(alternative DAB) sums, then the same of
+        ridge pixels (as :func:`measure_cells` accumulates them).
+
+    Returns
+    -------
+    sector_dab : (n, 16) ndarray of float64
+        NaN where a sector has neither.
+    membrane, membrane_alt : (n,) ndarray of float64
+        NaN for a cell without band or ridge pixels.
     """
-    band = _mean(band_sum, band_n)
-    ring = _mean(ring_sum, ring_n)
-    interior = np.where(interior_n > 0, _mean(interior_sum, interior_n), ring)
+    band_n, ridge_n = sectors[..., 0], sectors[..., 3]
+    out = []
+    for offset in (1, 2):
+        out.append(np.where(ridge_n > 0, _mean(sectors[..., 3 + offset], ridge_n),
+                            _mean(sectors[..., offset], band_n)))
+    sector_dab, sector_alt = out
+    present = ~np.isnan(sector_dab)
+    n_present = present.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        spread = np.where(ring_n > 0, (ring - interior) * ring_n / band_n, 0.0)
-    return band + spread
+        membrane = np.where(n_present > 0, np.where(present, sector_dab, 0.0).sum(axis=1) / n_present, np.nan)
+        membrane_alt = np.where(n_present > 0, np.where(present, sector_alt, 0.0).sum(axis=1) / n_present, np.nan)
+    return sector_dab, membrane, membrane_alt
 
 
-def _to_table(count, dab_sum, dab_sq, alt_sum, hem_sum, sector_count, sector_sum):
-    # The capture ring is cytoplasm: pooled into it here, and used for the membrane line.
-    ring, cyto = MEMBRANE_RING - 1, CYTOPLASM - 1
-    pooled = [a.copy() for a in (count, dab_sum, dab_sq, alt_sum)]
-    for a in pooled:
-        a[:, cyto] += a[:, ring]
-    p_count, p_sum, p_sq, p_alt = pooled
+def _pool(a, codes):
+    """Sum of the per-code columns of ``a`` (codes 1..6 at columns 0..5) over ``codes``."""
+    return sum(a[:, c - 1] for c in codes)
+
+
+def _to_table(count, dab_sum, dab_sq, alt_sum, hem_sum, sectors):
+    # Compartments from codes: the capture ring is cytoplasm; ridge pixels of the band and the
+    # ring are the membrane, as is the rest of the band.
+    pools = {"nucleus": (NUCLEUS,), "cytoplasm": (CYTOPLASM, MEMBRANE_RING),
+             "membrane": (MEMBRANE, MEMBRANE_RIDGE, RING_RIDGE)}
     columns = {}
-    for c, name in enumerate(COMPARTMENT_NAMES):
-        n = p_count[:, c]
+    for name in COMPARTMENT_NAMES:
+        n = _pool(count, pools[name])
+        total = _pool(dab_sum, pools[name])
         columns[f"n_{name}"] = n
-        columns[f"dab_{name}"] = _mean(p_sum[:, c], n)
-        columns[f"dab_{name}_sd"] = _sd(p_sum[:, c], p_sq[:, c], n)
-        columns[f"dab_{name}_alt"] = _mean(p_alt[:, c], n)
-    band = MEMBRANE - 1
-    columns["dab_membrane_band"] = columns["dab_membrane"]
-    for key, sums in (("dab_membrane", dab_sum), ("dab_membrane_alt", alt_sum)):
-        columns[key] = _membrane_line(sums[:, band], count[:, band], sums[:, ring], count[:, ring],
-                                      sums[:, cyto], count[:, cyto])
+        columns[f"dab_{name}"] = _mean(total, n)
+        columns[f"dab_{name}_sd"] = _sd(total, _pool(dab_sq, pools[name]), n)
+        columns[f"dab_{name}_alt"] = _mean(_pool(alt_sum, pools[name]), n)
+    band = (MEMBRANE, MEMBRANE_RIDGE)
+    columns["dab_membrane_band"] = _mean(_pool(dab_sum, band), _pool(count, band))
+    sector_dab, columns["dab_membrane"], columns["dab_membrane_alt"] = located_membrane(sectors)
     n_cell = count.sum(axis=1)
     columns["dab_cell"] = _mean(dab_sum.sum(axis=1), n_cell)
     columns["dab_cell_sd"] = _sd(dab_sum.sum(axis=1), dab_sq.sum(axis=1), n_cell)
     columns["dab_cell_alt"] = _mean(alt_sum.sum(axis=1), n_cell)
     columns["hematoxylin_nucleus"] = _mean(hem_sum, count[:, 0])
-    sector_means = _mean(sector_sum, sector_count)
     for s, name in enumerate(SECTOR_COLUMNS):
-        columns[name] = sector_means[:, s]
+        columns[name] = sector_dab[:, s]
     index = pd.RangeIndex(1, count.shape[0] + 1, name="label")
     return pd.DataFrame(columns, index=index)

@@ -74,8 +74,9 @@ def validate_slide(path: str | os.PathLike, *, roi_path: str | os.PathLike = "")
 
 
 def segment_cells(hematoxylin, dab, *, mpp, config, baseline=0.0):
-    """Nuclei (on hematoxylin, and on DAB where nuclei are brown), cells and compartments of
-    one image at analysis resolution; nuclei are thresholded at ``baseline`` (the slide's,
+    """Nuclei (on hematoxylin without DAB ridges, and on DAB where nuclei are brown), cells and
+    compartments (the membrane located on DAB ridges) of one image at analysis resolution;
+    nuclei are thresholded at ``baseline`` (the slide's,
     :func:`cxcr4score.segment.signal_baseline`) plus config ``nuclei.threshold``.
 
     Returns
@@ -86,10 +87,11 @@ def segment_cells(hematoxylin, dab, *, mpp, config, baseline=0.0):
     """
     settings = config["nuclei"]
     params = segment.NucleusParams(**{**settings, "threshold": baseline + settings["threshold"]})
+    hematoxylin, ridges = segment.hematoxylin_and_ridges(hematoxylin, dab, mpp=mpp)
     nuclei = segment.detect_nuclei(hematoxylin, mpp=mpp, params=params, dab=dab)
     cells = segment.expand_cells(nuclei, mpp=mpp, expansion_um=config["cell_expansion_um"])
     codes, exposed = segment.compartments(cells, nuclei, mpp=mpp, band_um=config["membrane_band_um"],
-                                          capture_um=config["membrane_capture_um"])
+                                          capture_um=config["membrane_capture_um"], ridges=ridges)
     return nuclei, cells, codes, exposed
 
 
@@ -132,10 +134,7 @@ def measure_chunk(info, chunk, *, config):
     alt_i0 = (float(config["default_i0"]),) * 3
     alt_matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
     alt_dab = stains.concentration_tables(alt_i0, alt_matrix)[stains.DAB]
-    if config["nuclei"]["dab_threshold"] > 0:  # brown nuclei are looked for on DAB
-        hematoxylin, dab = stains.deconvolve(rgb, tables)
-    else:  # the measurement kernel computes its own DAB
-        hematoxylin, dab = stains.deconvolve_hematoxylin(rgb, tables), None
+    hematoxylin, dab = stains.deconvolve(rgb, tables)
     # Cells are not restricted to the tissue mask: pale stroma can fall below the tissue
     # threshold, and a nucleus is found on its own hematoxylin signal anyway.
     nuclei, cells, codes, exposed = segment_cells(hematoxylin, dab, mpp=mpp, config=config,

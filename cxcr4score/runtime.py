@@ -83,12 +83,11 @@ def warm_up():
     rgb = np.repeat(np.where(discs, 90, 230).astype(np.uint8)[..., None], 3, axis=2)
     rgb[85, 10] = 0  # a speck: a tissue fragment too small to keep
     tables = stains.concentration_tables((240.0, 240.0, 240.0), stains.stain_matrix())
-    stains.deconvolve(rgb, tables)
-    hematoxylin = stains.deconvolve_hematoxylin(rgb, tables)
+    hematoxylin, ridges = segment.hematoxylin_and_ridges(*stains.deconvolve(rgb, tables), mpp=0.5)
     tissue.tissue_mask(rgb, mpp=0.5, min_area_um2=20.0)
     nuclei = segment.detect_nuclei(hematoxylin, mpp=0.5)
     cells = segment.expand_cells(nuclei, mpp=0.5)
-    codes, _ = segment.compartments(cells, nuclei, mpp=0.5)
+    codes, _ = segment.compartments(cells, nuclei, mpp=0.5, capture_um=2.0, ridges=ridges)
     n = int(nuclei.max())
     centroid_row, centroid_col, _, _ = measure.nucleus_shape(nuclei, n)
     measure.measure_cells(

@@ -25,6 +25,7 @@ from skimage.morphology import disk
 from ._kernels import cells as cell_kernels
 from ._kernels import filters, labels as label_kernels
 from ._kernels.rows import row_bands, thread_bands
+from .constants import MEMBRANE
 from .measure import label_stats
 
 #: Smallest distance between two nucleus seeds when splitting touching nuclei (um): about
@@ -72,6 +73,21 @@ BROWN_MIN_WIDTH_UM = 4.0
 #: outline) only when it is at most this many times the nucleus's area: a brown nucleus is
 #: about its nucleus, a cell body stained in its cytoplasm several times larger.
 BROWN_MAX_GROWTH = 2.0
+#: Stained membrane is located on DAB smoothed with this sigma (um) as thin lines: pixels that
+#: rise above the DAB's opening by a disk of ``RIDGE_RADIUS_UM`` (lines up to about twice as
+#: wide vanish in it; nuclei, cell bodies and diffuse cytoplasm stay) by at least
+#: ``RIDGE_MIN_RISE`` OD and by at least ``RIDGE_MIN_CONTRAST`` times the opening's own level
+#: (the chromatin texture inside a brown nucleus, +-0.15 on 0.8 OD, is not a membrane; where
+#: membranes cross, the opening keeps about 60% of the line), and are a maximum across the
+#: line in one of the four directions.
+RIDGE_SIGMA_UM = 0.5
+RIDGE_RADIUS_UM = 1.5
+RIDGE_MIN_RISE = 0.04
+RIDGE_MIN_CONTRAST = 0.5
+#: How far (um) DAB can change the hematoxylin that nuclei are found on, through the ridges:
+#: the ridge filter (3 sigma, an opening of the disk), a pixel of crest test and of dilation,
+#: and the hematoxylin's opening by the disk (pixels of at most 0.5 um).
+RIDGE_REACH_UM = 3.0 * RIDGE_SIGMA_UM + 4.0 * RIDGE_RADIUS_UM + 1.0
 #: Largest cell expansion (pixels) whose distances the expansion kernel's float32 keys
 #: hold exactly (2 r^2 2^shift + 2 r < 2^23); 63 um at 0.5 um/px.
 MAX_EXPANSION_PX = 127
@@ -166,6 +182,91 @@ def nucleus_signal(hematoxylin, *, mpp, params=NucleusParams()):
     if params.sigma_um > 0:
         hem = _gaussian(hem, params.sigma_um / mpp)
     return hem
+
+
+def dab_ridges(dab, *, mpp):
+    """Pixels on thin lines of DAB: stained membrane located from the image itself.
+
+    Membrane stain is a line 1-2 um wide between cells, and the boundary between expanded
+    nuclei need not lie on it; ImmunoMembrane and HER2-CONNECT locate it the same way, as
+    ridges of the DAB image. A ridge pixel of the smoothed DAB (``RIDGE_SIGMA_UM``) rises
+    above its opening by a disk of ``RIDGE_RADIUS_UM`` (a white top-hat) by at least
+    ``RIDGE_MIN_RISE`` and ``RIDGE_MIN_CONTRAST`` times the opening, and is at least as high as both of
+    its neighbours along a row, a column or a diagonal (the line's crest, not its flanks).
+
+    Parameters
+    ----------
+    dab : (M, N) ndarray of float32
+        DAB concentration (OD units) at ``mpp``.
+    mpp : float
+
+    Returns
+    -------
+    (M, N) ndarray of uint8
+        1 on a ridge, else 0 (0 on the image's outermost pixels).
+    """
+    smoothed = _gaussian(np.ascontiguousarray(dab, dtype=np.float32), RIDGE_SIGMA_UM / mpp)
+    radius = RIDGE_RADIUS_UM / mpp
+    rise = _disk_filter(_disk_filter(smoothed, radius, take_max=False), radius, take_max=True,
+                        finish=filters.FILTER_RESIDUAL, aux=smoothed)
+    # rise >= contrast * opening, the opening being smoothed - rise.
+    line = (rise >= RIDGE_MIN_RISE) & ((1 + RIDGE_MIN_CONTRAST) * rise >= RIDGE_MIN_CONTRAST * smoothed)
+    out = np.zeros(smoothed.shape, np.uint8)
+    if min(smoothed.shape) < 3:
+        return out
+    centre = smoothed[1:-1, 1:-1]
+    crest = np.zeros(centre.shape, bool)
+    for (a, b), (c, d) in (((0, 1), (2, 1)), ((1, 0), (1, 2)), ((0, 0), (2, 2)), ((0, 2), (2, 0))):
+        m, n = centre.shape
+        crest |= (centre >= smoothed[a : a + m, b : b + n]) & (centre >= smoothed[c : c + m, d : d + n])
+    out[1:-1, 1:-1] = crest & line[1:-1, 1:-1]
+    return out
+
+
+def without_ridges(hematoxylin, ridges, *, mpp):
+    """Hematoxylin with thin lines removed where DAB ridges are (for nucleus detection).
+
+    Stained membrane reads partly as hematoxylin where its colour is not the DAB vector's
+    (JPEG chroma subsampling greys a thin brown line; the scanner's DAB differs from the
+    reference): on a HER2 2+ core the honeycomb of membranes stood out in the hematoxylin
+    channel as much as the pale nuclei, and nuclei were found as whole cells bounded by it.
+    On the ridges and the pixels next to them the hematoxylin is lowered to its opening by a
+    disk of ``RIDGE_RADIUS_UM`` (thin lines vanish, nuclei stay); elsewhere it is unchanged.
+
+    Parameters
+    ----------
+    hematoxylin : (M, N) ndarray of float32
+    ridges : (M, N) ndarray of uint8
+        From :func:`dab_ridges`.
+    mpp : float
+
+    Returns
+    -------
+    (M, N) ndarray of float32
+    """
+    hem = np.ascontiguousarray(hematoxylin, dtype=np.float32)
+    if ridges.shape != hem.shape:
+        raise ValueError(f"ridges shape {ridges.shape} does not match hematoxylin {hem.shape}")
+    if not ridges.any():
+        return hem
+    radius = RIDGE_RADIUS_UM / mpp
+    opened = _disk_filter(_disk_filter(hem, radius, take_max=False), radius, take_max=True)
+    opened = (opened.astype(np.float32) / np.float32(OD_GRID_SCALE) + np.float32(OD_GRID_LOW))
+    near = cv2.dilate(np.ascontiguousarray(ridges, dtype=np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    return np.where(near, np.minimum(opened, hem), hem)
+
+
+def hematoxylin_and_ridges(hematoxylin, dab, *, mpp):
+    """The DAB ridges of an image and its hematoxylin without them, on which nuclei are found
+    (:func:`dab_ridges`, :func:`without_ridges`).
+
+    Returns
+    -------
+    hematoxylin : (M, N) ndarray of float32
+    ridges : (M, N) ndarray of uint8
+    """
+    ridges = dab_ridges(dab, mpp=mpp)
+    return without_ridges(hematoxylin, ridges, mpp=mpp), ridges
 
 
 def signal_baseline(hematoxylin_tiles, *, mpp, params=NucleusParams(), masks=None):
@@ -411,7 +512,7 @@ def expand_cells(nucleus_labels, *, mpp, expansion_um=5.0):
     return cells
 
 
-def compartments(cell_labels, nucleus_labels, *, mpp, band_um=1.0, capture_um=0.0):
+def compartments(cell_labels, nucleus_labels, *, mpp, band_um=1.0, capture_um=0.0, ridges=None):
     """Compartment codes and each cell's exposed share of its membrane band.
 
     A cell pixel is in the membrane band when a pixel of another cell, or a pixel outside
@@ -419,9 +520,11 @@ def compartments(cell_labels, nucleus_labels, *, mpp, band_um=1.0, capture_um=0.
     pixels near no other cell are "exposed".
 
     With ``capture_um`` above ``band_um``, the cytoplasm pixels within ``capture_um -
-    band_um`` of the band form the membrane capture ring (code 4): still cytoplasm, but
-    measured apart so that membrane DAB that blur and JPEG spread out of the band can be
-    returned to it (see :func:`cxcr4score.measure.measure_cells`).
+    band_um`` of the band form the membrane capture ring (code 4): cytoplasm, except where
+    the stained membrane lies in it. Band and ring pixels on a DAB ridge (``ridges``, from
+    :func:`dab_ridges`) get codes 5 and 6: the membrane located from the image, which
+    :func:`cxcr4score.measure.measure_cells` reads where it is, beside a cell boundary that
+    nucleus expansion placed up to ``capture_um`` off the stained line.
 
     Parameters
     ----------
@@ -430,11 +533,14 @@ def compartments(cell_labels, nucleus_labels, *, mpp, band_um=1.0, capture_um=0.
     band_um : float
     capture_um : float, optional
         Outer width of the capture ring (0: no ring).
+    ridges : (M, N) ndarray of uint8, optional
+        DAB ridge pixels (1); none when not given.
 
     Returns
     -------
     codes : (M, N) ndarray of uint8
-        0 background, 1 nucleus, 2 cytoplasm, 3 membrane, 4 capture ring.
+        0 background, 1 nucleus, 2 cytoplasm, 3 membrane band, 4 capture ring, 5 band and 6 ring
+        on a DAB ridge.
     exposed_fraction : (n + 1,) ndarray of float64
         Per label (index 0 unused): share of the band near no other cell; NaN without band.
 
@@ -453,6 +559,11 @@ def compartments(cell_labels, nucleus_labels, *, mpp, band_um=1.0, capture_um=0.
     # disk (it cannot reach another cell's cytoplasm, whose own band lies in between).
     ring_px = (capture_um - band_um) / mpp if capture_um > band_um else None
     codes, counts = _band_codes(cells, nuclei, band_um / mpp, ring_px)
+    if ridges is not None:
+        if ridges.shape != cells.shape:
+            raise ValueError(f"ridges shape {ridges.shape} does not match cells {cells.shape}")
+        # Band (3) -> 5 and ring (4) -> 6 on a ridge.
+        codes += ((codes >= MEMBRANE) & (ridges != 0)).view(np.uint8) << np.uint8(1)
     band_count, exposed_count = counts.sum(axis=0).T
     with np.errstate(invalid="ignore", divide="ignore"):
         exposed = np.where(band_count > 0, exposed_count / band_count, np.nan)

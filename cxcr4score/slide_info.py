@@ -272,7 +272,8 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
         tiles, masks = focus_tiles, [_mask_on_box(mask, box, overview_mpp / grid.mpp) for box in focus_boxes]
     else:
         tiles, masks = ([overview], [mask]) if overview_mpp == grid.mpp else ([], [])
-    baseline = segment.signal_baseline([stains.deconvolve_hematoxylin(t, tables) for t in tiles], mpp=grid.mpp,
+    hematoxylin = [segment.hematoxylin_and_ridges(*stains.deconvolve(t, tables), mpp=grid.mpp)[0] for t in tiles]
+    baseline = segment.signal_baseline(hematoxylin, mpp=grid.mpp,
                                        params=segment.NucleusParams(**config["nuclei"]), masks=masks)
     if tissue_mm2 and not tiles:
         warnings.append("no tissue tile to measure the nucleus signal's baseline on: 0 assumed")

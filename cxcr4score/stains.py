@@ -13,7 +13,7 @@ pixel is then three lookups and two additions per stain (DESIGN section 6). The 
 path folds the red and green tables of both stains into one 65,536-row table of
 (hematoxylin, DAB) float32 pairs (:func:`channel_pair_rows`): two lookups a pixel,
 bit-identical because each row holds the float32 sum of the first two channels.
-:func:`deconvolve` and :func:`deconvolve_hematoxylin` apply the tables (Numba kernels in
+:func:`deconvolve` applies the tables (a Numba kernel in
 :mod:`cxcr4score._kernels.deconvolution`).
 
 This is NOT ``skimage.color.rgb2hed``: that uses the H-E-DAB matrix, divides OD by
@@ -237,23 +237,3 @@ def deconvolve(rgb, tables):
     dab = np.empty(rgb.shape[:2], dtype=np.float32)
     kernels.deconvolve_kernel(rgb, pairs, hematoxylin, dab)
     return hematoxylin, dab
-
-
-def deconvolve_hematoxylin(rgb, tables):
-    """The hematoxylin plane of :func:`deconvolve` alone (one plane written, not two).
-
-    Parameters
-    ----------
-    rgb : (M, N, 3) ndarray of uint8
-    tables : (2, 3, 256) ndarray of float32
-
-    Returns
-    -------
-    (M, N) ndarray of float32
-        Equal to ``deconvolve(rgb, tables)[0]``.
-    """
-    rgb = check_rgb(rgb)
-    tables = check_tables(tables)
-    hematoxylin = np.empty(rgb.shape[:2], dtype=np.float32)
-    kernels.hematoxylin_kernel(rgb, tables, hematoxylin)
-    return hematoxylin

@@ -37,7 +37,7 @@ def segment_small_case():
     (rows wider than 64 pixels, so that the run starts' 64-pixel words are taken too).
 
     Runs the morphology, labelling, expansion, compartment, moment, OD-sum and
-    hematoxylin-only kernels; returns their outputs by name.
+    deconvolution kernels; returns their outputs by name.
     """
     rows, cols = np.indices((56, 80))
     discs = ((rows - 20) ** 2 + (cols - 18) ** 2 <= 64) | ((rows - 20) ** 2 + (cols - 33) ** 2 <= 64)
@@ -45,7 +45,7 @@ def segment_small_case():
     noise = np.random.default_rng(12).integers(0, 20, size=(56, 80, 3))
     rgb = (np.where(discs, 80, 225)[..., None] + noise).astype(np.uint8)
     tables = stains.concentration_tables((245.0, 245.0, 245.0), stains.stain_matrix())
-    hematoxylin = stains.deconvolve_hematoxylin(rgb, tables)
+    hematoxylin = stains.deconvolve(rgb, tables)[0]
     nuclei = segment.detect_nuclei(hematoxylin, mpp=0.5)
     cells = segment.expand_cells(nuclei, mpp=0.5)
     codes, exposed = segment.compartments(cells, nuclei, mpp=0.5)

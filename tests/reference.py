@@ -37,31 +37,86 @@ def _mean_by_label(values, labels, n):
         return np.where(counts > 0, sums / counts, np.nan)[1:], counts[1:]
 
 
-def cell_statistics(dab, hematoxylin, cells, codes, centroid_row, centroid_col):
-    """Per-cell compartment means of DAB (and nuclear hematoxylin) and sector means.
+#: Compartments as sets of codes: 1 nucleus, 2 cytoplasm, 3 band, 4 capture ring, 5 band on
+#: a DAB ridge, 6 ring on a DAB ridge (DESIGN section 5).
+COMPARTMENT_CODES = {"nucleus": (1,), "cytoplasm": (2, 4), "membrane": (3, 5, 6)}
+BAND_CODES, RIDGE_CODES = (3, 5), (5, 6)
 
-    Returns a dict of (n,) arrays: ``dab_nucleus``, ``dab_cytoplasm``, ``dab_membrane``,
-    ``dab_cell``, ``hematoxylin_nucleus``, ``n_<compartment>``, and ``sectors`` (n, 16).
+
+def _sector_means(values, cells, where, centroid_row, centroid_col, n):
+    """(n + 1, 16) means of ``values`` over the pixels ``where`` per cell and sector (atan2), and counts."""
+    rows, cols = np.nonzero(where & (cells > 0))
+    labels = cells[rows, cols]
+    flat = labels * N_SECTORS + sector(rows - centroid_row[labels], cols - centroid_col[labels])
+    sums = np.bincount(flat, weights=values[rows, cols], minlength=(n + 1) * N_SECTORS)
+    counts = np.bincount(flat, minlength=(n + 1) * N_SECTORS)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / counts, np.nan)
+    return means.reshape(n + 1, N_SECTORS), counts.reshape(n + 1, N_SECTORS)
+
+
+def located_membrane(dab, cells, codes, centroid_row, centroid_col):
+    """The membrane where it is, by definition: per sector the mean DAB of its ridge pixels
+    (codes 5, 6), else of its band pixels (3, 5); per cell the mean over the sectors that have
+    either (NaN if none). Returns ((n,) membrane, (n, 16) sector values)."""
+    n = int(cells.max())
+    ridge, n_ridge = _sector_means(dab, cells, np.isin(codes, RIDGE_CODES), centroid_row, centroid_col, n)
+    band, _ = _sector_means(dab, cells, np.isin(codes, BAND_CODES), centroid_row, centroid_col, n)
+    sectors = np.where(n_ridge > 0, ridge, band)[1:]
+    with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore", RuntimeWarning)  # all-NaN cells: NaN
+        return np.nanmean(sectors, axis=1), sectors
+
+
+def cell_statistics(dab, hematoxylin, cells, codes, centroid_row, centroid_col):
+    """Per-cell compartment means of DAB (and nuclear hematoxylin) and the located membrane.
+
+    Returns a dict of (n,) arrays: ``dab_nucleus``, ``dab_cytoplasm``, ``dab_membrane``
+    (:func:`located_membrane`), ``dab_membrane_band`` (codes 3, 5), ``dab_cell``,
+    ``hematoxylin_nucleus``, ``n_<compartment>``, and ``sectors`` (n, 16).
     """
     n = int(cells.max())
     out = {}
-    for code, name in ((1, "nucleus"), (2, "cytoplasm"), (3, "membrane")):
-        where = (codes == code) & (cells > 0)
-        out[f"dab_{name}"], out[f"n_{name}"] = _mean_by_label(dab[where], cells[where], n)
     inside = cells > 0
+    for name, compartment in COMPARTMENT_CODES.items():
+        where = np.isin(codes, compartment) & inside
+        out[f"dab_{name}"], out[f"n_{name}"] = _mean_by_label(dab[where], cells[where], n)
+    band = np.isin(codes, BAND_CODES) & inside
+    out["dab_membrane_band"], _ = _mean_by_label(dab[band], cells[band], n)
+    out["dab_membrane"], out["sectors"] = located_membrane(dab, cells, codes, centroid_row, centroid_col)
     out["dab_cell"], _ = _mean_by_label(dab[inside], cells[inside], n)
     nucleus = (codes == 1) & inside
     out["hematoxylin_nucleus"], _ = _mean_by_label(hematoxylin[nucleus], cells[nucleus], n)
-    rows, cols = np.nonzero((codes == 3) & inside)
-    labels = cells[rows, cols]
-    angle = np.arctan2(rows - centroid_row[labels], cols - centroid_col[labels])
-    sector = np.minimum((angle + np.pi) / (2 * np.pi) * N_SECTORS, N_SECTORS - 1).astype(int)
-    flat = labels * N_SECTORS + sector
-    sums = np.bincount(flat, weights=dab[rows, cols], minlength=(n + 1) * N_SECTORS)
-    counts = np.bincount(flat, minlength=(n + 1) * N_SECTORS)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["sectors"] = (np.where(counts > 0, sums / counts, np.nan)).reshape(n + 1, N_SECTORS)[1:]
     return out
+
+
+def dab_ridges(dab, *, mpp, sigma_um=0.5, radius_um=1.5, min_rise=0.04, min_contrast=0.5):
+    """DAB ridge pixels by definition (``segment.dab_ridges``): scipy's Gaussian (mirrored
+    border, cut at 3 sigmas), the opening by ``morphology.disk`` (outside ignored), rise >=
+    ``min_rise`` and >= ``min_contrast`` x the opening, and >= both neighbours along a row, a column or a
+    diagonal; the outermost pixels are not ridges."""
+    smoothed = ndi.gaussian_filter(dab.astype(np.float64), sigma_um / mpp, mode="mirror", truncate=3.0)
+    radius = int(round(radius_um / mpp))
+    opened = disk_filter(disk_filter(smoothed, radius, take_max=False), radius, take_max=True)
+    rise = smoothed - opened
+    ridge = (rise >= min_rise) & (rise >= min_contrast * opened)
+    crest = np.zeros_like(ridge)
+    c = smoothed[1:-1, 1:-1]
+    for dy, dx in ((1, 0), (0, 1), (1, 1), (1, -1)):
+        before = smoothed[1 - dy : smoothed.shape[0] - 1 - dy, 1 - dx : smoothed.shape[1] - 1 - dx]
+        after = smoothed[1 + dy : smoothed.shape[0] - 1 + dy, 1 + dx : smoothed.shape[1] - 1 + dx]
+        crest[1:-1, 1:-1] |= (c >= before) & (c >= after)
+    return ridge & crest
+
+
+def reference_pipeline_ridges(hematoxylin, dab, *, mpp, radius_um=1.5):
+    """(hematoxylin without ridges, ridges): :func:`dab_ridges`, and on the ridges and their
+    8 neighbours the hematoxylin lowered to its opening by ``morphology.disk``."""
+    ridges = dab_ridges(dab, mpp=mpp)
+    radius = int(round(radius_um / mpp))
+    opened = disk_filter(disk_filter(hematoxylin, radius, take_max=False), radius, take_max=True)
+    near = ndi.binary_dilation(ridges, structure=np.ones((3, 3), bool))
+    return np.where(near, np.minimum(opened, hematoxylin), hematoxylin), ridges
 
 
 def quantised_cell_sums(rgb, cells, codes, tables, alt_dab_table, centroid_row, centroid_col, in_scope):
@@ -69,9 +124,10 @@ def quantised_cell_sums(rgb, cells, codes, tables, alt_dab_table, centroid_row, 
 
     Concentrations are the float32 sums of the three channels' table entries, added in
     channel order; q = rint(float64(x) * 2**20) (DESIGN section 6). Returns a dict of int64
-    arrays over labels 1..n: ``count``, ``dab_sum``, ``dab_sq`` and ``alt_sum`` (n, 4) for codes
-    1-4, ``hem_sum`` (n,) of nucleus pixels, ``sector_count`` and ``sector_sum`` (n, 16) of
-    membrane pixels (sector by atan2, :func:`sector`), and ``hist`` (200, 800): in-scope cell
+    arrays over labels 1..n: ``count``, ``dab_sum``, ``dab_sq`` and ``alt_sum`` (n, 6) for codes
+    1-6, ``hem_sum`` (n,) of nucleus pixels, ``sectors`` (n, 16, 6): count, q(DAB) and
+    q(alternative DAB) of band pixels (codes 3, 5), then of ridge pixels (5, 6), by sector
+    (atan2, :func:`sector`), and ``hist`` (200, 800): in-scope cell
     pixels by floor((H + 1) * 50) and floor((DAB + 1) * 200), clamped.
     """
     n = len(in_scope) - 1
@@ -90,20 +146,20 @@ def quantised_cell_sums(rgb, cells, codes, tables, alt_dab_table, centroid_row, 
     out = {}
     for name, values in (("count", np.ones_like(q_dab)), ("dab_sum", q_dab), ("dab_sq", q_dab * q_dab),
                          ("alt_sum", q_alt)):
-        out[name] = np.zeros((n + 1, 4), np.int64)
+        out[name] = np.zeros((n + 1, 6), np.int64)
         np.add.at(out[name], (k, m), values[inside])
         out[name] = out[name][1:]
     nucleus = inside & (codes == 1)
     out["hem_sum"] = np.zeros(n, np.int64)
     np.add.at(out["hem_sum"], cells[nucleus] - 1, q_hem[nucleus])
-    rows, cols = np.nonzero(inside & (codes == 3))
-    labels = cells[rows, cols]
-    sectors = sector(rows - centroid_row[labels], cols - centroid_col[labels])
-    out["sector_count"] = np.zeros((n + 1, N_SECTORS), np.int64)
-    out["sector_sum"] = np.zeros((n + 1, N_SECTORS), np.int64)
-    np.add.at(out["sector_count"], (labels, sectors), 1)
-    np.add.at(out["sector_sum"], (labels, sectors), q_dab[rows, cols])
-    out["sector_count"], out["sector_sum"] = out["sector_count"][1:], out["sector_sum"][1:]
+    out["sectors"] = np.zeros((n + 1, N_SECTORS, 6), np.int64)
+    for first, selected in ((0, BAND_CODES), (3, RIDGE_CODES)):
+        rows, cols = np.nonzero(inside & np.isin(codes, selected))
+        labels = cells[rows, cols]
+        sectors = sector(rows - centroid_row[labels], cols - centroid_col[labels])
+        for offset, values in enumerate((np.ones_like(q_dab), q_dab, q_alt)):
+            np.add.at(out["sectors"], (labels, sectors, first + offset), values[rows, cols])
+    out["sectors"] = out["sectors"][1:]
     scoped = inside & np.asarray(in_scope)[cells]
     hem_bin = np.clip((hem[scoped].astype(np.float64) + 1.0) * 50.0, 0.0, 199.0).astype(np.int64)
     dab_bin = np.clip((dab[scoped].astype(np.float64) + 1.0) * 200.0, 0.0, 799.0).astype(np.int64)
@@ -242,20 +298,20 @@ def reference_pipeline_nuclei(hematoxylin, *, mpp, background_radius_um=8.0, sig
     return segmentation.relabel_sequential(labels)[0]
 
 
-def reference_pipeline_compartments(nuclei, *, mpp, expansion_um=5.0, band_um=1.0, capture_um=0.0):
+def reference_pipeline_compartments(nuclei, *, mpp, expansion_um=5.0, band_um=1.0, capture_um=0.0, ridges=None):
     """Cells, compartment codes and exposed band fraction, as ``segment`` defines them.
 
     Cells: ``skimage.segmentation.expand_labels``. Band: a cell pixel outside the nucleus
     with another cell (grey dilation / erosion of the labels over a disk differs from it) or
     no cell (erosion of the cell mask) within ``band_um``; borders replicated. Cytoplasm
     within ``capture_um - band_um`` of the band (binary dilation with a disk) is the capture
-    ring (4) when ``capture_um`` > ``band_um``.
+    ring (4) when ``capture_um`` > ``band_um``; band and ring pixels on ``ridges`` are 5 and 6.
 
     Returns
     -------
     cells : (M, N) ndarray of int
     codes : (M, N) ndarray of uint8
-        0 background, 1 nucleus, 2 cytoplasm, 3 membrane, 4 capture ring.
+        0 background, 1 nucleus, 2 cytoplasm, 3 membrane, 4 capture ring, 5 / 6 on a ridge.
     exposed : (n + 1,) ndarray of float64
         Share of each cell's band near no other cell (NaN without band).
     """
@@ -277,7 +333,9 @@ def reference_pipeline_compartments(nuclei, *, mpp, expansion_um=5.0, band_um=1.
     if capture_um > band_um:
         reach = morphology.disk(max(1, int(round((capture_um - band_um) / mpp))))
         ring = inside & ~nucleus & ~band & morphology.dilation(band, reach)
-    codes = np.select([nucleus, band, ring, inside], [1, 3, 4, 2], 0).astype(np.uint8)
+    on_ridge = np.zeros_like(band) if ridges is None else ridges.astype(bool)
+    codes = np.select([nucleus, band & on_ridge, band, ring & on_ridge, ring, inside], [1, 5, 3, 6, 4, 2], 0)
+    codes = codes.astype(np.uint8)
     n = int(cells.max())
     band_count = np.bincount(cells[band], minlength=n + 1)
     exposed_count = np.bincount(cells[band & ~near_other], minlength=n + 1)
@@ -293,10 +351,8 @@ def reference_pipeline_measure(dab, hematoxylin, nuclei, cells, codes, exposed):
     -------
     pandas.DataFrame
         Index ``label`` 1..n; ``row``, ``col`` (nucleus centroid), the compartment means of
-        :func:`cell_statistics` (the capture ring counted as cytoplasm), ``dab_membrane`` from
-        :func:`membrane_line` and the band mean ``dab_membrane_band``,
-        ``dab_membrane_sector_00`` .. ``_15`` and
-        ``membrane_exposed_fraction``.
+        :func:`cell_statistics` (``dab_membrane`` the located membrane, ``dab_membrane_band``
+        the band mean), ``dab_membrane_sector_00`` .. ``_15`` and ``membrane_exposed_fraction``.
     """
     import pandas as pd
 
@@ -305,9 +361,7 @@ def reference_pipeline_measure(dab, hematoxylin, nuclei, cells, codes, exposed):
     centroids = np.array(ndi.center_of_mass(np.ones(nuclei.shape), nuclei, index)).reshape(-1, 2)
     rows = np.concatenate([[np.nan], centroids[:, 0]])
     cols = np.concatenate([[np.nan], centroids[:, 1]])
-    stats = cell_statistics(dab, hematoxylin, cells, np.where(codes == 4, 2, codes), rows, cols)
-    stats["dab_membrane_band"] = stats["dab_membrane"]
-    stats["dab_membrane"] = membrane_line(dab, cells, codes)
+    stats = cell_statistics(dab, hematoxylin, cells, codes, rows, cols)
     sectors = stats.pop("sectors")
     table = pd.DataFrame(stats, index=pd.Index(index, name="label"))
     table[[f"dab_membrane_sector_{s:02d}" for s in range(N_SECTORS)]] = sectors
@@ -394,25 +448,6 @@ def od_sum(rgb, white):
     """Float64 optical density summed over channels, against ``white``, clamped at 0."""
     white = np.asarray(white, dtype=np.float64)
     return -np.log10(np.clip(rgb.astype(np.float64), 1.0, white) / white).sum(axis=2)
-
-
-def membrane_line(dab, cells, codes, *, ring_code=4):
-    """Membrane DAB with the blur-spread part returned from the capture ring, by definition.
-
-    For each cell: band mean (code 3) + (ring mean - interior mean) x ring pixels / band
-    pixels, where the ring is ``ring_code`` and the interior is the remaining cytoplasm
-    (code 2; the ring mean stands in when there is none). NaN without band; the band mean
-    without ring. Per-label means by ``np.bincount``.
-    """
-    n = int(cells.max())
-    means = {}
-    for code in (3, ring_code, 2):
-        where = (codes == code) & (cells > 0)
-        means[code] = _mean_by_label(dab[where], cells[where], n)
-    (band, n_band), (ring, n_ring), (interior, n_interior) = means[3], means[ring_code], means[2]
-    base = np.where(n_interior > 0, interior, ring)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_ring > 0, band + (ring - base) * n_ring / n_band, band)
 
 
 def label_moments(labels, n, origin_row, origin_col):

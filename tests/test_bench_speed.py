@@ -48,6 +48,15 @@ def test_tissue_masks_agree(bench_tile):
     assert np.mean(ours == ref) > 0.99
 
 
+def test_ridges_agree_with_reference(bench_tile):
+    """Reference: reference_pipeline_ridges (scipy Gaussian and opening) on the same DAB."""
+    ours, ref = bench_tile["ours_state"]["ridges"], bench_tile["ref_state"]["ridges"]
+    assert ref[1].sum() > 0.005 * ref[1].size  # the tile's membranes
+    assert np.mean(ours[1].astype(bool) == ref[1]) > 0.995
+    # Hematoxylin differs only next to a ridge pixel the two disagree on.
+    assert np.mean(np.abs(ours[0] - ref[0]) > 1e-3) < 0.001
+
+
 def test_nuclei_overlap_reference(bench_tile):
     """Reference: reference_pipeline_nuclei (skimage detect_nuclei): Dice of the nucleus masks."""
     assert np.all(np.bincount(bench_tile["ref_state"]["nuclei"].ravel())[1:] > 0)  # numbered 1..n, as ours
@@ -58,7 +67,7 @@ def test_nuclei_overlap_reference(bench_tile):
 
 def test_compartments_match_reference_on_the_same_nuclei(bench_tile):
     """Reference: reference_pipeline_compartments (skimage expand_labels, grey dilation / erosion)."""
-    state = {"nuclei": bench_tile["ours_state"]["nuclei"]}
+    state = {"nuclei": bench_tile["ours_state"]["nuclei"], "ridges": bench_tile["ours_state"]["ridges"]}
     cells, codes, exposed = bench_tile["ours"]["compartments"](state)
     ref_cells, ref_codes, ref_exposed = bench_tile["ref"]["compartments"](state)
     np.testing.assert_array_equal(cells, ref_cells)
@@ -74,9 +83,15 @@ def test_measurement_and_scoring_match_reference_on_the_same_cells(bench_tile):
     state = {**ours_state, "deconvolution": bench_tile["ref_state"]["deconvolution"]}
     ours, ref = ours_state["measurement"], bench_tile["ref"]["measurement"](state)
     assert len(ours) == len(ref) > 20
-    for name in ("row", "col", "membrane_exposed_fraction", "dab_nucleus", "dab_cytoplasm", "dab_membrane",
-                 "dab_cell", "hematoxylin_nucleus", "dab_membrane_sector_03"):
+    for name in ("row", "col", "membrane_exposed_fraction", "dab_nucleus", "dab_cytoplasm", "dab_membrane_band",
+                 "dab_cell", "hematoxylin_nucleus"):
         np.testing.assert_allclose(ours[name].to_numpy(), ref[name].to_numpy(), atol=1e-5, err_msg=name)
+    # Sectors are taken about centroids rounded to 2**-20 px here, center_of_mass's there: a
+    # pixel on a sector edge may fall on either side, moving a sector mean by its share.
+    for name in ("dab_membrane", "dab_membrane_sector_03"):
+        a, b = ours[name].to_numpy(), ref[name].to_numpy()
+        np.testing.assert_allclose(a, b, atol=2e-3, err_msg=name)
+        assert np.mean(np.isclose(a, b, rtol=0, atol=1e-5, equal_nan=True)) >= 0.95, name
     ref_scores = bench_tile["ref"]["scoring"]({"measurement": ours})
     np.testing.assert_array_equal(ours_state["scoring"]["classes"], ref_scores["classes"])
     assert ours_state["scoring"]["h_score"] == pytest.approx(ref_scores["h_score"])

@@ -109,26 +109,31 @@ def test_cell_statistics_match_reference():
     np.testing.assert_allclose(table["dab_membrane_alt"].to_numpy()[present], ref_alt_stats["dab_membrane"][present], atol=1e-5)
 
 
-def test_membrane_line_and_pooled_cytoplasm_match_reference():
-    """Reference: reference.membrane_line (per-cell masks) and plain means over codes {2, 4}."""
+def test_located_membrane_and_pooled_compartments_match_reference():
+    """Reference: reference.located_membrane (per-sector masks by atan2) and plain means over
+    the code sets: cytoplasm {2, 4}, membrane {3, 5, 6}, band {3, 5}."""
     rgb = _random_rgb((150, 170), seed=12)
     cells, codes = _random_cells(rgb.shape[:2], 40, seed=13)
     ring = np.random.default_rng(14).random(codes.shape) < 0.3
     codes[ring & (codes == CYTOPLASM)] = MEMBRANE_RING
+    codes = _with_ridges(codes, seed=15)
+    assert {5, 6} <= set(np.unique(codes))
     i0 = (243.0, 239.5, 250.0)
-    table, _, _, _ = _run_measure(rgb, cells, codes, i0)
+    table, _, rows, cols = _run_measure(rgb, cells, codes, i0)
     _, dab = reference.deconvolve(rgb, i0, MATRIX)
     n = int(cells.max())
-    np.testing.assert_allclose(table["dab_membrane"].to_numpy(), reference.membrane_line(dab, cells, codes),
-                               atol=1e-5, equal_nan=True)
-    for name, selected in (("dab_membrane_band", codes == MEMBRANE),
-                           ("dab_cytoplasm", (codes == CYTOPLASM) | (codes == MEMBRANE_RING))):
-        where = selected & (cells > 0)
+    membrane, sectors = reference.located_membrane(dab, cells, codes, rows, cols)
+    np.testing.assert_allclose(table["dab_membrane"].to_numpy(), membrane, atol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(table[list(SECTOR_COLUMNS)].to_numpy(), sectors, atol=1e-5, equal_nan=True)
+    for name, selected in (("dab_membrane_band", (3, 5)), ("dab_cytoplasm", (2, 4))):
+        where = np.isin(codes, selected) & (cells > 0)
         counts = np.bincount(cells[where], minlength=n + 1)[1:]
         sums = np.bincount(cells[where], weights=dab[where], minlength=n + 1)[1:]
         with np.errstate(invalid="ignore", divide="ignore"):
             expected = np.where(counts > 0, sums / counts, np.nan)
         np.testing.assert_allclose(table[name].to_numpy(), expected, atol=1e-5, equal_nan=True, err_msg=name)
+    membrane_px = np.isin(codes, (3, 5, 6)) & (cells > 0)
+    np.testing.assert_array_equal(table["n_membrane"].to_numpy(), np.bincount(cells[membrane_px], minlength=n + 1)[1:])
 
 
 def test_cell_sd_matches_numpy():
@@ -184,7 +189,7 @@ def _expected_measure(rgb, cells, codes, tables, alt, rows, cols, scope):
     """measure_cells' table and histogram from reference.quantised_cell_sums (exact integers)."""
     ref = reference.quantised_cell_sums(rgb, cells, codes, tables, alt, rows, cols, scope)
     table = measure._to_table(ref["count"], ref["dab_sum"], ref["dab_sq"], ref["alt_sum"], ref["hem_sum"],
-                              ref["sector_count"], ref["sector_sum"])
+                              ref["sectors"])
     return table, ref["hist"]
 
 
@@ -195,13 +200,19 @@ def _synthetic_case():
     codes = tile.compartments.copy()
     ring = (codes == CYTOPLASM) & (np.random.default_rng(32).random(codes.shape) < 0.4)
     codes[ring] = MEMBRANE_RING
-    return tile.rgb, tile.cell_labels, codes
+    return tile.rgb, tile.cell_labels, _with_ridges(codes, seed=33)
+
+
+def _with_ridges(codes, seed):
+    """Band and ring pixels put on a ridge (codes 5, 6) at random."""
+    ridge = np.random.default_rng(seed).random(codes.shape) < 0.3
+    return np.where(ridge & ((codes == MEMBRANE) | (codes == MEMBRANE_RING)), codes + 2, codes).astype(np.uint8)
 
 
 def _random_case(shape, n, seed):
     cells, codes = _random_cells(shape, n, seed)
     codes[(codes == CYTOPLASM) & (np.random.default_rng(seed).random(shape) < 0.3)] = MEMBRANE_RING
-    return _random_rgb(shape, seed), cells, codes
+    return _random_rgb(shape, seed), cells, _with_ridges(codes, seed + 1)
 
 
 def _edge_cases():
@@ -211,7 +222,7 @@ def _edge_cases():
     yield "no cells", rgb, np.zeros((5, 7), np.int32), np.zeros((5, 7), np.uint8)
     yield "one cell, all membrane", rgb, one_cell, np.full((5, 7), MEMBRANE, np.uint8)
     yield "one pixel", rgb[:1, :1], one_cell[:1, :1], np.full((1, 1), NUCLEUS, np.uint8)
-    codes = np.array([[0, 1, 2, 3, 4, 3, 0]] * 5, np.uint8)
+    codes = np.array([[0, 1, 2, 3, 4, 5, 6]] * 5, np.uint8)
     yield "label without compartment", rgb, one_cell, codes
     yield "one column", *_random_case((40, 1), 3, seed=41)
     yield "one row", *_random_case((1, 60), 3, seed=42)
@@ -526,15 +537,6 @@ def test_seed_mask_matches_maximum_filter(reach, shape):
         np.testing.assert_array_equal(counts, expected.sum(axis=1))
 
 
-def test_hematoxylin_only_path_equals_first_plane():
-    """Reference: stains.deconvolve's hematoxylin plane (bit-identical) and reference.deconvolve."""
-    rgb = _random_rgb((33, 70), seed=15)
-    tables = stains.concentration_tables((244.0, 238.0, 251.0), MATRIX)
-    hem = stains.deconvolve_hematoxylin(rgb, tables)
-    np.testing.assert_array_equal(hem, stains.deconvolve(rgb, tables)[0])
-    np.testing.assert_allclose(hem, reference.deconvolve(rgb, (244.0, 238.0, 251.0), MATRIX)[0], atol=1e-5)
-
-
 def test_od_sum_and_white_match_reference():
     """Reference: reference.od_sum (float64 OD) and np.percentile of the same subsample."""
     from cxcr4score import tissue
@@ -582,7 +584,7 @@ def test_measure_cells_refuses_labels_and_codes_out_of_range():
                      centroid_col=np.zeros(2), in_scope=np.ones(2, bool))
     measure.measure_cells(rgb, cells, codes, **arguments)
     bad_codes = codes.copy()
-    bad_codes[1, 1] = 6
+    bad_codes[1, 1] = 7
     with pytest.raises(ValueError, match="1 pixels have .* compartment code"):
         measure.measure_cells(rgb, cells, bad_codes, **arguments)
     bad_cells = cells.copy()

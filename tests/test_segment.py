@@ -434,7 +434,7 @@ def test_segmentation_identical_for_any_thread_count(hematoxylin):
     results = []
     for threads in (1, 2):
         with numba_threads(threads):
-            results.append(pipeline.segment_cells(hematoxylin, None, mpp=0.5, config=config.default_config()))
+            results.append(pipeline.segment_cells(hematoxylin, np.zeros_like(hematoxylin), mpp=0.5, config=config.default_config()))
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
 
@@ -497,3 +497,89 @@ def test_signal_baseline_out_of_range_is_zero():
     bin (-0.099), a negative threshold; now 0."""
     params = segment.NucleusParams(background_radius_um=0.0)  # no subtraction: the signal is 5 OD throughout
     assert segment.signal_baseline([np.full((64, 64), 5.0, np.float32)], mpp=0.5, params=params) == 0.0
+
+
+def _membrane_scene(seed=0):
+    """DAB of a drawn field at 0.5 um/px: a honeycomb of 1.5 um membranes (0.35 OD) over faint
+    cytoplasm (0.05), two brown nuclei (0.9 OD, with chromatin texture of +-0.15) and a
+    cytoplasm-stained cell body (0.3 OD, 14 um across); noise 0.01 OD. Returns the image and
+    the masks of the membrane crests, the brown nuclei and the stained body."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.indices((160, 200))
+    dab = np.full(rows.shape, 0.05)
+    crest = (rows % 24 == 12) | (cols % 24 == 12)
+    line = (np.abs(rows % 24 - 12) <= 1) | (np.abs(cols % 24 - 12) <= 1)
+    dab[line] = 0.35
+    nuclei = np.zeros(rows.shape, bool)
+    for r, c in ((30, 140), (125, 40)):
+        nuclei |= (rows - r) ** 2 + (cols - c) ** 2 <= 8**2
+    texture = 0.15 * np.sign(np.sin(rows * 1.3) * np.sin(cols * 1.1))
+    dab[nuclei] = 0.9 + texture[nuclei]
+    body = (rows - 100) ** 2 + (cols - 150) ** 2 <= 14**2
+    dab[body] = 0.3
+    dab += rng.normal(0, 0.01, dab.shape)
+    far_from_lines = ~morphology.dilation(line, morphology.disk(4))
+    return dab.astype(np.float32), crest & ~nuclei & ~body, nuclei & far_from_lines, body & far_from_lines
+
+
+def test_dab_ridges_find_membranes_not_nuclei_or_stained_bodies():
+    """Drawn truth (:func:`_membrane_scene`): the membrane crests are ridges, the inside of a
+    brown nucleus (textured, on a high level) and of a stained cell body is not."""
+    dab, crest, nuclei, body = _membrane_scene()
+    ridges = segment.dab_ridges(dab, mpp=0.5).astype(bool)
+    inner = np.zeros_like(crest)
+    inner[2:-2, 2:-2] = crest[2:-2, 2:-2]
+    assert ridges[inner].mean() >= 0.95
+    assert ridges[nuclei].mean() <= 0.02
+    assert ridges[body].mean() <= 0.02
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dab_ridges_match_reference(seed):
+    """Reference: reference.dab_ridges (scipy Gaussian and grey opening in float64); the
+    opening runs on the OD grid (2.4e-4 OD steps) and the Gaussian in float32, so pixels on a
+    decision edge may differ: at most 0.2% of pixels."""
+    dab, _, _, _ = _membrane_scene(seed)
+    ours = segment.dab_ridges(dab, mpp=0.5).astype(bool)
+    expected = reference.dab_ridges(dab, mpp=0.5)
+    assert (ours != expected).mean() <= 0.002
+    assert ours.sum() > 1000
+
+
+def test_without_ridges_matches_reference_and_keeps_nuclei():
+    """Reference: reference.reference_pipeline_ridges (scipy opening, 3 x 3 dilation). A
+    hematoxylin honeycomb under the DAB membranes is lowered to the cytoplasm's level; a
+    hematoxylin nucleus away from the ridges is untouched."""
+    dab, crest, _, _ = _membrane_scene()
+    rows, cols = np.indices(dab.shape)
+    hem = np.full(dab.shape, 0.03, np.float32)
+    hem[crest] = 0.12  # the membranes' leak into hematoxylin
+    nucleus = (rows - 48) ** 2 + (cols - 72) ** 2 <= 6**2  # inside one cell of the honeycomb
+    hem[nucleus] = 0.25
+    ours, ridges = segment.hematoxylin_and_ridges(hem, dab, mpp=0.5)
+    expected, expected_ridges = reference.reference_pipeline_ridges(hem, dab, mpp=0.5)
+    same = ridges.astype(bool) == expected_ridges
+    np.testing.assert_allclose(ours[same], expected[same], atol=1e-3)
+    inner = crest.copy()
+    inner[:3], inner[-3:], inner[:, :3], inner[:, -3:] = False, False, False, False
+    assert np.median(ours[inner]) <= 0.035
+    np.testing.assert_array_equal(ours[nucleus], hem[nucleus])
+    np.testing.assert_array_equal(segment.without_ridges(hem, np.zeros(hem.shape, np.uint8), mpp=0.5), hem)
+
+
+def test_ridge_codes_are_band_and_ring_on_ridges(tile):
+    """Reference: reference.reference_pipeline_compartments with the same ridges (band -> 5,
+    ring -> 6; nucleus and cytoplasm unchanged)."""
+    nuclei = tile.nucleus_labels
+    cells = segment.expand_cells(nuclei, mpp=tile.mpp)
+    ridges = (np.random.default_rng(3).random(cells.shape) < 0.2).astype(np.uint8)
+    codes, _ = segment.compartments(cells, nuclei, mpp=tile.mpp, band_um=1.0, capture_um=2.0, ridges=ridges)
+    plain, _ = segment.compartments(cells, nuclei, mpp=tile.mpp, band_um=1.0, capture_um=2.0)
+    _, expected, _ = reference.reference_pipeline_compartments(nuclei, mpp=tile.mpp, band_um=1.0, capture_um=2.0,
+                                                               ridges=ridges)
+    assert {5, 6} <= set(np.unique(codes))
+    np.testing.assert_array_equal(np.where(codes >= 5, codes - 2, codes), plain)
+    np.testing.assert_array_equal(codes == 5, (plain == MEMBRANE) & (ridges == 1))
+    with pytest.raises(ValueError, match="ridges shape"):
+        segment.compartments(cells, nuclei, mpp=tile.mpp, ridges=ridges[1:])
+    assert (codes == expected).mean() > 0.99  # the reference's band is its own brute force

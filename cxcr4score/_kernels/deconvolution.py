@@ -24,15 +24,6 @@ def _pair_rows(r, g, b):
 
 
 @numba.njit(parallel=True, cache=True)
-def hematoxylin_kernel(rgb, tables, hematoxylin):
-    """hematoxylin[i, j] = sum_c tables[0, c, rgb[i, j, c]] (the first plane of deconvolve_kernel)."""
-    n_rows, n_cols = rgb.shape[0], rgb.shape[1]
-    for i in numba.prange(n_rows):
-        for j in range(n_cols):
-            hematoxylin[i, j] = tables[0, 0, rgb[i, j, 0]] + tables[0, 1, rgb[i, j, 1]] + tables[0, 2, rgb[i, j, 2]]
-
-
-@numba.njit(parallel=True, cache=True)
 def deconvolve_kernel(rgb, pairs, hematoxylin, dab):
     """hematoxylin[i, j], dab[i, j] = pairs[256 r + g] + pairs[RG_ROWS + b] for the pixel's (r, g, b).
 

@@ -4,7 +4,8 @@ import numba
 import numpy as np
 
 from ..constants import (
-    HEM_BINS, HEM_BINS_PER_OD, HIST_BINS, HIST_BINS_PER_OD, HIST_LOW, MEMBRANE, N_CODES, N_SECTORS, Q_SCALE,
+    HEM_BINS, HEM_BINS_PER_OD, HIST_BINS, HIST_BINS_PER_OD, HIST_LOW, MEMBRANE, MEMBRANE_RIDGE, N_CODES, N_SECTORS, Q_SCALE,
+    RING_RIDGE,
 )
 from .deconvolution import _pair_rows
 from .rows import _run_starts
@@ -77,11 +78,13 @@ def cell_stats_kernel(
 
     ``stain_pairs`` holds (hematoxylin, DAB, alternative DAB, 0) contributions: row 256 r + g
     those of the red and green channels, row RG_ROWS + b those of blue. For a pixel of cell k and compartment m (0 background,
-    1 nucleus, 2 cytoplasm, 3 membrane, 4 capture ring), with q(x) = rint(x * 2**20) of the
+    1 nucleus, 2 cytoplasm, 3 membrane band, 4 capture ring, 5 band on a DAB ridge, 6 ring on
+    a DAB ridge), with q(x) = rint(x * 2**20) of the
     float32 concentration x and key = N_CODES k + m: count[t, key] += 1 and sums[t, key] +=
     (q(DAB), q(DAB)**2, q(alternative DAB), q(hematoxylin)); label 0 and code 0 accumulate
-    like the others (the caller drops them). Membrane pixels of cells (k > 0) add 1 and
-    q(DAB) to sectors[t, k, s], s = :func:`sector_of` (i - cy, j - cx). Pixels of in-scope
+    like the others (the caller drops them). Band pixels (3, 5) of cells (k > 0) add 1,
+    q(DAB) and q(alternative DAB) to sectors[t, k, s, 0:3] and ridge pixels (5, 6) to
+    sectors[t, k, s, 3:6], s = :func:`sector_of` (i - cy, j - cx). Pixels of in-scope
     cells (k > 0, m > 0) add 1 to hist[t, HIST_BINS * hematoxylin bin + DAB bin], background
     pixels to one of 8 spare bins after those. ``row_bands`` holds the first row of each band
     of rows a loop iteration handles.
@@ -156,12 +159,20 @@ def cell_stats_kernel(
                 if not in_scope[k]:  # counted above; out of the histogram's scope
                     for j in range(a, b):
                         thread_hist[bins[j]] -= 1
-                if m == MEMBRANE:
-                    dy = i - centroid_row[k]
-                    for j in range(a, b):
-                        s = sector_of(dy, j - centroid_col[k])
-                        thread_sectors[k, s, 0] += 1
-                        thread_sectors[k, s, 1] += q_dab[j]
+                if (m == MEMBRANE) | (m == MEMBRANE_RIDGE):  # the band
+                    _add_sectors(thread_sectors[k], 0, i - centroid_row[k], centroid_col[k], a, b, q_dab, q_alt)
+                if (m == MEMBRANE_RIDGE) | (m == RING_RIDGE):  # the located membrane
+                    _add_sectors(thread_sectors[k], 3, i - centroid_row[k], centroid_col[k], a, b, q_dab, q_alt)
+
+
+@numba.njit(cache=True)
+def _add_sectors(cell_sectors, first, dy, centroid_col, a, b, q_dab, q_alt):
+    """Add pixels a .. b - 1 of a row (at dy from the centroid) to cell_sectors[s, first:first + 3]."""
+    for j in range(a, b):
+        s = sector_of(dy, j - centroid_col)
+        cell_sectors[s, first] += 1
+        cell_sectors[s, first + 1] += q_dab[j]
+        cell_sectors[s, first + 2] += q_alt[j]
 
 
 @numba.njit(parallel=True, cache=True)

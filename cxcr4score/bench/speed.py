@@ -35,7 +35,7 @@ from ..slide_info import open_grid
 from . import accuracy
 
 #: Stages in pipeline order; each reads the outputs of the ones before it.
-STAGES = ("read", "deconvolution", "tissue", "nuclei", "compartments", "measurement", "scoring")
+STAGES = ("read", "deconvolution", "tissue", "ridges", "nuclei", "compartments", "measurement", "scoring")
 #: Pixel size of the benchmark tile (um).
 MPP = 0.5
 #: Targets the table is read against (issue 5; accuracy: issue 4).
@@ -85,7 +85,8 @@ def nucleus_threshold(path, config):
     reader, grid, _, _ = open_grid(path, sheet_mpp="", config=config)
     with reader:
         rgb = grid_module.read_box(reader, grid, (0, 0, *grid.shape))
-    baseline = segment.signal_baseline([stains.deconvolve_hematoxylin(rgb, tables)], mpp=MPP,
+    baseline = segment.signal_baseline([segment.hematoxylin_and_ridges(*stains.deconvolve(rgb, tables), mpp=MPP)[0]],
+                                       mpp=MPP,
                                        params=segment.NucleusParams(**config["nuclei"]))
     return baseline + config["nuclei"]["threshold"]
 
@@ -102,13 +103,12 @@ def our_stages(path, config, *, threshold):
             return grid_module.read_box(reader, grid, (0, 0, *grid.shape))
 
     def nuclei(state):
-        hematoxylin, dab = state["deconvolution"]
-        return segment.detect_nuclei(hematoxylin, mpp=MPP, params=params, dab=dab)
+        return segment.detect_nuclei(state["ridges"][0], mpp=MPP, params=params, dab=state["deconvolution"][1])
 
     def compartments(state):
         cells = segment.expand_cells(state["nuclei"], mpp=MPP, expansion_um=config["cell_expansion_um"])
         codes, exposed = segment.compartments(cells, state["nuclei"], mpp=MPP, band_um=config["membrane_band_um"],
-                                              capture_um=config["membrane_capture_um"])
+                                              capture_um=config["membrane_capture_um"], ridges=state["ridges"][1])
         return cells, codes, exposed
 
     def measurement(state):
@@ -134,6 +134,7 @@ def our_stages(path, config, *, threshold):
         "deconvolution": lambda state: stains.deconvolve(state["read"], tables),
         "tissue": lambda state: tissue.tissue_mask(state["read"], mpp=MPP, od_threshold=config["tissue"]["od_threshold"],
                                                    min_area_um2=config["tissue"]["min_area_um2"]),
+        "ridges": lambda state: segment.hematoxylin_and_ridges(*state["deconvolution"], mpp=MPP),
         "nuclei": nuclei,
         "compartments": compartments,
         "measurement": measurement,
@@ -158,10 +159,11 @@ def reference_stages(path, config, reference, *, threshold):
         "tissue": lambda state: reference.reference_pipeline_tissue(
             state["read"], mpp=MPP, od_threshold=config["tissue"]["od_threshold"],
             min_area_um2=config["tissue"]["min_area_um2"]),
-        "nuclei": lambda state: reference.reference_pipeline_nuclei(state["deconvolution"][0], mpp=MPP, **nuclei_params),
+        "ridges": lambda state: reference.reference_pipeline_ridges(*state["deconvolution"], mpp=MPP),
+        "nuclei": lambda state: reference.reference_pipeline_nuclei(state["ridges"][0], mpp=MPP, **nuclei_params),
         "compartments": lambda state: reference.reference_pipeline_compartments(
             state["nuclei"], mpp=MPP, expansion_um=config["cell_expansion_um"], band_um=config["membrane_band_um"],
-            capture_um=config["membrane_capture_um"]),
+            capture_um=config["membrane_capture_um"], ridges=state["ridges"][1]),
         "measurement": measurement,
         "scoring": lambda state: reference.reference_pipeline_score(
             state["measurement"], thresholds=config["thresholds"], mpp=MPP, compartments=tuple(config["compartments"]),
