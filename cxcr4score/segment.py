@@ -24,6 +24,7 @@ from skimage.morphology import disk
 
 from ._kernels import cells as cell_kernels
 from ._kernels import filters, labels as label_kernels
+from ._kernels import ridges as ridge_kernels
 from ._kernels.rows import row_bands, thread_bands
 from .constants import MEMBRANE
 from .measure import label_stats
@@ -84,10 +85,15 @@ RIDGE_SIGMA_UM = 0.5
 RIDGE_RADIUS_UM = 1.5
 RIDGE_MIN_RISE = 0.04
 RIDGE_MIN_CONTRAST = 0.5
+#: Next to DAB ridges the hematoxylin is lowered to its opening by a disk of this radius (um):
+#: a membrane line (about 1.5 um wide after blur) vanishes in it, while spindle and lymphocyte
+#: nuclei (2 um wide and more) stay; with the ridges' 1.5 um disk, stromal nuclei were trimmed
+#: rounder and typed tumour on generated tiles (membrane cohort: tumour F1 0.944 against 0.957).
+RIDGE_HEMATOXYLIN_RADIUS_UM = 1.0
 #: How far (um) DAB can change the hematoxylin that nuclei are found on, through the ridges:
 #: the ridge filter (3 sigma, an opening of the disk), a pixel of crest test and of dilation,
-#: and the hematoxylin's opening by the disk (pixels of at most 0.5 um).
-RIDGE_REACH_UM = 3.0 * RIDGE_SIGMA_UM + 4.0 * RIDGE_RADIUS_UM + 1.0
+#: and the hematoxylin's opening (pixels of at most 0.5 um).
+RIDGE_REACH_UM = 3.0 * RIDGE_SIGMA_UM + 2.0 * RIDGE_RADIUS_UM + 2.0 * RIDGE_HEMATOXYLIN_RADIUS_UM + 1.0
 #: Largest cell expansion (pixels) whose distances the expansion kernel's float32 keys
 #: hold exactly (2 r^2 2^shift + 2 r < 2^23); 63 um at 0.5 um/px.
 MAX_EXPANSION_PX = 127
@@ -209,17 +215,9 @@ def dab_ridges(dab, *, mpp):
     radius = RIDGE_RADIUS_UM / mpp
     rise = _disk_filter(_disk_filter(smoothed, radius, take_max=False), radius, take_max=True,
                         finish=filters.FILTER_RESIDUAL, aux=smoothed)
-    # rise >= contrast * opening, the opening being smoothed - rise.
-    line = (rise >= RIDGE_MIN_RISE) & ((1 + RIDGE_MIN_CONTRAST) * rise >= RIDGE_MIN_CONTRAST * smoothed)
     out = np.zeros(smoothed.shape, np.uint8)
-    if min(smoothed.shape) < 3:
-        return out
-    centre = smoothed[1:-1, 1:-1]
-    crest = np.zeros(centre.shape, bool)
-    for (a, b), (c, d) in (((0, 1), (2, 1)), ((1, 0), (1, 2)), ((0, 0), (2, 2)), ((0, 2), (2, 0))):
-        m, n = centre.shape
-        crest |= (centre >= smoothed[a : a + m, b : b + n]) & (centre >= smoothed[c : c + m, d : d + n])
-    out[1:-1, 1:-1] = crest & line[1:-1, 1:-1]
+    if min(smoothed.shape) >= 3:
+        ridge_kernels.ridge_kernel(smoothed, rise, RIDGE_MIN_RISE, RIDGE_MIN_CONTRAST, out)
     return out
 
 
@@ -231,7 +229,8 @@ def without_ridges(hematoxylin, ridges, *, mpp):
     reference): on a HER2 2+ core the honeycomb of membranes stood out in the hematoxylin
     channel as much as the pale nuclei, and nuclei were found as whole cells bounded by it.
     On the ridges and the pixels next to them the hematoxylin is lowered to its opening by a
-    disk of ``RIDGE_RADIUS_UM`` (thin lines vanish, nuclei stay); elsewhere it is unchanged.
+    disk of ``RIDGE_HEMATOXYLIN_RADIUS_UM`` (thin lines vanish, nuclei stay); elsewhere it is
+    unchanged.
 
     Parameters
     ----------
@@ -249,11 +248,12 @@ def without_ridges(hematoxylin, ridges, *, mpp):
         raise ValueError(f"ridges shape {ridges.shape} does not match hematoxylin {hem.shape}")
     if not ridges.any():
         return hem
-    radius = RIDGE_RADIUS_UM / mpp
+    radius = RIDGE_HEMATOXYLIN_RADIUS_UM / mpp
     opened = _disk_filter(_disk_filter(hem, radius, take_max=False), radius, take_max=True)
-    opened = (opened.astype(np.float32) / np.float32(OD_GRID_SCALE) + np.float32(OD_GRID_LOW))
-    near = cv2.dilate(np.ascontiguousarray(ridges, dtype=np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    return np.where(near, np.minimum(opened, hem), hem)
+    out = np.empty_like(hem)
+    ridge_kernels.lower_near_ridges_kernel(hem, opened, OD_GRID_LOW, OD_GRID_SCALE,
+                                           np.ascontiguousarray(ridges, dtype=np.uint8), out)
+    return out
 
 
 def hematoxylin_and_ridges(hematoxylin, dab, *, mpp):

@@ -16,7 +16,7 @@ def measure_small_case():
     rng = np.random.default_rng(11)
     rgb = rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
     cells = np.kron(rng.integers(0, 9, size=(10, 12)), np.ones((4, 4), dtype=np.int64)).astype(np.int32)
-    codes = rng.integers(1, 4, size=cells.shape).astype(np.uint8)
+    codes = rng.integers(1, 7, size=cells.shape).astype(np.uint8)  # every code, ridge codes too
     codes[cells == 0] = 0
     matrix = stains.stain_matrix()
     tables = stains.concentration_tables((244.0, 240.0, 251.0), matrix)
@@ -37,7 +37,7 @@ def segment_small_case():
     (rows wider than 64 pixels, so that the run starts' 64-pixel words are taken too).
 
     Runs the morphology, labelling, expansion, compartment, moment, OD-sum and
-    deconvolution kernels; returns their outputs by name.
+    deconvolution and ridge kernels; returns their outputs by name.
     """
     rows, cols = np.indices((56, 80))
     discs = ((rows - 20) ** 2 + (cols - 18) ** 2 <= 64) | ((rows - 20) ** 2 + (cols - 33) ** 2 <= 64)
@@ -45,14 +45,16 @@ def segment_small_case():
     noise = np.random.default_rng(12).integers(0, 20, size=(56, 80, 3))
     rgb = (np.where(discs, 80, 225)[..., None] + noise).astype(np.uint8)
     tables = stains.concentration_tables((245.0, 245.0, 245.0), stains.stain_matrix())
-    hematoxylin = stains.deconvolve(rgb, tables)[0]
+    hematoxylin, dab = stains.deconvolve(rgb, tables)
+    dab[10, 5:70] += 0.4  # a membrane line: ridges, and hematoxylin lowered beside them
+    hematoxylin, ridges = segment.hematoxylin_and_ridges(hematoxylin, dab, mpp=0.5)
     nuclei = segment.detect_nuclei(hematoxylin, mpp=0.5)
     cells = segment.expand_cells(nuclei, mpp=0.5)
-    codes, exposed = segment.compartments(cells, nuclei, mpp=0.5)
+    codes, exposed = segment.compartments(cells, nuclei, mpp=0.5, capture_um=2.0, ridges=ridges)
     n = int(nuclei.max())
     centroid_row, _, _, axis_ratio = measure.nucleus_shape(nuclei, n)
     return {
-        "hematoxylin": hematoxylin, "nuclei": nuclei, "cells": cells, "codes": codes, "exposed": exposed,
+        "hematoxylin": hematoxylin, "ridges": ridges, "nuclei": nuclei, "cells": cells, "codes": codes, "exposed": exposed,
         "centroid_row": centroid_row, "axis_ratio": axis_ratio,
         "tissue": tissue.tissue_mask(rgb, mpp=0.5, min_area_um2=5.0), "white": tissue.provisional_white(rgb),
     }

@@ -109,7 +109,7 @@ def dab_ridges(dab, *, mpp, sigma_um=0.5, radius_um=1.5, min_rise=0.04, min_cont
     return ridge & crest
 
 
-def reference_pipeline_ridges(hematoxylin, dab, *, mpp, radius_um=1.5):
+def reference_pipeline_ridges(hematoxylin, dab, *, mpp, radius_um=1.0):
     """(hematoxylin without ridges, ridges): :func:`dab_ridges`, and on the ridges and their
     8 neighbours the hematoxylin lowered to its opening by ``morphology.disk``."""
     ridges = dab_ridges(dab, mpp=mpp)

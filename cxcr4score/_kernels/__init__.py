@@ -8,6 +8,7 @@ OpenCV's grey erosion with a disk costs O(disk area) per pixel. Each module hold
 - :mod:`.tissue`: OD sum, channel counts and the tissue mask's way back to full resolution.
 - :mod:`.resample`: area-average resampling onto the analysis grid.
 - :mod:`.filters`: disk erosion and dilation on the OD grid, and the nucleus seed search.
+- :mod:`.ridges`: DAB ridges (the located membrane) and hematoxylin lowered beside them.
 - :mod:`.labels`: relabelling, the watershed that splits touching nuclei, seed groups.
 - :mod:`.cells`: cell expansion and compartment codes.
 - :mod:`.statistics`: per-cell and per-label integer statistics in one pass.

@@ -405,7 +405,7 @@ def format_report(result):
         f"{machine['cpus_available']} CPUs available",
         table.to_string(float_format=lambda v: f"{v:.3f}" if v < 10 else f"{v:.1f}"),
         "(deconvolution vs rgb2hed: the reference column is skimage.color.rgb2hed, a speed baseline only; "
-        "end to end = the seven per-tile stages; the per-slide overview work of slide_info - background, "
+        "end to end = the per-tile stages; the per-slide overview work of slide_info - background, "
         "stain estimation, QC metrics - is left out on both sides)",
     ]
     memory = result["memory_mb"]
