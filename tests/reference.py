@@ -43,8 +43,15 @@ COMPARTMENT_CODES = {"nucleus": (1,), "cytoplasm": (2, 4), "membrane": (3, 5, 6)
 BAND_CODES, RIDGE_CODES = (3, 5), (5, 6)
 
 
+def on_centroid_grid(centroids):
+    """Centroids rounded to 2**-20 px, about which sectors are taken (as ``measure_cells``)."""
+    return np.round(np.asarray(centroids, dtype=np.float64) * 2.0**20) / 2.0**20
+
+
 def _sector_means(values, cells, where, centroid_row, centroid_col, n):
-    """(n + 1, 16) means of ``values`` over the pixels ``where`` per cell and sector (atan2), and counts."""
+    """(n + 1, 16) means of ``values`` over the pixels ``where`` per cell and sector (atan2 about
+    the centroids on the 2**-20 px grid), and counts."""
+    centroid_row, centroid_col = on_centroid_grid(centroid_row), on_centroid_grid(centroid_col)
     rows, cols = np.nonzero(where & (cells > 0))
     labels = cells[rows, cols]
     flat = labels * N_SECTORS + sector(rows - centroid_row[labels], cols - centroid_col[labels])
@@ -153,6 +160,7 @@ def quantised_cell_sums(rgb, cells, codes, tables, alt_dab_table, centroid_row, 
     out["hem_sum"] = np.zeros(n, np.int64)
     np.add.at(out["hem_sum"], cells[nucleus] - 1, q_hem[nucleus])
     out["sectors"] = np.zeros((n + 1, N_SECTORS, 6), np.int64)
+    centroid_row, centroid_col = on_centroid_grid(centroid_row), on_centroid_grid(centroid_col)
     for first, selected in ((0, BAND_CODES), (3, RIDGE_CODES)):
         rows, cols = np.nonzero(inside & np.isin(codes, selected))
         labels = cells[rows, cols]
