@@ -26,7 +26,7 @@ from ._kernels import cells as cell_kernels
 from ._kernels import filters, labels as label_kernels
 from ._kernels import ridges as ridge_kernels
 from ._kernels.rows import row_bands, thread_bands
-from .constants import MEMBRANE
+from .constants import MEMBRANE, Q_SCALE
 from .measure import label_stats
 
 #: Smallest distance between two nucleus seeds when splitting touching nuclei (um): about
@@ -94,6 +94,17 @@ RIDGE_HEMATOXYLIN_RADIUS_UM = 1.0
 #: the ridge filter (3 sigma, an opening of the disk), a pixel of crest test and of dilation,
 #: and the hematoxylin's opening (pixels of at most 0.5 um).
 RIDGE_REACH_UM = 3.0 * RIDGE_SIGMA_UM + 2.0 * RIDGE_RADIUS_UM + 2.0 * RIDGE_HEMATOXYLIN_RADIUS_UM + 1.0
+#: A nucleus whose mean DAB is at least this (OD) is brown (a nuclear stain): its weak
+#: hematoxylin outlines it only in part, and the rest of its brown would be read as cytoplasm
+#: and membrane. It takes the pixels outside every nucleus within ``BROWN_OUTLINE_UM`` of it
+#: (and nearer to it than to any other brown nucleus) whose smoothed DAB is at least
+#: ``BROWN_OUTLINE_FRACTION`` of its own mean. A nucleus with DAB-poor chromatin (a membrane
+#: or cytoplasm stain) is not grown, so a stained cell body never becomes nucleus; at 0.3 OD
+#: the nuclei of CXCR4-positive lymphocytes, which read some of their stained rim, grew and
+#: were typed tumour (generated infiltrated cohort tumour F1 0.952 -> 0.947; 0.951 at 0.4).
+BROWN_NUCLEUS_DAB = 0.4
+BROWN_OUTLINE_UM = 3.0
+BROWN_OUTLINE_FRACTION = 0.3
 #: Largest cell expansion (pixels) whose distances the expansion kernel's float32 keys
 #: hold exactly (2 r^2 2^shift + 2 r < 2^23); 63 um at 0.5 um/px.
 MAX_EXPANSION_PX = 127
@@ -318,8 +329,8 @@ def detect_nuclei(hematoxylin, *, mpp, params=NucleusParams(), dab=None):
         Pixel size in micrometres.
     params : NucleusParams
     dab : (M, N) ndarray of float32, optional
-        DAB concentration; with ``params.dab_threshold`` > 0, brown nuclei are found on it too
-        (see Notes).
+        DAB concentration: brown nuclei take their whole brown outline (:func:`brown_outlines`)
+        and, with ``params.dab_threshold`` > 0, are found on it too (see Notes).
 
     Returns
     -------
@@ -344,7 +355,8 @@ def detect_nuclei(hematoxylin, *, mpp, params=NucleusParams(), dab=None):
 
     Touching nuclei are split by a watershed of the distance transform of the mask, seeded
     at its maxima at least ``SPLIT_MIN_DISTANCE_UM`` apart and ``SPLIT_MIN_DEPTH_UM`` deep.
-    Nuclei outside the area limits are dropped after splitting.
+    Nuclei outside the area limits are dropped after splitting; then, with ``dab``, brown
+    nuclei are grown to their brown outline (:func:`brown_outlines`).
     """
     if mpp <= 0:
         raise ValueError(f"pixel size must be positive, got {mpp!r}")
@@ -359,7 +371,57 @@ def detect_nuclei(hematoxylin, *, mpp, params=NucleusParams(), dab=None):
     areas, boxes = label_stats(labels, n)
     if params.split and n > 1:
         areas = _split_touching(foreground, labels, areas, boxes, mpp=mpp)
-    return _filter_by_area(labels, areas, mpp=mpp, params=params)
+    labels = _filter_by_area(labels, areas, mpp=mpp, params=params)
+    return labels if dab is None else brown_outlines(labels, dab, mpp=mpp, sigma_um=params.sigma_um)
+
+
+def brown_outlines(labels, dab, *, mpp, sigma_um):
+    """Brown nuclei grown to their whole brown outline (see ``BROWN_NUCLEUS_DAB``).
+
+    On the OS-2 Ki67 scan, read at the CXCR4 default compartments (membrane and cytoplasm),
+    the rims of dark brown nuclei outside their hematoxylin outline made 16% of cells positive
+    (5.1% with this), on a stain that is purely nuclear.
+
+    Parameters
+    ----------
+    labels : (M, N) ndarray of int32
+        Nuclei 1..n.
+    dab : (M, N) ndarray of float32
+        DAB concentration (OD).
+    mpp : float
+    sigma_um : float
+        Smoothing of the DAB that the outline is taken on (the nucleus signal's).
+
+    Returns
+    -------
+    (M, N) ndarray of int32
+        ``labels`` with background pixels taken by brown nuclei.
+    """
+    labels = np.ascontiguousarray(labels, dtype=np.int32)
+    n = int(labels.max(initial=0))
+    if n == 0:
+        return labels
+    dab = np.ascontiguousarray(dab, dtype=np.float32)
+    bands = thread_bands(labels.shape[0])
+    counts = np.zeros((numba.get_num_threads(), n + 1), np.int64)
+    sums = np.zeros_like(counts)
+    label_kernels.label_sums_kernel(labels, dab, Q_SCALE, bands, counts, sums)
+    counts, sums = counts.sum(axis=0), sums.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(counts > 0, sums / (Q_SCALE * counts), 0.0)
+    brown = mean >= BROWN_NUCLEUS_DAB
+    brown[0] = False
+    if not brown.any():
+        return labels
+    # The nearest brown nucleus, blue ones ignored: a brown rim next to a blue neighbour is
+    # still the brown nucleus's (the blue one's own pixels are never taken).
+    brown_only = np.empty_like(labels)
+    label_kernels.relabel_kernel(labels, np.where(brown, np.arange(n + 1), 0).astype(np.int32), brown_only)
+    nearest = expand_cells(brown_only, mpp=mpp, expansion_um=BROWN_OUTLINE_UM)
+    smoothed = _gaussian(dab, sigma_um / mpp) if sigma_um > 0 else dab
+    out = np.empty_like(labels)
+    label_kernels.take_where_kernel(labels, nearest, smoothed, (BROWN_OUTLINE_FRACTION * mean).astype(np.float32), out)
+    return out
 
 
 def _foreground(signal, threshold, *, mpp):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .segment import OUTLINE_WINDOW_UM, RIDGE_REACH_UM
+from .segment import BROWN_OUTLINE_UM, OUTLINE_WINDOW_UM, RIDGE_REACH_UM
 
 #: Side of a tile core at analysis resolution (pixels): 2048^2 keeps a job near 1 GB.
 CORE_PX = 2048
@@ -47,14 +47,15 @@ def halo_um(config):
     The largest nucleus kept (diameter of a disc of ``max_area_um2``), the cell expansion and
     membrane band around it, and the reach of the filters that decide its outline: 3 sigma of
     the smoothing, twice the background radius (an opening is an erosion then a dilation),
-    the outline window, and the reach of DAB ridges into the hematoxylin
-    (``segment.RIDGE_REACH_UM``). About 62 um at defaults.
+    the outline window, the reach of DAB ridges into the hematoxylin
+    (``segment.RIDGE_REACH_UM``) and the growth of brown nuclei (``segment.BROWN_OUTLINE_UM``).
+    About 65 um at defaults.
     """
     nuclei = config["nuclei"]
     diameter = 2.0 * math.sqrt(nuclei["max_area_um2"] / math.pi)
     return (diameter + config["cell_expansion_um"] + max(config["membrane_band_um"], config["membrane_capture_um"])
             + 3.0 * nuclei["sigma_um"] + 2.0 * nuclei["background_radius_um"] + OUTLINE_WINDOW_UM
-            + RIDGE_REACH_UM)
+            + RIDGE_REACH_UM + BROWN_OUTLINE_UM)
 
 
 def plan_chunks(shape, *, halo_px, core_px=CORE_PX, tissue=None):

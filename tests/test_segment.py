@@ -583,3 +583,45 @@ def test_ridge_codes_are_band_and_ring_on_ridges(tile):
     with pytest.raises(ValueError, match="ridges shape"):
         segment.compartments(cells, nuclei, mpp=tile.mpp, ridges=ridges[1:])
     assert (codes == expected).mean() > 0.99  # the reference's band is its own brute force
+
+
+def _brown_nucleus_scene():
+    """A brown nucleus (DAB 1.0 OD, radius 8 px) whose hematoxylin outline covers only its
+    upper 11 rows, and a blue nucleus (DAB 0) inside a cell body stained 0.6 OD (radius 14 px)."""
+    rows, cols = np.indices((80, 120))
+    dab = np.zeros(rows.shape, np.float32)
+    brown_blob = (rows - 40) ** 2 + (cols - 30) ** 2 <= 8**2
+    dab[brown_blob] = 1.0
+    body = (rows - 40) ** 2 + (cols - 85) ** 2 <= 14**2
+    dab[body] = 0.6
+    labels = np.zeros(rows.shape, np.int32)
+    labels[brown_blob & (rows <= 42)] = 1  # the part hematoxylin found; the rest within 3 um
+    blue = (rows - 40) ** 2 + (cols - 85) ** 2 <= 6**2
+    labels[blue] = 2
+    dab[blue] = 0.0
+    return labels, dab, brown_blob, body
+
+
+def test_brown_nucleus_takes_its_whole_outline_and_a_stained_body_does_not():
+    """Drawn truth: the brown nucleus's lower half joins it; the blue nucleus in a stained
+    cell body keeps its own outline."""
+    labels, dab, brown_blob, body = _brown_nucleus_scene()
+    grown = segment.brown_outlines(labels, dab, mpp=0.5, sigma_um=1.5)
+    assert (grown[brown_blob] == 1).mean() >= 0.97
+    np.testing.assert_array_equal(grown == 2, labels == 2)
+    assert not (grown[body & (labels == 0)] > 0).any()
+
+
+def test_brown_outlines_match_reference(tile):
+    """Reference: reference.brown_outlines (skimage expand_labels, scipy Gaussian) on the
+    generator's nuclei with a brown share of them; pixels on the DAB level's edge may differ."""
+    labels = tile.nucleus_labels
+    rng = np.random.default_rng(4)
+    dab = rng.normal(0.05, 0.02, labels.shape).astype(np.float32)
+    brown = rng.random(labels.max() + 1) < 0.4
+    blobs = segment.expand_cells(labels, mpp=tile.mpp, expansion_um=2.0)
+    dab[brown[blobs] & (blobs > 0)] += 0.8
+    ours = segment.brown_outlines(labels, dab, mpp=tile.mpp, sigma_um=1.5)
+    expected = reference.brown_outlines(labels, dab, mpp=tile.mpp, sigma_um=1.5)
+    assert (ours != labels).sum() > 500
+    assert (ours != expected).mean() <= 0.001

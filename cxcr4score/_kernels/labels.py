@@ -178,3 +178,32 @@ def _union(parent, a, b):
     a, b = _find(parent, a), _find(parent, b)
     if a != b:
         parent[max(a, b)] = min(a, b)
+
+
+@numba.njit(parallel=True, cache=True)
+def label_sums_kernel(labels, values, scale, row_bands, counts, sums):
+    """counts[t, k] += 1 and sums[t, k] += rint(values * scale) over the pixels of label k >= 1
+    in thread t's bands of rows: integers, so any thread count gives the same totals."""
+    n_cols = labels.shape[1]
+    for band in numba.prange(row_bands.shape[0] - 1):
+        t = numba.get_thread_id()
+        thread_counts, thread_sums = counts[t], sums[t]
+        for i in range(row_bands[band], row_bands[band + 1]):
+            row, value_row = labels[i], values[i]
+            for j in range(n_cols):
+                k = row[j]
+                if k > 0:
+                    thread_counts[k] += 1
+                    thread_sums[k] += np.int64(np.rint(np.float64(value_row[j]) * scale))
+
+
+@numba.njit(parallel=True, cache=True)
+def take_where_kernel(labels, nearest, values, level, out):
+    """out = nearest where labels == 0, nearest > 0 and values >= level[nearest]; else labels."""
+    n_cols = labels.shape[1]
+    for i in numba.prange(labels.shape[0]):
+        row, near, value_row, out_row = labels[i], nearest[i], values[i], out[i]
+        for j in range(n_cols):
+            k = near[j]
+            take = (row[j] == 0) & (k > 0) and value_row[j] >= level[k]
+            out_row[j] = k if take else row[j]
