@@ -47,8 +47,9 @@ def segment_small_case():
     tables = stains.concentration_tables((245.0, 245.0, 245.0), stains.stain_matrix())
     hematoxylin, dab = stains.deconvolve(rgb, tables)
     dab[10, 5:70] += 0.4  # a membrane line: ridges, and hematoxylin lowered beside them
+    dab[(rows - 42) ** 2 + (cols - 48) ** 2 <= 64] += 0.8  # a brown nucleus, and its brown rim
     hematoxylin, ridges = segment.hematoxylin_and_ridges(hematoxylin, dab, mpp=0.5)
-    nuclei = segment.detect_nuclei(hematoxylin, mpp=0.5)
+    nuclei = segment.detect_nuclei(hematoxylin, mpp=0.5, dab=dab)
     cells = segment.expand_cells(nuclei, mpp=0.5)
     codes, exposed = segment.compartments(cells, nuclei, mpp=0.5, capture_um=2.0, ridges=ridges)
     n = int(nuclei.max())
