@@ -72,9 +72,9 @@ _NOT_DELINEATED_TEXT = {
 }
 
 #: A slide's staining is predominantly nuclear, and its patient flagged for review, when more
-#: than this percentage of its positive scored cells are stained in the nucleus (CXCR4 is read
-#: on membrane and cytoplasm; nuclear DAB there points to another antigen or a nuclear clone),
-#: counted from this many positive cells.
+#: than this percentage of its positive scored cells, or of its scored cells with DAB at 1+ in
+#: any compartment, are stained most in the nucleus (CXCR4 is read on membrane and cytoplasm;
+#: nuclear DAB there points to another antigen or a nuclear clone), counted from this many.
 NUCLEAR_PATTERN_PCT, PATTERN_MIN_POSITIVE = 50.0, 10
 
 _DEFINITE = ("eligible", "not_eligible")
@@ -461,13 +461,17 @@ def _patient_row(rows, counts, hists, settings):
 
 
 def _pattern_notes(rows):
-    """Review notes for slides whose positive cells are mostly stained in the nucleus."""
-    if "pct_positive_nuclear" not in rows:
-        return []
-    return [f"staining predominantly nuclear ({row.slide_id}: {row.pct_positive_nuclear:.0f}% of "
-            f"{int(row.n_positive)} positive cells)"
-            for row in rows.itertuples()
-            if row.n_positive >= PATTERN_MIN_POSITIVE and row.pct_positive_nuclear > NUCLEAR_PATTERN_PCT]
+    """Review notes for slides whose positive cells, or whose DAB-stained cells, are mostly
+    stained in the nucleus."""
+    notes = []
+    for row in rows.itertuples():
+        for count, share, what in (("n_positive", "pct_positive_nuclear", "positive"),
+                                   ("n_stained", "pct_stained_nuclear", "DAB-stained")):
+            n, pct = getattr(row, count, None), getattr(row, share, None)
+            if n is not None and pct is not None and n >= PATTERN_MIN_POSITIVE and pct > NUCLEAR_PATTERN_PCT:
+                notes.append(f"staining predominantly nuclear ({row.slide_id}: {pct:.0f}% of {int(n)} {what} cells)")
+                break
+    return notes
 
 
 def _frame(rows, columns):

@@ -266,12 +266,18 @@ def merge_slide(info, measurements, hists, *, config):
 def _pattern_shares(classified, scored):
     """Per staining pattern, the percentage of the slide's positive scored cells
     (``pct_positive_<pattern>``; NaN without positive cells; ``other``: positive by the whole
-    cell only, no compartment reaching 1+), and their count."""
+    cell only, no compartment reaching 1+), and their count; and of the scored cells with any
+    compartment at 1+ or above (``n_stained``), the percentage stained most in the nucleus
+    (``pct_stained_nuclear``): a nuclear stain whose brown nuclei the scored compartments
+    leave out makes few positive cells, but many stained ones."""
     positive = scored & (classified["class"].to_numpy() >= 1)
-    patterns = classified["pattern"].to_numpy()[positive]
+    all_patterns = classified["pattern"].to_numpy()
+    patterns = all_patterns[positive]
     shares = {f"pct_positive_{'other' if p == 'negative' else p}":
               float(100 * np.mean(patterns == p)) if positive.any() else float("nan") for p in score.PATTERNS}
-    return {"n_positive": int(positive.sum()), **shares}
+    stained = all_patterns[scored & (all_patterns != score.PATTERNS[3])]
+    nuclear = float(100 * np.mean(stained == "nuclear")) if stained.size else float("nan")
+    return {"n_positive": int(positive.sum()), **shares, "n_stained": int(stained.size), "pct_stained_nuclear": nuclear}
 
 
 def _slide_qc(info, classified, in_region, scored, config):
@@ -365,6 +371,7 @@ def slides_table(slides, blocks, config):
     tail = slides[list(SLIDES_TAIL)].reset_index(drop=True)
     extra_names = [c for c in ("n_immune_cells", "pct_immune_positive", "n_positive", "pct_positive_membranous",
                                "pct_positive_cytoplasmic", "pct_positive_nuclear", "pct_positive_other",
+                               "n_stained", "pct_stained_nuclear",
                                "tumour_source", "i0_source",
                                "n_cells_detected", "has_roi", "stain_dab_fraction", "stain_notes") if c in slides]
     extra_names += [c for c in slides.columns if c.startswith("qc_") and c not in SLIDES_TAIL]

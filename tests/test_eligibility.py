@@ -419,3 +419,18 @@ def test_predominantly_nuclear_staining_is_a_review_reason(config):
     for n, pct in ((40, 50.0), (9, 100.0)):
         row = one(make_slides(S1 | {"n_positive": n, "pct_positive_nuclear": pct}), make_blocks(("S1", POSITIVE)), config)
         assert "nuclear" not in row["review_reasons"]
+
+
+def test_nuclear_stain_outside_the_scored_compartments_is_a_review_reason(config):
+    """A nuclear stain whose brown nuclei the scored compartments leave out makes few positive
+    cells, none of them nuclear by pattern, but most DAB-stained cells are nuclear (OS-2 Ki67 at
+    the default compartments: 45% of 56 positive, most of the stained cells): flagged on the
+    stained cells, from 10 of them on."""
+    slides = make_slides(S1 | {"n_positive": 56, "pct_positive_nuclear": 45.0, "n_stained": 220,
+                               "pct_stained_nuclear": 81.0})
+    row = one(slides, make_blocks(("S1", POSITIVE)), config)
+    assert "staining predominantly nuclear (S1: 81% of 220 DAB-stained cells)" in row["review_reasons"]
+    for n, pct in ((220, 50.0), (9, 100.0)):
+        slides = make_slides(S1 | {"n_positive": 56, "pct_positive_nuclear": 45.0, "n_stained": n,
+                                   "pct_stained_nuclear": pct})
+        assert "nuclear" not in one(slides, make_blocks(("S1", POSITIVE)), config)["review_reasons"]

@@ -106,3 +106,14 @@ def test_he_slide_is_not_dab_positive(name):
     n, pct, _ = _score(WSI / name, tumour_cells="all")
     assert n > 100, f"{name}: only {n} cells detected"
     assert pct < 2.0, f"{name}: {pct:.1f}% of {n} cells DAB-positive"
+
+
+def test_nuclear_stain_at_the_cxcr4_default_is_small_and_flagged():
+    """Reference: Ki67 is purely nuclear, so read at the CXCR4 default compartments (membrane
+    and cytoplasm) its brown nuclei must not make the cells positive (brown nuclei take their
+    whole brown outline: OS-2-ndpi 5.1%, 16% before), and the slide's DAB-stained cells are
+    mostly nuclear, which flags the patient for review."""
+    n, pct, summary = _score(WSI / "OS-2-ndpi.ome.tif", tumour_cells="all")
+    assert n > 1000
+    assert pct < 8.0, f"{pct:.1f}% positive at membrane + cytoplasm"
+    assert summary["n_stained"] >= 10 and summary["pct_stained_nuclear"] > 50.0, summary["pct_stained_nuclear"]
