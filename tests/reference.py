@@ -62,17 +62,22 @@ def _sector_means(values, cells, where, centroid_row, centroid_col, n):
     return means.reshape(n + 1, N_SECTORS), counts.reshape(n + 1, N_SECTORS)
 
 
-def located_membrane(dab, cells, codes, centroid_row, centroid_col):
+def located_membrane(dab, cells, codes, centroid_row, centroid_col, min_line_sectors=6):
     """The membrane where it is, by definition: per sector the mean DAB of its ridge pixels
-    (codes 5, 6), else of its band pixels (3, 5); per cell the mean over the sectors that have
-    either (NaN if none). Returns ((n,) membrane, (n, 16) sector values)."""
+    (codes 5, 6), else of its band pixels (3, 5); per cell the mean over its ridge sectors when
+    there are at least ``min_line_sectors`` of them, else over the sectors that have either
+    (NaN if none). Returns ((n,) membrane, (n, 16) sector values)."""
     n = int(cells.max())
     ridge, n_ridge = _sector_means(dab, cells, np.isin(codes, RIDGE_CODES), centroid_row, centroid_col, n)
     band, _ = _sector_means(dab, cells, np.isin(codes, BAND_CODES), centroid_row, centroid_col, n)
     sectors = np.where(n_ridge > 0, ridge, band)[1:]
-    with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
-        __import__("warnings").simplefilter("ignore", RuntimeWarning)  # all-NaN cells: NaN
-        return np.nanmean(sectors, axis=1), sectors
+    membrane = np.full(n, np.nan)
+    for i in range(n):
+        line = n_ridge[i + 1] > 0
+        values = sectors[i][line] if line.sum() >= min_line_sectors else sectors[i][~np.isnan(sectors[i])]
+        if values.size:
+            membrane[i] = values.mean()
+    return membrane, sectors
 
 
 def cell_statistics(dab, hematoxylin, cells, codes, centroid_row, centroid_col):

@@ -21,7 +21,7 @@ from cxcr4score._kernels import labels as label_kernels
 from cxcr4score._kernels import resample as resample_kernels
 from cxcr4score._kernels import rows as row_kernels
 from cxcr4score._kernels.statistics import sector_of
-from cxcr4score.constants import CYTOPLASM, MEMBRANE, MEMBRANE_RING, NUCLEUS, SECTOR_COLUMNS
+from cxcr4score.constants import CYTOPLASM, MEMBRANE, MEMBRANE_RIDGE, MEMBRANE_RING, NUCLEUS, Q_SCALE, SECTOR_COLUMNS
 
 from . import nojit_case, reference
 from .threads import THREAD_COUNTS, needs_two_threads, numba_threads
@@ -117,11 +117,19 @@ def test_located_membrane_and_pooled_compartments_match_reference():
     ring = np.random.default_rng(14).random(codes.shape) < 0.3
     codes[ring & (codes == CYTOPLASM)] = MEMBRANE_RING
     codes = _with_ridges(codes, seed=15)
+    # Every third cell without a line, every third keeps it on one row only (a short line in
+    # a few sectors): the three ways a cell's membrane is read.
+    row_index = np.arange(codes.shape[0])[:, None]
+    off_line = (cells % 3 == 0) | ((cells % 3 == 1) & (row_index % 9 != 0))
+    codes = np.where(off_line & (codes >= MEMBRANE_RIDGE), codes - 2, codes).astype(np.uint8)
     assert {5, 6} <= set(np.unique(codes))
     i0 = (243.0, 239.5, 250.0)
     table, _, rows, cols = _run_measure(rgb, cells, codes, i0)
     _, dab = reference.deconvolve(rgb, i0, MATRIX)
     n = int(cells.max())
+    _, n_ridge = reference._sector_means(dab, cells, codes >= MEMBRANE_RIDGE, rows, cols, n)
+    line_sectors = (n_ridge[1:] > 0).sum(axis=1)
+    assert (line_sectors == 0).any() and ((line_sectors > 0) & (line_sectors < 6)).any() and (line_sectors >= 6).any()
     membrane, sectors = reference.located_membrane(dab, cells, codes, rows, cols)
     np.testing.assert_allclose(table["dab_membrane"].to_numpy(), membrane, atol=1e-5, equal_nan=True)
     np.testing.assert_allclose(table[list(SECTOR_COLUMNS)].to_numpy(), sectors, atol=1e-5, equal_nan=True)
@@ -134,6 +142,23 @@ def test_located_membrane_and_pooled_compartments_match_reference():
         np.testing.assert_allclose(table[name].to_numpy(), expected, atol=1e-5, equal_nan=True, err_msg=name)
     membrane_px = np.isin(codes, (3, 5, 6)) & (cells > 0)
     np.testing.assert_array_equal(table["n_membrane"].to_numpy(), np.bincount(cells[membrane_px], minlength=n + 1)[1:])
+
+
+def test_located_membrane_hand_worked():
+    """A line in at least 6 of the 16 sectors is the membrane; a shorter one is averaged with
+    the band's level in the other sectors; no line: the band's mean."""
+    def cell(line_sectors, line=0.5, band=0.05):
+        s = np.zeros((16, 6), np.int64)
+        s[:, 0], s[:, 1], s[:, 2] = 10, round(10 * band * Q_SCALE), round(10 * band * Q_SCALE)
+        s[:line_sectors, 3:] = [2, round(2 * line * Q_SCALE), round(2 * line * Q_SCALE)]
+        return s
+    sectors = np.stack([cell(6), cell(5), cell(0), cell(16), np.zeros((16, 6), np.int64)])
+    sector_dab, membrane, membrane_alt = measure.located_membrane(sectors)
+    assert measure.MIN_LINE_SECTORS == 6
+    np.testing.assert_allclose(membrane[:4], [0.5, (5 * 0.5 + 11 * 0.05) / 16, 0.05, 0.5], atol=1e-6)
+    assert np.isnan(membrane[4]) and np.isnan(sector_dab[4]).all()
+    np.testing.assert_array_equal(membrane_alt, membrane)
+    np.testing.assert_allclose(sector_dab[1, 4:6], [0.5, 0.05], atol=1e-6)
 
 
 def test_cell_sd_matches_numpy():

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from scipy.spatial import cKDTree
 
 from cxcr4score import config, grid, pipeline, stains, synthetic
 from cxcr4score.slide_reader import open_slide
@@ -155,9 +156,11 @@ def test_located_membrane_recovers_blurred_membrane_stain(tmp_path):
 
     A 1 um membrane line loses OD from the band to blur and JPEG 4:2:0; reading it on its
     DAB ridge brings positive membrane-only cells closer to their truth than the band mean
-    alone (median 0.73 against 0.61 of truth on this tile), and keeps negative cells negative
-    except where a stained neighbour's line lies in their own band or ring (a shared
-    membrane: 9 of 163 here).
+    alone, and keeps negative cells negative unless stained neighbours outline them: a line
+    between two cells is one line at this scale, and a cell with more than two stained
+    neighbours (of about five) has a line on more than ``measure.MIN_LINE_SECTORS`` of its
+    sectors, as it looks by eye (on this tile about half of those read >= 0.2; of the others
+    2%).
     """
     spec = synthetic.TileSpec(size_um=(384.0, 384.0), positive_fraction=0.5, pattern_weights=(1.0, 0.0, 0.0))
     tile = synthetic.generate_tile(spec, seed=11)
@@ -171,4 +174,14 @@ def test_located_membrane_recovers_blurred_membrane_stain(tmp_path):
     line = np.median(ours["dab_membrane"][positive] / truth["dab_membrane"][positive])
     band = np.median(ours["dab_membrane_band"][positive] / truth["dab_membrane"][positive])
     assert line >= 0.7 and line > band + 0.1, (line, band)
-    assert (ours["dab_membrane"][negative] >= 0.2).mean() < 0.08
+    # Stained neighbours of each truth cell: within 1.6 median nearest-neighbour distances.
+    xy = tile.truth[["x_um", "y_um"]].to_numpy()
+    stained = ((tile.truth["cell_type"] == "tumour") & (tile.truth["pattern"] == "membrane")).to_numpy()
+    tree = cKDTree(xy)
+    spacing = np.median(tree.query(xy, k=2)[0][:, 1])
+    stained_neighbours = np.array([stained[near].sum() - stained[i]
+                                   for i, near in enumerate(tree.query_ball_point(xy, r=1.6 * spacing))])
+    few = stained_neighbours[truth_idx] <= 2
+    reads_positive = ours["dab_membrane"] >= 0.2
+    assert (negative & few).sum() >= 50
+    assert reads_positive[negative & few].mean() < 0.05
