@@ -73,28 +73,6 @@ def validate_slide(path: str | os.PathLike, *, roi_path: str | os.PathLike = "")
     return info, problems
 
 
-def segment_cells(hematoxylin, dab, *, mpp, config, baseline=0.0):
-    """Nuclei (on hematoxylin without DAB ridges, and on DAB where nuclei are brown), cells and
-    compartments (the membrane located on DAB ridges) of one image at analysis resolution;
-    nuclei are thresholded at ``baseline`` (the slide's,
-    :func:`cxcr4score.segment.signal_baseline`) plus config ``nuclei.threshold``.
-
-    Returns
-    -------
-    nuclei, cells : (M, N) ndarray of int32
-    codes : (M, N) ndarray of uint8
-    exposed_fraction : (n + 1,) ndarray of float64
-    """
-    settings = config["nuclei"]
-    params = segment.NucleusParams(**{**settings, "threshold": baseline + settings["threshold"]})
-    hematoxylin, ridges = segment.hematoxylin_and_ridges(hematoxylin, dab, mpp=mpp)
-    nuclei = segment.detect_nuclei(hematoxylin, mpp=mpp, params=params, dab=dab)
-    cells = segment.expand_cells(nuclei, mpp=mpp, expansion_um=config["cell_expansion_um"])
-    codes, exposed = segment.compartments(cells, nuclei, mpp=mpp, band_um=config["membrane_band_um"],
-                                          capture_um=config["membrane_capture_um"], ridges=ridges)
-    return nuclei, cells, codes, exposed
-
-
 def block_ids(x_um, y_um, block_um):
     """Integer id of the ``block_um`` square block holding each point (row-major)."""
     rows = np.floor(np.asarray(y_um) / block_um).astype(np.int64)
@@ -137,8 +115,9 @@ def measure_chunk(info, chunk, *, config):
     hematoxylin, dab = stains.deconvolve(rgb, tables)
     # Cells are not restricted to the tissue mask: pale stroma can fall below the tissue
     # threshold, and a nucleus is found on its own hematoxylin signal anyway.
-    nuclei, cells, codes, exposed = segment_cells(hematoxylin, dab, mpp=mpp, config=config,
-                                                  baseline=info.nucleus_baseline)
+    nuclei, cells, codes, exposed = segment.segment_cells(hematoxylin, dab, mpp=mpp, config=config,
+                                                          baseline=info.nucleus_baseline,
+                                                          dab_threshold=info.nucleus_dab_threshold)
     n = int(nuclei.max())
     rows, cols, nucleus_px, axis_ratio = measure.nucleus_shape(nuclei, n)
     # A cell belongs to the chunk whose core holds its nucleus centroid (DESIGN section 6).

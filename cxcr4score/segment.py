@@ -124,6 +124,10 @@ class NucleusParams:
     max_area_um2: float = 400.0
     split: bool = True
     dab_threshold: float = 0.0
+    #: The ``dab_threshold`` a slide whose stain reads nuclear gets (config
+    #: ``nuclei.dab_threshold_nuclear_stain``; :mod:`cxcr4score.stain_pattern` decides);
+    #: :func:`detect_nuclei` does not read it.
+    dab_threshold_nuclear_stain: float = 0.3
 
 
 def _disk(radius_px):
@@ -651,3 +655,38 @@ def _disk_half_widths(radius_px):
     footprint = _disk(radius_px)
     r = footprint.shape[0] // 2
     return ((footprint[r:].sum(axis=1) - 1) // 2).astype(np.int64)
+
+
+def segment_cells(hematoxylin, dab, *, mpp, config, baseline=0.0, dab_threshold=None):
+    """Nuclei (on hematoxylin without DAB ridges, and on DAB where nuclei are brown), cells and
+    compartments (the membrane located on DAB ridges) of one image at analysis resolution;
+    nuclei are thresholded at ``baseline`` (the slide's, :func:`signal_baseline`) plus config
+    ``nuclei.threshold``.
+
+    Parameters
+    ----------
+    hematoxylin, dab : (M, N) ndarray of float32
+    mpp : float
+    config : dict
+        Effective configuration.
+    baseline : float, optional
+    dab_threshold : float, optional
+        The slide's DAB threshold for brown nuclei (see
+        :func:`cxcr4score.stain_pattern.nucleus_dab_threshold`); config
+        ``nuclei.dab_threshold`` when not given.
+
+    Returns
+    -------
+    nuclei, cells : (M, N) ndarray of int32
+    codes : (M, N) ndarray of uint8
+    exposed_fraction : (n + 1,) ndarray of float64
+    """
+    settings = config["nuclei"]
+    params = NucleusParams(**{**settings, "threshold": baseline + settings["threshold"],
+                              "dab_threshold": settings["dab_threshold"] if dab_threshold is None else dab_threshold})
+    hematoxylin, ridges = hematoxylin_and_ridges(hematoxylin, dab, mpp=mpp)
+    nuclei = detect_nuclei(hematoxylin, mpp=mpp, params=params, dab=dab)
+    cells = expand_cells(nuclei, mpp=mpp, expansion_um=config["cell_expansion_um"])
+    codes, exposed = compartments(cells, nuclei, mpp=mpp, band_um=config["membrane_band_um"],
+                                  capture_um=config["membrane_capture_um"], ridges=ridges)
+    return nuclei, cells, codes, exposed

@@ -15,7 +15,7 @@ import math
 import cv2
 import numpy as np
 
-from . import __version__, qc_metrics, segment, stain_estimation, stains, tiling, tissue
+from . import __version__, qc_metrics, segment, stain_estimation, stain_pattern, stains, tiling, tissue
 from . import grid as grid_module
 from .pixel_size import MPP_TOLERANCE, resolve_mpp
 from .slide_reader import open_slide
@@ -63,6 +63,10 @@ class SlideInfo:
     nucleus_baseline : float
         Level of the nucleus signal between nuclei (:func:`cxcr4score.segment.signal_baseline`);
         nuclei are thresholded at this plus config ``nuclei.threshold``.
+    nucleus_dab_threshold : float
+        DAB from which brown blobs are nuclei too (0: hematoxylin only), chosen by how the
+        stained cells of the sampled tiles are stained
+        (:func:`cxcr4score.stain_pattern.nucleus_dab_threshold`).
     pixel_qc : dict
         QC metrics measured on pixels (:func:`measure_pixel_qc`).
     chunks : list of str
@@ -95,6 +99,7 @@ class SlideInfo:
     stain_dab_fraction: float | None
     stain_notes: str
     nucleus_baseline: float | None
+    nucleus_dab_threshold: float | None
     pixel_qc: dict | None
     chunks: list
     chunk_boxes: list
@@ -110,7 +115,7 @@ class SlideInfo:
             slide_id=slide_id, patient_id=patient_id, path=str(path), roi=str(roi_path or ""), mpp=nan,
             mpp_source="", level=None, level_shape=None, level_mpp=None, analysis_mpp=nan, shape=[0, 0],
             overview_mpp=None, tissue_mm2=0.0, i0=[nan] * 3, i0_source="", stain_matrix=None, stain_vectors="",
-            stain_source="", stain_dab_fraction=None, stain_notes="", nucleus_baseline=None, pixel_qc=None, chunks=[], chunk_boxes=[],
+            stain_source="", stain_dab_fraction=None, stain_notes="", nucleus_baseline=None, nucleus_dab_threshold=None, pixel_qc=None, chunks=[], chunk_boxes=[],
             qc_status="failed", qc_message=message, cxcr4score_version=__version__,
         )
 
@@ -280,6 +285,14 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
     elif baseline > segment.BASELINE_WARNING:
         warnings.append(f"hematoxylin between nuclei reads {baseline:.2f} OD: nuclei stand out little "
                         "and may be missed or merged")
+    n_stained, pct_nuclear = stain_pattern.nuclear_share(
+        stain_pattern.sampled_patterns(tiles, tables=tables, mpp=grid.mpp, config=config, baseline=baseline))
+    dab_threshold = stain_pattern.nucleus_dab_threshold(config, n_stained, pct_nuclear)
+    stain_notes = estimate.notes + ((f"third stain vector {_vector_text(estimate.matrix[2:])} in use "
+                                     "(its OD does not enter DAB)",) if estimate.third_stain else ())
+    if dab_threshold > 0 and not config["nuclei"]["dab_threshold"]:
+        stain_notes += (f"DAB-stained cells mostly nuclear ({pct_nuclear:.0f}% of {n_stained} in sampled tiles): "
+                        f"nuclei also found on DAB >= {dab_threshold:g} OD",)
     return SlideInfo(
         slide_id=slide_id,
         patient_id=patient_id,
@@ -301,9 +314,9 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
         stain_vectors=_vector_text(estimate.matrix[:2]),
         stain_source=estimate.source,
         stain_dab_fraction=estimate.dab_fraction,
-        stain_notes="; ".join(estimate.notes + ((f"third stain vector {_vector_text(estimate.matrix[2:])} in use "
-                                                  "(its OD does not enter DAB)",) if estimate.third_stain else ())),
+        stain_notes="; ".join(stain_notes),
         nucleus_baseline=baseline,
+        nucleus_dab_threshold=dab_threshold,
         pixel_qc=measure_pixel_qc(overview, overview_mpp, mask, focus_tiles, background.i0, estimate, config),
         chunks=[str(c.index) for c in chunks],
         chunk_boxes=[c.to_json() for c in chunks],

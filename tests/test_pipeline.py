@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from scipy.spatial import cKDTree
 
-from cxcr4score import config, grid, pipeline, stains, synthetic
+from cxcr4score import config, grid, pipeline, segment, stains, synthetic
 from cxcr4score.slide_reader import open_slide
 from cxcr4score.bench import accuracy as bench
 
@@ -80,7 +80,7 @@ def test_cell_areas_are_pixel_counts_of_the_cell_labels(scored):
         rgb = grid.read_box(reader, info.grid, (0, 0, *info.shape))
     tables = stains.concentration_tables(info.i0, np.asarray(info.stain_matrix))
     hematoxylin, dab = stains.deconvolve(rgb, tables)
-    _, cells, _, _ = pipeline.segment_cells(hematoxylin, dab, mpp=0.5, config=CONFIG, baseline=info.nucleus_baseline)
+    _, cells, _, _ = segment.segment_cells(hematoxylin, dab, mpp=0.5, config=CONFIG, baseline=info.nucleus_baseline)
     ids = (measurements["cell_id"] % pipeline._CELL_ID_STRIDE).to_numpy()
     expected = np.bincount(cells.ravel(), minlength=cells.max() + 1)[ids] * 0.25
     np.testing.assert_array_equal(measurements["cell_area_um2"].to_numpy(), expected)

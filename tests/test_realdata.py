@@ -110,12 +110,19 @@ def test_he_slide_is_not_dab_positive(name):
     assert pct < 3.0, f"{name}: {pct:.1f}% of {n} cells DAB-positive"
 
 
-def test_nuclear_stain_at_the_cxcr4_default_is_small_and_flagged():
+@pytest.mark.parametrize("name", ["OS-2-ndpi", "OS-2-vsi"])
+def test_nuclear_stain_at_the_cxcr4_default_is_small_and_flagged(name):
     """Reference: Ki67 is purely nuclear, so read at the CXCR4 default compartments (membrane
-    and cytoplasm) its brown nuclei must not make the cells positive (brown nuclei take their
-    whole brown outline: OS-2-ndpi 5.1%, 16% before), and the slide's DAB-stained cells are
-    mostly nuclear, which flags the patient for review."""
-    n, pct, summary = _score(WSI / "OS-2-ndpi.ome.tif", tumour_cells="all")
-    assert n > 1000
-    assert pct < 8.0, f"{pct:.1f}% positive at membrane + cytoplasm"
+    and cytoplasm) its brown nuclei must not make the cells positive: at most 3% (issue 20).
+    Brown nuclei take their whole brown outline (ndpi 16% -> 5.3%), and the slide, whose sampled
+    DAB-stained cells are mostly nuclear, also finds nuclei on DAB (ndpi 1.6%, vsi 0.6%), which
+    its stain notes say; its DAB-stained cells are mostly nuclear, which flags the patient."""
+    settings = config.merge(config.default_config(), {"tumour_cells": "all"})
+    info, cells, _, summary = pipeline.score_slide(WSI / f"{name}.ome.tif", slide_id=name, config=settings)
+    scored = cells[cells["scored"]]
+    pct = 100.0 * float((scored["class"] >= 1).mean())
+    assert len(scored) > 900
+    assert pct <= 3.0, f"{pct:.1f}% positive at membrane + cytoplasm"
+    assert info.nucleus_dab_threshold == settings["nuclei"]["dab_threshold_nuclear_stain"] > 0
+    assert "DAB-stained cells mostly nuclear" in info.stain_notes
     assert summary["n_stained"] >= 10 and summary["pct_stained_nuclear"] > 50.0, summary["pct_stained_nuclear"]

@@ -429,12 +429,10 @@ def test_expansion_rejects_bad_distances():
 @needs_two_threads
 def test_segmentation_identical_for_any_thread_count(hematoxylin):
     """Exact min/max and integer counts: 1 and 2 threads give identical labels and compartments."""
-    from cxcr4score import pipeline
-
     results = []
     for threads in (1, 2):
         with numba_threads(threads):
-            results.append(pipeline.segment_cells(hematoxylin, np.zeros_like(hematoxylin), mpp=0.5, config=config.default_config()))
+            results.append(segment.segment_cells(hematoxylin, np.zeros_like(hematoxylin), mpp=0.5, config=config.default_config()))
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
 

@@ -146,7 +146,7 @@ def reference_stages(path, config, reference, *, threshold):
     """The reference pipeline's stages, as :func:`our_stages` (nuclei on hematoxylin only)."""
     matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
     i0 = (float(config["default_i0"]),) * 3
-    nuclei_params = {k: v for k, v in config["nuclei"].items() if k not in ("split", "dab_threshold")}
+    nuclei_params = {k: v for k, v in config["nuclei"].items() if k not in ("split", "dab_threshold", "dab_threshold_nuclear_stain")}
     nuclei_params["threshold"] = threshold
 
     def measurement(state):
