@@ -19,10 +19,10 @@ from .eligibility import NUCLEAR_PATTERN_PCT, PATTERN_MIN_POSITIVE
 def sampled_patterns(tiles, *, tables, mpp, config, baseline):
     """The staining pattern of the cells of some tiles that the workflow would score.
 
-    Cells are typed and selected as for scoring (config ``tumour_cells``): with the default,
-    CXCR4-positive lymphocytes, whose stained rim is mostly nucleus at this scale, do not make
-    a membrane stain nuclear (on generated slides whose only stained cells are lymphocytes,
-    52-93% of all stained cells read nuclear).
+    Cells are typed and selected as for scoring (config ``tumour_cells``), so that with the
+    default CXCR4-positive lymphocytes typed immune, whose stained rim is mostly nucleus at
+    this scale, do not count. (On generated slides whose only stained cells are lymphocytes
+    many of them are typed tumour, and the slide still reads nuclear: method.md section 6.)
 
     Parameters
     ----------
