@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import celltype, eligibility, measure, qc, qc_metrics, roi, score, segment, stains, tiling
+from . import celltype, eligibility, measure, qc, qc_metrics, roi, score, segment, stain_pattern, stains, tiling
 from . import grid as grid_module
 from .constants import COMPARTMENT_NAMES, SECTOR_COLUMNS
 from .errors import InputError
@@ -254,9 +254,8 @@ def _pattern_shares(classified, scored):
     patterns = all_patterns[positive]
     shares = {f"pct_positive_{'other' if p == 'negative' else p}":
               float(100 * np.mean(patterns == p)) if positive.any() else float("nan") for p in score.PATTERNS}
-    stained = all_patterns[scored & (all_patterns != score.PATTERNS[3])]
-    nuclear = float(100 * np.mean(stained == "nuclear")) if stained.size else float("nan")
-    return {"n_positive": int(positive.sum()), **shares, "n_stained": int(stained.size), "pct_stained_nuclear": nuclear}
+    n_stained, nuclear = stain_pattern.nuclear_share(all_patterns[scored])
+    return {"n_positive": int(positive.sum()), **shares, "n_stained": n_stained, "pct_stained_nuclear": nuclear}
 
 
 def _slide_qc(info, classified, in_region, scored, config):
