@@ -6,7 +6,8 @@ nuclear morphology, not a trained model, and run on the merged cell table (no pi
 same answer however the slide was tiled):
 
 - stroma: spindle nuclei (fibroblasts, endothelium), long axis at least 1.8 times the short
-  (spindle nuclei are 2.5-6 times longer than wide; blur and pixels round thin ones);
+  (spindle nuclei are 2.5-6 times longer than wide; blur and pixels round thin ones) and
+  thin: at most 5.5 um wide (an ovoid carcinoma nucleus is elongated too, but wide);
 - immune: small (a lymphocyte nucleus is about 7 um across, <= 40 um^2), round and dense,
   darker than the slide's larger nuclei;
 - tumour: the other nuclei of at least 20 um^2 (carcinoma nuclei are usually 40-100 um^2);
@@ -25,6 +26,12 @@ CELL_TYPES = ("tumour", "immune", "stroma", "unknown")
 #: Long-to-short axis ratio from which a nucleus is spindle-shaped (stroma); below the 2.5 of
 #: textbook spindle nuclei because a 2-4 um wide nucleus is rounded by blur and pixels.
 SPINDLE_AXIS_RATIO = 1.8
+#: Widest spindle nucleus (um; the short axis of the ellipse with the nucleus's area and axis
+#: ratio). A fibroblast nucleus is 1.5-3 um wide and blur and outlining add about 2 um
+#: (generated fibroblasts measure 4.5-5.1 um); an ovoid carcinoma nucleus is 5-10 um wide. On
+#: real Ki67 fields a quarter of the pathologists' tumour nuclei are 1.8 times longer than wide,
+#: most of them wider than this: without it they were typed stroma.
+SPINDLE_MAX_WIDTH_UM = 5.5
 #: Largest lymphocyte nucleus (um^2; a disc of about 7 um) and its most elongated shape.
 IMMUNE_MAX_AREA_UM2 = 40.0
 IMMUNE_MAX_AXIS_RATIO = 1.5
@@ -67,7 +74,8 @@ def classify_cell_types(cells):
         return types
     large = area > IMMUNE_MAX_AREA_UM2
     reference = np.nanmedian(darkness[large] if large.sum() >= _MIN_REFERENCE_NUCLEI else darkness)
-    spindle = ratio >= SPINDLE_AXIS_RATIO
+    width = np.sqrt(4.0 * area / (np.pi * ratio))
+    spindle = (ratio >= SPINDLE_AXIS_RATIO) & (width <= SPINDLE_MAX_WIDTH_UM)
     immune = (~spindle & (area <= IMMUNE_MAX_AREA_UM2) & (ratio <= IMMUNE_MAX_AXIS_RATIO)
               & (darkness >= IMMUNE_DARKNESS * reference))
     tumour = ~spindle & ~immune & (area >= TUMOUR_MIN_AREA_UM2)

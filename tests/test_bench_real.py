@@ -67,7 +67,8 @@ def test_point_metrics_hand_worked():
     """Three tumour points (two positive), one lymphocyte point, four cells: one cell matches
     each of the first three points, one is far away."""
     cells = pd.DataFrame({"x": [10.0, 50.0, 90.0, 500.0], "y": [10.0, 10.0, 10.0, 500.0],
-                          "class": [2, 0, 0, 1], "scored": [True, True, True, True]})
+                          "class": [2, 0, 0, 1], "cell_type": ["tumour", "tumour", "stroma", "immune"],
+                          "scored": [True, True, True, True]})
     points = pd.DataFrame({"x": [11.0, 51.0, 91.0, 300.0], "y": [10.0, 10.0, 10.0, 300.0],
                            "label": ["positive", "positive", "negative", "other"]})
     row, pairs = real.point_metrics(cells, points, mpp=0.5)
@@ -77,7 +78,10 @@ def test_point_metrics_hand_worked():
     assert row["agreement"] == pytest.approx(2 / 3)  # the second positive point's cell is class 0
     assert row["n_scored_annotated"] == 3  # the far cell lies outside the annotated area
     assert row["pct_positive_annotated"] == pytest.approx(100 / 3)
-    assert pairs["class"].tolist() == [2, 0, 0] and pairs["matched"].all()
+    assert row["typed_tumour"] == pytest.approx(2 / 3)  # the negative point's cell is typed stroma
+    assert np.isnan(row["typed_immune"])  # the lymphocyte point has no cell within reach
+    assert pairs["class"].tolist() == [2, 0, 0, -1] and pairs["matched"].tolist() == [True] * 3 + [False]
+    assert pairs["cell_type"].tolist() == ["tumour", "tumour", "stroma", ""]
 
 
 def test_csv_and_geojson_points(tmp_path):
@@ -116,13 +120,14 @@ def test_bad_point_files_are_named(tmp_path, body, words):
 
 
 def test_bench_real_on_a_generated_tile(tmp_path, capsys):
-    """Reference: the generator's truth nuclei as points (positive: a class of 1+ or more):
-    nearly all are found, and positive / negative agree on most matched nuclei."""
+    """Reference: the generator's truth nuclei as points (positive: a class of 1+ or more;
+    lymphocytes as "other"): nearly all are found, positive / negative agree on most matched
+    nuclei, and most are typed as the generator drew them."""
     tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(200.0, 200.0)), seed=4)
     synthetic.write_tile(tile, tmp_path / "t.tif")
-    truth = tile.truth[tile.truth["cell_type"] == "tumour"]
-    pd.DataFrame({"slide_id": "t", "x": truth["x"], "y": truth["y"],
-                  "label": np.where(truth["class"] >= 1, "positive", "negative")}).to_csv(tmp_path / "p.csv", index=False)
+    truth = tile.truth[tile.truth["cell_type"].isin(["tumour", "immune"])]
+    label = np.where(truth["cell_type"] == "immune", "lymphocyte", np.where(truth["class"] >= 1, "positive", "negative"))
+    pd.DataFrame({"slide_id": "t", "x": truth["x"], "y": truth["y"], "label": label}).to_csv(tmp_path / "p.csv", index=False)
     pd.DataFrame({"patient_id": ["P"], "slide_id": ["t"], "path": ["t.tif"], "ihc_score": ["2"]}).to_csv(
         tmp_path / "s.tsv", sep="\t", index=False)
     out = tmp_path / "bench.json"
@@ -130,6 +135,8 @@ def test_bench_real_on_a_generated_tile(tmp_path, capsys):
                      "--out", str(tmp_path / "qc"), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["points"]["recall"] > 0.9 and result["points"]["agreement"] > 0.8
+    assert result["points"]["other_points_matched"] > 10
+    assert result["points"]["typed_tumour"] > 0.85 and result["points"]["typed_immune"] > 0.85
     assert result["cores"]["cores"] == 1 and result["slides"][0]["ihc_score"] == 2
     assert (tmp_path / "qc" / "t.png").is_file() and (tmp_path / "qc" / "t.points.csv").is_file()
     assert "points: fields 1" in capsys.readouterr().out

@@ -19,13 +19,14 @@ def test_hand_made_cells():
     table = _cells(tumour + [
         (30.0, 1.1, 0.9),   # small, round, dense: lymphocyte
         (30.0, 1.1, 0.55),  # small, round, pale: a small tumour nucleus
-        (35.0, 3.0, 0.6),   # spindle: fibroblast
+        (35.0, 3.0, 0.6),   # spindle: fibroblast (3.9 um wide)
+        (80.0, 2.0, 0.5),   # elongated but 7.1 um wide: an ovoid carcinoma nucleus
         (30.0, 1.7, 0.9),   # dark but oval: not a lymphocyte
         (8.0, 1.0, 0.3),    # a fragment
     ])
     types = classify_cell_types(table)
     assert list(types[:20]) == ["tumour"] * 20
-    assert list(types[20:]) == ["immune", "tumour", "stroma", "tumour", "unknown"]
+    assert list(types[20:]) == ["immune", "tumour", "stroma", "tumour", "tumour", "unknown"]
 
 
 def test_empty_table():

@@ -12,7 +12,9 @@ Every slide of a sheet is scored through the workflow's code path
   cells in the annotated area (within :data:`ANNOTATED_UM` of a point: a pathologist often
   marks part of a field only) is set beside the points' (positive / tumour points), with
   Spearman's rho and the mean absolute error over fields. The product's own % positive over
-  the whole field is reported beside it (``pct_positive``).
+  the whole field is reported beside it (``pct_positive``). Typing: the share of matched
+  tumour points whose cell is typed tumour (``typed_tumour``) and of matched ``other`` points
+  typed immune (``typed_immune``; on Ki67 fields with lymphocyte points, the lymphocytes).
 - **Scored cores** (a sheet column ``ihc_score``, 0-3, e.g. HER2's): the membrane H-score and
   the share of scored cells with a positive membrane beside each core's score, the tissue share
   of the image (is the glass found?) and where I0 came from.
@@ -159,7 +161,8 @@ def point_metrics(cells, points, *, mpp):
     Parameters
     ----------
     cells : pandas.DataFrame
-        The slide's cell table (``x``, ``y`` in level-0 pixels, ``class``, ``scored``).
+        The slide's cell table (``x``, ``y`` in level-0 pixels, ``class``, ``cell_type``,
+        ``scored``).
     points : pandas.DataFrame
         ``x``, ``y`` (level-0 pixels) and ``label`` of the slide's points.
     mpp : float
@@ -170,13 +173,16 @@ def point_metrics(cells, points, *, mpp):
     row : dict
         Counts and ratios of the slide (see the module notes).
     pairs : pandas.DataFrame
-        One row per tumour point: ``label``, ``matched`` and our ``class`` (-1 unmatched).
+        One row per point: ``label``, ``matched``, our ``class`` (-1 unmatched) and
+        ``cell_type`` ("" unmatched).
     """
     cell_xy, point_xy = cells[["x", "y"]].to_numpy(np.float64), points[["x", "y"]].to_numpy(np.float64)
     ours, where = match_points(cell_xy, point_xy, MATCH_UM / mpp)
     labels = points["label"].to_numpy()
     classes = np.full(len(points), -1, np.int64)
     classes[where] = cells["class"].to_numpy(np.int64)[ours]
+    types = np.full(len(points), "", dtype=object)
+    types[where] = cells["cell_type"].to_numpy()[ours]
     tumour = np.isin(labels, TUMOUR_LABELS)
     matched = classes >= 0
     positive = labels == "positive"
@@ -200,7 +206,10 @@ def point_metrics(cells, points, *, mpp):
     on = matched & tumour
     row["kappa"] = _kappa(positive[on].astype(int), (classes[on] >= 1).astype(int), n_classes=2)
     row["agreement"] = _ratio(int(((classes[on] >= 1) == positive[on]).sum()), int(on.sum()))
-    pairs = pd.DataFrame({"label": labels, "matched": matched, "class": classes})[tumour]
+    other = matched & ~tumour
+    row["typed_tumour"] = _ratio(int((types[on] == "tumour").sum()), int(on.sum()))
+    row["typed_immune"] = _ratio(int((types[other] == "immune").sum()), int(other.sum()))
+    pairs = pd.DataFrame({"label": labels, "matched": matched, "class": classes, "cell_type": types})
     return row, pairs
 
 
@@ -314,6 +323,8 @@ def _point_summary(table, pooled):
     if pooled is None:
         return {}
     fields = table[table["n_tumour_points"].notna()]
+    tumour = pooled[pooled["label"].isin(TUMOUR_LABELS)]
+    other = pooled[~pooled["label"].isin(TUMOUR_LABELS)]
     precision = _ratio(float((fields["precision"] * fields["n_cells_annotated"]).sum()),
                        float(fields["n_cells_annotated"].sum()))
     recall = _ratio(float((fields["recall"] * fields["n_tumour_points"]).sum()), float(fields["n_tumour_points"].sum()))
@@ -323,8 +334,11 @@ def _point_summary(table, pooled):
     return {
         "fields": len(fields), "tumour_points": int(fields["n_tumour_points"].sum()),
         "recall": recall, "precision": precision, "f1": _f1(precision, recall),
-        "kappa": _kappa((pooled["label"] == "positive").astype(int), (pooled["class"] >= 1).astype(int), n_classes=2),
-        "agreement": float(((pooled["class"] >= 1) == (pooled["label"] == "positive")).mean()),
+        "kappa": _kappa((tumour["label"] == "positive").astype(int), (tumour["class"] >= 1).astype(int), n_classes=2),
+        "agreement": float(((tumour["class"] >= 1) == (tumour["label"] == "positive")).mean()),
+        "typed_tumour": float((tumour["cell_type"] == "tumour").mean()) if len(tumour) else float("nan"),
+        "typed_immune": float((other["cell_type"] == "immune").mean()) if len(other) else float("nan"),
+        "other_points_matched": len(other),
         "pct_positive_spearman": rho,
         "pct_positive_mae": float(np.mean(np.abs(ours[ok] - theirs[ok]))) if ok.any() else float("nan"),
         "pct_positive_bias": float(np.mean(ours[ok] - theirs[ok])) if ok.any() else float("nan"),
