@@ -97,6 +97,7 @@ class _Settings:
     compartments_label: str
     pixel_thresholds: tuple
     intervals: dict
+    control: dict | None = None  # config internal_control when enabled
     cells_noun: str = "tumour cells"  # "cells" when every cell is scored (tumour not delineated)
 
 
@@ -119,6 +120,7 @@ def _settings(config):
         compartments_label=",".join(config["compartments"]) if rule == "max" else rule,
         pixel_thresholds=tuple(config["pixel_thresholds"]),
         intervals={k: config["intervals"][k] for k in _INTERVAL_KEYS},
+        control=config["internal_control"] if config["internal_control"]["enabled"] else None,
     )
 
 
@@ -447,6 +449,8 @@ def _patient_row(rows, counts, hists, settings):
         elif call == "indeterminate":
             review.append("call indeterminate")
         reason += "".join(f"; excluded {sid} (QC failed: {messages[sid]})" for sid in failed)
+    if call == "not_eligible":
+        review += _control_notes(rows[rows["slide_id"].isin(unit.slide_ids)], settings.control)
     if source in _NOT_DELINEATED_TEXT:
         reason += f"; {_NOT_DELINEATED_TEXT[source]}"
     return {
@@ -471,6 +475,20 @@ def _pattern_notes(rows):
             if n is not None and pct is not None and n >= PATTERN_MIN_POSITIVE and pct > NUCLEAR_PATTERN_PCT:
                 notes.append(f"staining predominantly nuclear ({row.slide_id}: {pct:.0f}% of {int(n)} {what} cells)")
                 break
+    return notes
+
+
+def _control_notes(rows, control):
+    """Review notes for slides behind a not_eligible call whose immune cells, enough of them to
+    read, show no CXCR4: lymphocytes express it, so the stain itself may have failed."""
+    if control is None:
+        return []
+    notes = []
+    for row in rows.itertuples():
+        n, pct = getattr(row, "n_immune_cells", None), getattr(row, "pct_immune_positive", None)
+        if n is not None and pct is not None and n >= control["min_immune_cells"] and pct < control["min_pct_positive"]:
+            notes.append(f"internal control negative: stain may have failed ({row.slide_id}: {pct:.1f}% of "
+                         f"{int(n)} immune cells positive)")
     return notes
 
 
@@ -537,7 +555,8 @@ def patient_eligibility(slides, blocks, config, *, version):
     config : dict
         The effective config: ``eligibility`` (metric, cutoff, min_cells, threshold_tolerance),
         ``patient_rule``, ``intervals``, ``thresholds``, ``pixel_thresholds``, ``class_rule``,
-        ``compartments``, ``calibrated``.
+        ``compartments``, ``calibrated``, ``internal_control``. Optional slide columns
+        ``n_immune_cells`` and ``pct_immune_positive`` feed the internal control.
     version : str
         Package version written to ``cxcr4score_version``.
 
@@ -573,7 +592,10 @@ def patient_eligibility(slides, blocks, config, *, version):
     slides without a variant use their nominal counts); any change makes it ``indeterminate``
     and the reason names the variant. ``review_required`` is False only when tumour came from an
     ROI or a classifier, thresholds are calibrated, every used slide has QC 'ok', and the call is
-    stable and not indeterminate; ``review_reasons`` lists what failed.
+    stable and not indeterminate; ``review_reasons`` lists what failed. A ``not_eligible``
+    call is also flagged when a slide whose scores it reports has at least
+    ``internal_control.min_immune_cells`` immune cells and fewer than ``min_pct_positive`` %
+    of them positive (internal control negative: the stain may have failed).
     """
     settings = _settings(config)
     required = ["slide_id", "patient_id", "qc_status", "qc_message", "collected", "has_roi", "pixel_hist"]

@@ -1149,6 +1149,8 @@ def write_tile(tile, path, *, jpeg_quality=None):
 # Demo cohort
 # --------------------------------------------------------------------------------------
 
+# The not_eligible patients' lymphocytes stain, as CXCR4's do, so their calls do not read as a
+# failed stain (the internal control).
 # A 0 % slide needs more than about 1,900 tumour cells for its interval (Wilson on n / 5) to
 # lie below the 1 % cutoff, on its own as well (slides that disagree make a patient indeterminate).
 _BIG = (1024.0, 1024.0)
@@ -1174,7 +1176,8 @@ _DEMO_COHORT = (
     _DemoSlide("P01", "P01_B", "eligible", TileSpec(positive_fraction=0.4, lymphocyte_positive_fraction=0.3),
                seed=102, specimen="primary excision", collected="2023-04-20"),
     _DemoSlide("P02", "P02_A", "not_eligible",
-               TileSpec(size_um=_BIG, glass_fraction=0.1, nest_fraction=0.75, positive_fraction=0.0),
+               TileSpec(size_um=_BIG, glass_fraction=0.1, nest_fraction=0.75, positive_fraction=0.0,
+                        lymphocyte_positive_fraction=0.3),
                seed=201, specimen="primary core biopsy"),
     _DemoSlide("P03", "P03_A", "inadequate",
                TileSpec(glass_fraction=0.955, tissue_layout="fragment", nest_fraction=0.8,
@@ -1186,11 +1189,12 @@ _DEMO_COHORT = (
     _DemoSlide("P05", "P05_A", "eligible", TileSpec(positive_fraction=0.3, nest_scale_um=70.0),
                seed=501, specimen="primary excision", roi=True),
     _DemoSlide("P06", "P06_A", "not_eligible",
-               TileSpec(size_um=_BIG, glass_fraction=0.1, nest_fraction=0.75, positive_fraction=0.0),
+               TileSpec(size_um=_BIG, glass_fraction=0.1, nest_fraction=0.75, positive_fraction=0.0,
+                        lymphocyte_positive_fraction=0.3),
                seed=601, specimen="primary core biopsy", collected="2022-11-08"),
     _DemoSlide("P06", "P06_B", "not_eligible",
                TileSpec(size_um=(768.0, 768.0), mpp=0.25, glass_fraction=0.05, nest_fraction=0.85,
-                        cell_diameter_um=(11.0, 15.0), positive_fraction=0.0),
+                        cell_diameter_um=(11.0, 15.0), positive_fraction=0.0, lymphocyte_positive_fraction=0.3),
                seed=602, specimen="axillary lymph node metastasis", collected="2024-01-22"),
 )
 

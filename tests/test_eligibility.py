@@ -434,3 +434,23 @@ def test_nuclear_stain_outside_the_scored_compartments_is_a_review_reason(config
         slides = make_slides(S1 | {"n_positive": 56, "pct_positive_nuclear": 45.0, "n_stained": n,
                                    "pct_stained_nuclear": pct})
         assert "nuclear" not in one(slides, make_blocks(("S1", POSITIVE)), config)["review_reasons"]
+
+
+def test_internal_control_negative_is_a_review_reason(config):
+    """Lymphocytes express CXCR4: a not_eligible call on a slide with enough immune cells and
+    none positive says the stain may have failed; positive lymphocytes, too few of them, an
+    eligible call or the control turned off say nothing."""
+    failed = S1 | {"n_immune_cells": 120, "pct_immune_positive": 0.0}
+    row = one(make_slides(failed), make_blocks(("S1", NEGATIVE)), config, calibrated=True)
+    assert row["call"] == "not_eligible" and row["review_required"]
+    assert row["review_reasons"] == "internal control negative: stain may have failed (S1: 0.0% of 120 immune cells positive)"
+    quiet = [
+        (S1 | {"n_immune_cells": 120, "pct_immune_positive": 25.0}, NEGATIVE, True),
+        (S1 | {"n_immune_cells": 49, "pct_immune_positive": 0.0}, NEGATIVE, True),
+        (failed, POSITIVE, True),
+        (failed, NEGATIVE, False),
+    ]
+    for slide, block, enabled in quiet:
+        control = dict(config["internal_control"], enabled=enabled)
+        row = one(make_slides(slide), make_blocks(("S1", block)), config, calibrated=True, internal_control=control)
+        assert "internal control" not in row["review_reasons"]

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from scipy.spatial import cKDTree
 
-from cxcr4score import config, grid, pipeline, segment, stains, synthetic
+from cxcr4score import config, eligibility, grid, pipeline, segment, stains, synthetic
 from cxcr4score.slide_reader import open_slide
 from cxcr4score.bench import accuracy as bench
 
@@ -185,3 +185,18 @@ def test_located_membrane_recovers_blurred_membrane_stain(tmp_path):
     reads_positive = ours["dab_membrane"] >= 0.2
     assert (negative & few).sum() >= 50
     assert reads_positive[negative & few].mean() < 0.05
+
+
+@pytest.mark.parametrize("lymphocytes_stained", [False, True])
+def test_internal_control_fires_when_the_stain_is_off(tmp_path, lymphocytes_stained):
+    """A generated tumour-negative patient: with the stain switched off (no DAB anywhere) its
+    not_eligible call says the stain may have failed; with CXCR4-positive lymphocytes it does not."""
+    spec = synthetic.TileSpec(size_um=(1024.0, 1024.0), nest_fraction=0.75, positive_fraction=0.0,
+                              lymphocyte_positive_fraction=0.5 if lymphocytes_stained else 0.0)
+    path = synthetic.write_tile(synthetic.generate_tile(spec, seed=23), tmp_path / "off.tif", jpeg_quality=90)
+    cfg = config.default_config()
+    _, _, blocks, summary = pipeline.score_slide(path, slide_id="S", patient_id="P", config=cfg)
+    assert summary["n_immune_cells"] >= cfg["internal_control"]["min_immune_cells"]
+    calls = eligibility.patient_eligibility(pd.DataFrame([summary]).assign(collected=""), blocks, cfg, version="x")
+    assert calls["call"].item() == "not_eligible"
+    assert ("internal control negative" in calls["review_reasons"].item()) is not lymphocytes_stained

@@ -58,7 +58,7 @@ PIXEL_KEYS = SLIDE_INFO_KEYS + ("cell_expansion_um", "membrane_band_um", "membra
 CLASS_KEYS = ("thresholds", "class_rule", "compartments", "membrane_exposed_max", "tumour_cells",
               "eligibility.threshold_tolerance", "pixel_hematoxylin_min", "qc")
 CALL_KEYS = ("eligibility", "intervals", "patient_rule", "pixel_thresholds", "calibrated",
-             "thresholds", "class_rule", "compartments")
+             "thresholds", "class_rule", "compartments", "internal_control")
 
 
 def config_subset(keys):
