@@ -40,7 +40,7 @@ Tools
     cli             the ``cxcr4score`` command
 """
 
-__version__ = "0.4.0"
+__version__ = "0.4.1"
 
 INTENDED_USE = (
     "Research use only: cxcr4score output supports, and does not replace, "
