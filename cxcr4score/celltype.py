@@ -44,9 +44,13 @@ IMMUNE_DARKNESS = 1.3
 TUMOUR_MIN_AREA_UM2 = 20.0
 #: Fewer larger nuclei than this: the darkness reference is the median of all nuclei.
 _MIN_REFERENCE_NUCLEI = 20
+#: Relative shift of the typing limits (lymphocyte darkness, area and roundness; spindle
+#: width) under which a call is re-made: typing is a boundary too, and a call that rests on
+#: cells near it is not stable (DESIGN section 5 re-makes the call under each variant).
+TYPING_TOLERANCE = 0.1
 
 
-def classify_cell_types(cells):
+def classify_cell_types(cells, *, shift=0.0):
     """Cell type of every cell from its nucleus.
 
     Parameters
@@ -54,6 +58,10 @@ def classify_cell_types(cells):
     cells : pandas.DataFrame
         ``nucleus_area_um2``, ``nucleus_axis_ratio`` and ``hematoxylin_nucleus`` per cell
         (one slide).
+    shift : float, optional
+        Relative shift of every typing limit towards more tumour cells (positive: lymphocytes
+        must be darker, smaller and rounder, spindles thinner) or fewer (negative); 0 is the
+        rule itself, ``-/+ TYPING_TOLERANCE`` the stability variants.
 
     Returns
     -------
@@ -75,9 +83,10 @@ def classify_cell_types(cells):
     large = area > IMMUNE_MAX_AREA_UM2
     reference = np.nanmedian(darkness[large] if large.sum() >= _MIN_REFERENCE_NUCLEI else darkness)
     width = np.sqrt(4.0 * area / (np.pi * ratio))
-    spindle = (ratio >= SPINDLE_AXIS_RATIO) & (width <= SPINDLE_MAX_WIDTH_UM)
-    immune = (~spindle & (area <= IMMUNE_MAX_AREA_UM2) & (ratio <= IMMUNE_MAX_AXIS_RATIO)
-              & (darkness >= IMMUNE_DARKNESS * reference))
+    spindle = (ratio >= SPINDLE_AXIS_RATIO) & (width <= SPINDLE_MAX_WIDTH_UM * (1.0 - shift))
+    immune = (~spindle & (area <= IMMUNE_MAX_AREA_UM2 * (1.0 - shift))
+              & (ratio <= 1.0 + (IMMUNE_MAX_AXIS_RATIO - 1.0) * (1.0 - shift))
+              & (darkness >= IMMUNE_DARKNESS * (1.0 + shift) * reference))
     tumour = ~spindle & ~immune & (area >= TUMOUR_MIN_AREA_UM2)
     types[spindle] = "stroma"
     types[immune] = "immune"

@@ -10,6 +10,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from .celltype import TYPING_TOLERANCE
 from .constants import HIST_BINS
 from .score import (
     COUNT_COLUMNS,
@@ -49,7 +50,7 @@ PATIENT_RULES = ("pooled", "any_slide", "all_slides", "most_recent")
 
 #: Scoring variants in ``blocks``: the nominal one, then the sensitivity re-evaluations.
 NOMINAL = "nominal"
-VARIANTS = ("thresholds_minus", "thresholds_plus", "alt_i0")
+VARIANTS = ("thresholds_minus", "thresholds_plus", "alt_i0", "typing_fewer", "typing_more")
 
 #: DAB columns with an alternative-background twin ``<name>_alt`` (the ``alt_i0`` variant).
 _ALT_COLUMNS = ("dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell")
@@ -124,7 +125,7 @@ def _settings(config):
     )
 
 
-def variant_block_counts(measurements, classified, scored, *, config, alt_differs):
+def variant_block_counts(measurements, classified, scored, *, config, alt_differs, typing_scored=None):
     """Class counts of the scored cells per 500 um block, nominal and for each sensitivity variant.
 
     Parameters
@@ -140,13 +141,18 @@ def variant_block_counts(measurements, classified, scored, *, config, alt_differ
     alt_differs : bool
         Whether the alternative I0 / stain choice differs from the one used (measured glass
         or estimated stains); only then is the ``alt_i0`` variant counted.
+    typing_scored : dict, optional
+        ``{"typing_fewer": mask, "typing_more": mask}``: the cells scored when the tumour
+        typing limits are shifted towards fewer / more tumour cells
+        (:data:`cxcr4score.celltype.TYPING_TOLERANCE`); their nominal classes are counted.
 
     Returns
     -------
     pandas.DataFrame
         Long table ``variant, measure, block_id, n0..n3``: the nominal counts of every
-        measure (:data:`MEASURES`), then the scored class with thresholds -/+ the tolerance and
-        with the alternative I0 / stain choice (DESIGN section 5).
+        measure (:data:`MEASURES`), then the scored class with thresholds -/+ the tolerance,
+        with the alternative I0 / stain choice (DESIGN section 5) and over the cells scored
+        under shifted typing.
     """
     thresholds = np.asarray(config["thresholds"], dtype=np.float64)
     tolerance = config["eligibility"]["threshold_tolerance"]
@@ -161,6 +167,10 @@ def variant_block_counts(measurements, classified, scored, *, config, alt_differ
             swapped[name] = measurements[f"{name}_alt"]
         alt = classify_cells(swapped, config)["class"].to_numpy()[scored]
         parts.append(_count_rows(alt, blocks, variant="alt_i0", measure="class"))
+    nominal = classified["class"].to_numpy()
+    block_ids = classified["block_id"].to_numpy()
+    for variant, mask in (typing_scored or {}).items():
+        parts.append(_count_rows(nominal[mask], block_ids[mask], variant=variant, measure="class"))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -177,6 +187,8 @@ def _variant_label(variant, settings):
         "thresholds_minus": f"thresholds -{settings.tolerance:g}",
         "thresholds_plus": f"thresholds +{settings.tolerance:g}",
         "alt_i0": "the alternative I0/stain choice",
+        "typing_fewer": f"tumour typing limits shifted {TYPING_TOLERANCE:.0%} towards fewer tumour cells",
+        "typing_more": f"tumour typing limits shifted {TYPING_TOLERANCE:.0%} towards more tumour cells",
     }[variant]
 
 

@@ -212,7 +212,8 @@ def merge_slide(info, measurements, hists, *, config):
     classified["pattern"] = score.staining_pattern(measurements, threshold=config["thresholds"][0],
                                                    exposed_max=config["membrane_exposed_max"])
     alt_differs = info.i0_source != "default" or info.stain_source == "estimated"
-    blocks = eligibility.variant_block_counts(measurements, classified, scored, config=config, alt_differs=alt_differs)
+    blocks = eligibility.variant_block_counts(measurements, classified, scored, config=config, alt_differs=alt_differs,
+                                              typing_scored=_typing_variants(measurements, in_region, config))
     blocks.insert(0, "slide_id", info.slide_id)
     extra = [c for c in classified.columns if c not in CELL_COLUMNS and c not in SECTOR_COLUMNS]
     cells = classified[list(CELL_COLUMNS) + extra]
@@ -240,6 +241,17 @@ def merge_slide(info, measurements, hists, *, config):
         "stain_notes": info.stain_notes,
     }
     return cells, blocks, summary
+
+
+def _typing_variants(measurements, in_region, config):
+    """The cells scored with the typing limits shifted -/+ ``celltype.TYPING_TOLERANCE``
+    (``typing_fewer`` / ``typing_more``); none when every cell is scored."""
+    if config["tumour_cells"] != "morphology":
+        return {}
+    return {variant: celltype.scored_cells(celltype.classify_cell_types(measurements, shift=shift), in_region,
+                                           tumour_cells="morphology")[0]
+            for variant, shift in (("typing_fewer", -celltype.TYPING_TOLERANCE),
+                                   ("typing_more", celltype.TYPING_TOLERANCE))}
 
 
 def _pattern_shares(classified, scored):

@@ -29,6 +29,22 @@ def test_hand_made_cells():
     assert list(types[20:]) == ["immune", "tumour", "stroma", "tumour", "tumour", "unknown"]
 
 
+def test_typing_shift_moves_the_limits():
+    """A shift towards more tumour cells types borderline lymphocytes and spindles as tumour,
+    one towards fewer does the reverse; clear cases stay."""
+    table = _cells([(60.0, 1.2, 0.5)] * 20 + [
+        (30.0, 1.1, 0.9),    # clearly a lymphocyte (1.8 times the reference)
+        (30.0, 1.1, 0.67),   # a lymphocyte by 1.34 times the reference, not by 1.43
+        (30.0, 1.1, 0.62),   # 1.24 times: tumour, but a lymphocyte at 1.17
+        (40.0, 2.0, 0.5),    # spindle 5.05 um wide: tumour below 4.95 um
+        (60.0, 2.0, 0.5),    # 6.2 um wide: tumour, above the 6.05 um of the shift towards fewer
+    ])
+    nominal, more, fewer = (classify_cell_types(table, shift=s)[20:] for s in (0.0, 0.1, -0.1))
+    assert list(nominal) == ["immune", "immune", "tumour", "stroma", "tumour"]
+    assert list(more) == ["immune", "tumour", "tumour", "tumour", "tumour"]
+    assert list(fewer) == ["immune", "immune", "immune", "stroma", "tumour"]
+
+
 def test_empty_table():
     assert classify_cell_types(_cells([])).size == 0
 

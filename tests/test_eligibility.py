@@ -322,6 +322,16 @@ def test_alt_i0_variant_flips_call(config):
     assert "call changes with the alternative I0/stain choice" in row["review_reasons"]
 
 
+def test_typing_variant_flips_call(config):
+    """Issue 21: the call is re-made over the cells scored with the typing limits shifted;
+    positive cells that only looser typing counts as tumour make a 0% call indeterminate."""
+    more = pd.DataFrame(blocks_of("S1", POSITIVE, variant="typing_more", measures=("class",)))
+    blocks = pd.concat([make_blocks(("S1", NEGATIVE)), more], ignore_index=True)
+    row = one(make_slides(S1), blocks, config)
+    assert row["call"] == "indeterminate"
+    assert "call changes to eligible with tumour typing limits shifted 10% towards more tumour cells" in row["reason"]
+
+
 def test_alt_i0_absent_for_a_slide_uses_nominal(config):
     """alt_i0 missing for a slide (equal to nominal): that slide's nominal counts stand in; the call is stable."""
     blocks = pd.concat(
