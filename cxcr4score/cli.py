@@ -1,4 +1,4 @@
-"""Console entry points: ``cxcr4score score | synth | bench``.
+"""Console entry points: ``cxcr4score score | synth | calibrate | bench``.
 
 A thin shell over the package: ``score`` runs the same per-slide stages as the Snakemake
 workflow (:func:`cxcr4score.pipeline.score_slide`) without Snakemake.
@@ -39,6 +39,23 @@ def get_arg_parser():
                        help="tiles of a named generator configuration (patient k of its cohort, seed from the "
                             "configuration; --size is then the side at 0.5 um/px and the configuration sets "
                             "pixel size, positive fraction and JPEG quality)")
+
+    calibrate = commands.add_parser(
+        "calibrate", help="fit the thresholds to a pathologist's scores (cross-validated) and write a calibration record")
+    calibrate.add_argument("--truth", required=True, type=Path, metavar="FILE",
+                           help="pathologist scores: patient_id (or slide_id) and h_score, pct_positive or ihc_score")
+    calibrate.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
+                           help="results folder of the scored slides [%(default)s]")
+    calibrate.add_argument("--out", required=True, type=Path, metavar="YAML", help="calibration record to write")
+    calibrate.add_argument("--unit", choices=("patient", "slide"), default="patient",
+                           help="what the pathologist scored; slides of a patient share a fold [%(default)s]")
+    calibrate.add_argument("--measure", choices=("h_score", "pct_positive", "ihc_score"),
+                           help="the score to fit when the file gives several")
+    calibrate.add_argument("--folds", type=int, default=5, metavar="K", help="cross-validation folds [%(default)s]")
+    calibrate.add_argument("--score-share", type=float, default=10.0, metavar="PCT",
+                           help="ihc_score: a class counts when more than this %% of tumour cells reach it "
+                                "[%(default)s, HER2 ASCO/CAP]")
+    calibrate.add_argument("--json", type=Path, metavar="FILE", help="also write the record as JSON")
 
     bench = commands.add_parser("bench", help="speed, accuracy, concordance and real-image benchmarks")
     bench.add_argument("kind", choices=("speed", "accuracy", "concordance", "real"))
@@ -84,7 +101,7 @@ def run_score(args):
     from . import pipeline, runtime
     from .errors import InputError
     from .sheets import image_stem, sanitise_id
-    from .tables import write_table
+    from .tables import write_table, write_yaml
 
     runtime.keep_freed_memory()
     config = cx_config.from_file(args.config)
@@ -111,6 +128,7 @@ def run_score(args):
         blocks.append(block_table)
     if not rows:
         return 1
+    write_yaml(config, out / "config.effective.yaml")
     slides = pd.DataFrame(rows)
     slides["collected"] = ""
     table = pipeline.slides_table(slides, pd.concat(blocks, ignore_index=True), config)
@@ -161,6 +179,21 @@ def _synth_configuration(args):
     return 0
 
 
+def run_calibrate(args):
+    """``cxcr4score calibrate``: see :mod:`cxcr4score.calibrate_command`."""
+    import json
+
+    from . import calibrate_command
+
+    if args.folds < 2:
+        print("error: --folds must be at least 2", file=sys.stderr)
+        return 2
+    record = calibrate_command.main(args)
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=1))
+    return 0
+
+
 def run_bench(args):
     """``cxcr4score bench``: see :mod:`cxcr4score.bench`."""
     from . import bench
@@ -177,7 +210,7 @@ def main(argv=None):
 
     args = get_arg_parser().parse_args(argv)
     print(INTENDED_USE, file=sys.stderr)
-    runner = {"score": run_score, "synth": run_synth, "bench": run_bench}[args.command]
+    runner = {"score": run_score, "synth": run_synth, "calibrate": run_calibrate, "bench": run_bench}[args.command]
     try:
         return runner(args)
     except (ConfigError, InputError, OSError) as err:

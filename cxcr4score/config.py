@@ -153,7 +153,26 @@ def validate(config, schema=None):
         _check_increasing(effective, key)
     if effective["nuclei"]["min_area_um2"] >= effective["nuclei"]["max_area_um2"]:
         raise ConfigError("config key 'nuclei': min_area_um2 must be below max_area_um2")
+    _check_calibration(effective)
     return effective
+
+
+def _check_calibration(effective):
+    """``calibrated`` is true exactly when ``calibration`` names a record that fits this config."""
+    from .calibration_record import config_problems, read_record
+
+    path = effective["calibration"]
+    if not path:
+        if effective["calibrated"]:
+            raise ConfigError("config key 'calibrated': true needs a calibration record; run cxcr4score "
+                              "calibrate and set calibration: RECORD.yaml (it sets calibrated)")
+        return
+    record, problems = read_record(path)
+    if record is not None:
+        problems = config_problems(record, effective, path)
+    if problems:
+        raise ConfigError("config key 'calibration':\n  " + "\n  ".join(problems))
+    effective["calibrated"] = True
 
 
 def default_config():

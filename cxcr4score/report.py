@@ -36,7 +36,7 @@ def _table(frame, columns, row_class=None):
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def render_report(eligibility, slides, qc_pictures, *, out_path, assay, version):
+def render_report(eligibility, slides, qc_pictures, *, out_path, assay, version, calibration=""):
     """HTML text of the report.
 
     Parameters
@@ -50,6 +50,9 @@ def render_report(eligibility, slides, qc_pictures, *, out_path, assay, version)
     assay : dict
         ``antibody_clone`` and ``protocol_id`` from the config.
     version : str
+    calibration : str
+        The thresholds and their calibration, in a sentence
+        (:func:`cxcr4score.calibration_record.describe`).
     """
     base = Path(out_path).parent
     pictures = "".join(
@@ -61,6 +64,7 @@ def render_report(eligibility, slides, qc_pictures, *, out_path, assay, version)
         f"<style>{_STYLE}</style></head><body><h1>CXCR4 IHC eligibility report</h1>"
         f"<p class='use'>{html.escape(INTENDED_USE)}</p>"
         f"<p>cxcr4score {html.escape(version)}; assay: {assay_text}</p>"
+        f"<p>{html.escape(calibration)}</p>"
         f"<h2>Patients</h2>{_table(eligibility, _PATIENT_COLUMNS, 'call')}"
         f"<h2>Slides</h2>{_table(slides, _SLIDE_COLUMNS)}"
         f"<h2>QC pictures</h2>{pictures}</body></html>"

@@ -85,6 +85,58 @@ def classify(values, thresholds):
     return classes
 
 
+def _check_rule(class_rule, compartments):
+    if class_rule not in CLASS_RULES:
+        raise ValueError(f"class_rule must be one of {CLASS_RULES}, got {class_rule!r}")
+    bad = [c for c in compartments if c not in COMPARTMENTS]
+    if bad or len(compartments) == 0:
+        raise ValueError(f"compartments must be a non-empty subset of {COMPARTMENTS}, got {compartments!r}")
+
+
+def scored_values(cells, *, class_rule="max", compartments=("membrane", "cytoplasm"), exposed_max=0.5):
+    """The mean DAB OD that decides each cell's scored class.
+
+    A cell is class k or above exactly when this value is at or above the k-th threshold, for
+    any thresholds: the class of a maximum is the maximum of the classes, since classes grow
+    with the value. Calibration (:mod:`cxcr4score.calibration`) tries many thresholds on it.
+
+    Parameters
+    ----------
+    cells : pandas.DataFrame
+        Float columns ``dab_nucleus``, ``dab_cytoplasm``, ``dab_membrane``, ``dab_cell`` and
+        ``membrane_exposed_fraction`` (NaN where a compartment has no pixels). Not modified.
+    class_rule, compartments, exposed_max
+        As :func:`assign_classes`.
+
+    Returns
+    -------
+    values : (N,) ndarray of float64
+        The highest of the chosen compartments' values (membrane replaced by cytoplasm where
+        ``membrane_exposed_fraction`` > ``exposed_max``), NaN ignored; ``dab_cell`` where every
+        chosen compartment is NaN; -inf (class 0) where that is NaN too.
+
+    Raises
+    ------
+    ValueError
+        If ``class_rule`` or a compartment is unknown, ``compartments`` is empty or a required
+        column is missing.
+    """
+    _check_rule(class_rule, compartments)
+    required = [f"dab_{c}" for c in COMPARTMENTS] + ["membrane_exposed_fraction"]
+    missing = [c for c in required if c not in cells.columns]
+    if missing:
+        raise ValueError(f"cells is missing columns {missing}")
+    dab = {c: cells[f"dab_{c}"].to_numpy(np.float64) for c in COMPARTMENTS}
+    exposed = cells["membrane_exposed_fraction"].to_numpy(np.float64) > exposed_max
+    dab["membrane"] = np.where(exposed, dab["cytoplasm"], dab["membrane"])
+    chosen = np.stack([dab[c] for c in (compartments if class_rule == "max" else (class_rule,))])
+    values = np.full(len(cells), -np.inf)
+    some = ~np.all(np.isnan(chosen), axis=0)
+    values[some] = np.nanmax(chosen[:, some], axis=0)
+    values = np.where(some, values, dab["cell"])
+    return np.where(np.isnan(values), -np.inf, values)
+
+
 def assign_classes(
     cells, *, thresholds, class_rule="max", compartments=("membrane", "cytoplasm"), exposed_max=0.5
 ):
@@ -124,30 +176,19 @@ def assign_classes(
     -----
     ``class_<compartment>`` is ``classify(dab_<compartment>)`` (-1 without pixels); the membrane
     substitution for exposed cells applies to the scored ``class`` only, so ``class_membrane``
-    stays the membrane's own class. Missing classes are ignored in the max; when every chosen
+    stays the membrane's own class. ``class`` is the class of :func:`scored_values`: the
+    highest class among the chosen compartments, missing ones ignored; when every chosen
     compartment is missing (an exposed cell without cytoplasm counts as missing), the cell is
     scored on ``class_cell``, and 0 if that is missing too, so ``class`` is always 0-3.
     ``membrane_completeness`` is the fraction of sectors with band pixels whose mean is at or
     above ``thresholds[0]``; NaN when no sector has band pixels.
     """
-    if class_rule not in CLASS_RULES:
-        raise ValueError(f"class_rule must be one of {CLASS_RULES}, got {class_rule!r}")
-    bad = [c for c in compartments if c not in COMPARTMENTS]
-    if bad or len(compartments) == 0:
-        raise ValueError(f"compartments must be a non-empty subset of {COMPARTMENTS}, got {compartments!r}")
-    required = [f"dab_{c}" for c in COMPARTMENTS] + ["membrane_exposed_fraction", *SECTOR_COLUMNS]
-    missing = [c for c in required if c not in cells.columns]
+    _check_rule(class_rule, compartments)
+    missing = [c for c in SECTOR_COLUMNS if c not in cells.columns]
     if missing:
         raise ValueError(f"cells is missing columns {missing}")
     t = _check_thresholds(thresholds)
-
-    classes = {c: classify(cells[f"dab_{c}"].to_numpy(np.float64), t) for c in COMPARTMENTS}
-    exposed = cells["membrane_exposed_fraction"].to_numpy(np.float64) > exposed_max
-    scored = dict(classes, membrane=np.where(exposed, classes["cytoplasm"], classes["membrane"]))
-    chosen = compartments if class_rule == "max" else (class_rule,)
-    cls = np.max(np.stack([scored[c] for c in chosen]), axis=0)
-    cls = np.where(cls == MISSING_CLASS, classes["cell"], cls)
-    cls = np.where(cls == MISSING_CLASS, 0, cls).astype(np.int8)
+    values = scored_values(cells, class_rule=class_rule, compartments=compartments, exposed_max=exposed_max)
 
     sectors = cells[list(SECTOR_COLUMNS)].to_numpy(np.float64)
     with_pixels = np.count_nonzero(~np.isnan(sectors), axis=1)
@@ -157,8 +198,8 @@ def assign_classes(
 
     out = cells.copy()
     for c in COMPARTMENTS:
-        out[f"class_{c}"] = classes[c]
-    out["class"] = cls
+        out[f"class_{c}"] = classify(cells[f"dab_{c}"].to_numpy(np.float64), t)
+    out["class"] = classify(values, t)
     out["membrane_completeness"] = completeness
     return out
 

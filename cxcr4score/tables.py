@@ -1,4 +1,4 @@
-"""Tables written atomically: readers never see a half-written file."""
+"""Tables and YAML files written atomically: readers never see a half-written file."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -34,14 +35,28 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise ValueError(f"table path must end in .csv or .parquet, got {str(path)!r}")
+    if suffix == ".csv":
+        _write_atomic(path, lambda temp: df.to_csv(temp, index=False))
+    else:
+        _write_atomic(path, lambda temp: df.to_parquet(temp, index=False, engine="pyarrow"))
+
+
+def write_yaml(data, path: str | os.PathLike, *, header: str = "") -> None:
+    """Write plain data (dicts, lists, numbers, strings) as YAML, keys in their order, atomically.
+
+    ``header`` (comment lines, each starting with ``#``) goes first.
+    """
+    text = header + yaml.safe_dump(data, sort_keys=False, width=100)
+    _write_atomic(Path(path), lambda temp: Path(temp).write_text(text))
+
+
+def _write_atomic(path, write):
+    """Call ``write(temp)`` on a hidden temporary file beside ``path``, then rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
-        if suffix == ".csv":
-            df.to_csv(temp, index=False)
-        else:
-            df.to_parquet(temp, index=False, engine="pyarrow")
+        write(temp)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

@@ -33,7 +33,8 @@ def test_workflow_schema_is_the_package_schema():
         ({"on_bad_slide": "skip"}, "on_bad_slide", "skip"),
         ({"outdir": "elsewhere"}, "outdir", "elsewhere"),
         ({"slides": "/data/cohort/"}, "slides", "/data/cohort/"),
-        ({"calibrated": "true"}, "calibrated", True),
+        ({"internal_control": "{enabled: false}"}, "internal_control", {"enabled": False, "min_immune_cells": 50,
+                                                                         "min_pct_positive": 1.0}),
         ({"default_mpp": "0.25"}, "default_mpp", 0.25),
     ],
 )

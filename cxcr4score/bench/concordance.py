@@ -75,13 +75,13 @@ def _number(text, where, column, bounds=None):
     return value, None
 
 
-def _duplicates(path, ids):
+def _duplicates(path, ids, key="patient_id"):
     rows = pd.Series(range(1, len(ids) + 1), index=ids)
-    return [f"{path}: patient_id {pid!r} appears in rows {', '.join(map(str, group.tolist()))}"
+    return [f"{path}: {key} {pid!r} appears in rows {', '.join(map(str, group.tolist()))}"
             for pid, group in rows.groupby(level=0, sort=False) if len(group) > 1]
 
 
-def read_truth(path):
+def read_truth(path, *, key="patient_id", measures=None):
     """Read a pathologist's per-patient scores.
 
     Parameters
@@ -91,38 +91,43 @@ def read_truth(path):
         (0-300), ``pct_positive`` (0-100), ``call`` (``eligible`` / ``positive`` or
         ``not_eligible`` / ``negative``, any case). An empty cell or ``NA`` means not scored;
         other columns are ignored.
+    key : str
+        The id column (``slide_id`` for scores per slide).
+    measures : dict, optional
+        Measure columns and their valid ranges, in place of :data:`MEASURES`.
 
     Returns
     -------
     pandas.DataFrame
-        ``patient_id`` (str) and the columns given: measures as float (NaN when not scored),
+        ``key`` (str) and the columns given: measures as float (NaN when not scored),
         ``call`` as 'eligible', 'not_eligible' or ''.
 
     Raises
     ------
     InputError
         Listing every problem, each naming the file and, for a value, the 1-based data row and
-        column: no ``patient_id`` column, none of the scored columns, an empty or duplicate
-        patient id, a value that is not a number or out of range, an unknown call.
+        column: no ``key`` column, none of the scored columns, an empty or duplicate id, a value
+        that is not a number or out of range, an unknown call.
     """
     path = Path(path)
+    measures = MEASURES if measures is None else measures
     table = _read_text_table(path, "pathologist file")
-    given = [c for c in (*MEASURES, "call") if c in table.columns]
+    given = [c for c in (*measures, "call") if c in table.columns]
     problems = []
-    if "patient_id" not in table.columns:
-        problems.append(f"{path}: no 'patient_id' column")
+    if key not in table.columns:
+        problems.append(f"{path}: no {key!r} column")
     if not given:
-        problems.append(f"{path}: none of the columns h_score, pct_positive, call")
+        problems.append(f"{path}: none of the columns {', '.join((*measures, 'call'))}")
     if table.empty:
         problems.append(f"{path}: has no patient rows")
     if problems:
         raise InputError(problems)
-    out = {"patient_id": table["patient_id"].tolist()}
+    out = {key: table[key].tolist()}
     out.update({c: [] for c in given})
     for number, row in enumerate(table.to_dict("records"), start=1):
         where = f"{path} row {number}"
-        if not row["patient_id"]:
-            problems.append(f"{where}: empty patient_id")
+        if not row[key]:
+            problems.append(f"{where}: empty {key}")
         for column in given:
             if column == "call":
                 word = row["call"].lower()
@@ -131,10 +136,10 @@ def read_truth(path):
                                     f"{', '.join(CALL_WORDS)} (or empty)")
                 out["call"].append(CALL_WORDS.get(word, ""))
             else:
-                value, problem = _number(row[column], where, column, MEASURES[column])
+                value, problem = _number(row[column], where, column, measures[column])
                 out[column].append(value)
                 problems.extend([problem] if problem else [])
-    problems.extend(_duplicates(path, table["patient_id"].tolist()))
+    problems.extend(_duplicates(path, table[key].tolist(), key))
     if problems:
         raise InputError(problems)
     return pd.DataFrame(out)

@@ -6,6 +6,7 @@ that `.snakemake/` and results never land in the checkout, and no test changes w
 reads: the demo runs once per module, and a test that reruns it works on its own copy.
 """
 
+import html
 import json
 import re
 import shutil
@@ -143,6 +144,40 @@ def test_threshold_change_reruns_no_pixel_work(demo_copy):
     jobs = result.stdout
     assert "merge_slide" in jobs and "eligibility" in jobs
     assert "measure_chunk" not in jobs and "slide_info" not in jobs and "validate_inputs" not in jobs
+
+
+def test_calibration_record_clears_the_flag_and_reruns_only_the_calls(demo_copy):
+    """`cxcr4score calibrate` on the demo's results, scored by a "pathologist" who gave our own
+    h_score: its measure at the configured thresholds is eligibility.csv's (reference), the fit
+    keeps those thresholds, and a run that references the record is calibrated."""
+    out = demo_copy / DEMO_OUTDIR
+    calls = read_calls(out)
+    truth, record = demo_copy / "pathologist.csv", demo_copy / "calibration.yaml"
+    calls[["patient_id", "h_score"]].to_csv(truth, index=False)
+    cli = Path(sys.executable).with_name("cxcr4score")
+    result = subprocess.run([str(cli), "calibrate", "--truth", str(truth), "--results", DEMO_OUTDIR,
+                             "--out", str(record), "--json", "record.json"],
+                            cwd=demo_copy, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads((demo_copy / "record.json").read_text())
+    ours = calls.set_index("patient_id")["h_score"]
+    for row in payload["per_unit"]:
+        assert row["uncalibrated"] == pytest.approx(ours[row["patient_id"]], abs=1e-6)
+    assert payload["thresholds"] == [0.2, 0.4, 0.6]
+    assert payload["cross_validation"]["held_out"]["mean_abs_error"] == pytest.approx(0, abs=1e-6)
+    assert f"calibration: {record}" in result.stdout
+
+    rerun = snakemake(demo_copy, "--config", f"outdir={DEMO_OUTDIR}", f"calibration={record}")
+    assert not re.search(r"rule (slide_info|measure_chunk|merge_slide):", rerun.stdout + rerun.stderr)
+    calibrated = read_calls(out)
+    assert calibrated["call"].tolist() == calls["call"].tolist()
+    assert not calibrated["review_reasons"].fillna("").str.contains("thresholds not calibrated").any()
+    assert yaml.safe_load((out / "config.effective.yaml").read_text())["calibrated"] is True
+    report = html.unescape((out / "report.html").read_text())
+    assert f"calibrated by {record}, fitted to the pathologist's h_score of 6 patients" in report
+    moved = snakemake(demo_copy, "-n", "--config", f"outdir={DEMO_OUTDIR}", f"calibration={record}",
+                      "thresholds=[0.25,0.5,0.75]", check=False)
+    assert moved.returncode != 0 and "are not the calibrated" in moved.stdout + moved.stderr
 
 
 @pytest.mark.parametrize(

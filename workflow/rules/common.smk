@@ -8,6 +8,7 @@ import yaml
 
 import cxcr4score
 from cxcr4score import config as cx_config
+from cxcr4score.calibration_record import describe as describe_calibration
 from cxcr4score.errors import InputError
 from cxcr4score.sheets import load_slides
 from snakemake.exceptions import WorkflowError
@@ -57,7 +58,7 @@ PIXEL_KEYS = SLIDE_INFO_KEYS + ("cell_expansion_um", "membrane_band_um", "membra
                                "intervals.block_um")
 CLASS_KEYS = ("thresholds", "class_rule", "compartments", "membrane_exposed_max", "tumour_cells",
               "eligibility.threshold_tolerance", "pixel_hematoxylin_min", "qc")
-CALL_KEYS = ("eligibility", "intervals", "patient_rule", "pixel_thresholds", "calibrated",
+CALL_KEYS = ("eligibility", "intervals", "patient_rule", "pixel_thresholds", "calibrated", "calibration",
              "thresholds", "class_rule", "compartments", "internal_control")
 
 

@@ -10,6 +10,7 @@ rule report:
         out("report.html"),
     params:
         assay=config["assay"],
+        calibration=describe_calibration(config),
         version=cxcr4score.__version__,
     conda:
         "../envs/cxcr4score.yaml"

@@ -14,6 +14,7 @@ text = render_report(
     out_path=snakemake.output[0],  # noqa: F821
     assay=snakemake.params.assay,  # noqa: F821
     version=snakemake.params.version,  # noqa: F821
+    calibration=snakemake.params.calibration,  # noqa: F821
 )
 with open(snakemake.output[0], "w") as handle:  # noqa: F821
     handle.write(text)
