@@ -29,14 +29,18 @@ Per slide (the workflow's rules call these through ``pipeline``)
 Per patient and outputs
     eligibility     sensitivity variants, per-slide scores, the per-patient call and reasons
     qc, report      QC pictures; the HTML report
-    tables          atomic table writing
+    tables          atomic table and YAML writing
+Calibration
+    calibration     thresholds fitted to a pathologist's scores, cross-validated
+    calibration_record  the record a config references to be calibrated; its checks
+    calibrate_command   ``cxcr4score calibrate``: reads results and scores, writes the record
 Shared
     constants       compartment codes, sectors, OD fixed point, histogram grid
     _kernels        the Numba kernels, one module per stage
     runtime         threads, memory reuse, compiling kernels before parallel jobs
 Tools
     synthetic, synthetic_cohort   generated tiles with per-cell truth (self-consistency only)
-    bench           ``cxcr4score bench speed | accuracy | concordance``
+    bench           ``cxcr4score bench speed | accuracy | concordance | real``
     cli             the ``cxcr4score`` command
 """
 
