@@ -96,9 +96,10 @@ def _summary_line(row):
 def run_score(args):
     """``cxcr4score score``: score each image; a bad image is reported and the rest go on."""
     import pandas as pd
+    from tqdm import tqdm
 
     from . import config as cx_config
-    from . import pipeline, runtime
+    from . import pipeline, qc, runtime
     from .errors import InputError
     from .sheets import image_stem, sanitise_id
     from .tables import write_table, write_yaml
@@ -114,16 +115,24 @@ def run_score(args):
         raise InputError(clashes)
     rows, blocks, failed = [], [], 0
     for path, slide_id in zip(args.images, slide_ids):
-        try:
-            _, cells, block_table, summary = pipeline.score_slide(
-                path, slide_id=slide_id, patient_id=slide_id,
-                sheet_mpp="" if args.mpp is None else str(args.mpp), config=config,
-            )
-        except InputError as err:
-            print(f"error: {err}", file=sys.stderr)
-            failed += 1
-            continue
+        # A bar of the slide's tiles on a terminal; nothing extra in a pipe or a log file.
+        with tqdm(desc=slide_id, unit="tile", leave=False, disable=not sys.stderr.isatty()) as bar:
+            def on_chunk(done, total, bar=bar):
+                bar.total = total
+                bar.update(done - bar.n)
+
+            try:
+                info, cells, block_table, summary = pipeline.score_slide(
+                    path, slide_id=slide_id, patient_id=slide_id,
+                    sheet_mpp="" if args.mpp is None else str(args.mpp), config=config, on_chunk=on_chunk,
+                )
+            except InputError as err:
+                bar.close()
+                print(f"error: {err}", file=sys.stderr)
+                failed += 1
+                continue
         write_table(cells, out / "cells" / f"{slide_id}.parquet")
+        qc.write_png(pipeline.qc_slide(info, cells, config=config), out / "qc" / f"{slide_id}.png")
         rows.append(summary)
         blocks.append(block_table)
     if not rows:

@@ -316,8 +316,10 @@ def qc_slide(info, cells, *, config):
     )
 
 
-def score_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", config):
+def score_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", config, on_chunk=None):
     """All per-slide stages in one call (the ``cxcr4score score`` path).
+
+    ``on_chunk(done, total)``, when given, is called after each measured chunk (progress).
 
     Returns
     -------
@@ -328,7 +330,11 @@ def score_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", con
     """
     info = describe_slide(path, slide_id=slide_id, patient_id=patient_id, sheet_mpp=sheet_mpp,
                       roi_path=roi_path, config=config)
-    parts = [measure_chunk(info, chunk, config=config) for chunk in info.chunks]
+    parts = []
+    for chunk in info.chunks:
+        parts.append(measure_chunk(info, chunk, config=config))
+        if on_chunk is not None:
+            on_chunk(len(parts), len(info.chunks))
     measurements = pd.concat([p[0] for p in parts], ignore_index=True) if parts else empty_measurements()
     cells, blocks, summary = merge_slide(info, measurements, [p[1] for p in parts], config=config)
     return info, cells, blocks, summary

@@ -8,6 +8,8 @@ QC status.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -128,5 +130,6 @@ def qc_picture(overview, *, overview_scale, crop, crop_origin, cell_x, cell_y, c
 
 def write_png(picture, path):
     """Write an RGB picture as PNG (OpenCV writes BGR, so channels are swapped here)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write QC picture {path}")

@@ -41,3 +41,39 @@ def test_help_states_intended_use(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "Research use only" in capsys.readouterr().out
+
+
+def test_score_shows_progress_on_a_terminal_only(tmp_path):
+    """A tile progress bar on a terminal's stderr (a pseudo-terminal here), none in a pipe."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    from pathlib import Path
+
+    from cxcr4score import synthetic
+
+    tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(200.0, 200.0)), seed=3)
+    image = synthetic.write_tile(tile, tmp_path / "t.tif")
+    command = [str(Path(sys.executable).with_name("cxcr4score")), "score", str(image), "--out", str(tmp_path / "o")]
+    leader, follower = pty.openpty()
+    # A terminal 100 columns wide (a new pseudo-terminal has 0, where tqdm draws nothing).
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    run = subprocess.run(command, stdout=subprocess.PIPE, stderr=follower, timeout=600)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert run.returncode == 0
+    assert b"t: 100%" in shown and b"1/1" in shown and b"tile" in shown, shown[-500:]
+    assert b"t: " in run.stdout

@@ -271,3 +271,7 @@ def test_cli_score_same_code_path(tmp_path):
     assert list(slides["slide_id"]) == ["small"]
     cells = pd.read_parquet(tmp_path / "o" / "cells" / "small.parquet")
     assert int(slides.loc[0, "n_cells"]) == cells["scored"].sum() > 0  # tumour cells by morphology
+    assert (tmp_path / "o" / "qc" / "small.png").stat().st_size > 10_000
+    assert not (tmp_path / "o" / "qc" / "broken.png").exists()
+    assert "%|" not in result.stderr  # no progress bar when stderr is not a terminal
+    assert yaml.safe_load((tmp_path / "o" / "config.effective.yaml").read_text())["thresholds"] == [0.2, 0.4, 0.6]
