@@ -50,7 +50,24 @@ _MIN_REFERENCE_NUCLEI = 20
 TYPING_TOLERANCE = 0.1
 
 
-def classify_cell_types(cells, *, shift=0.0):
+def darkness_reference(area_um2, darkness):
+    """The slide's reference nuclear darkness: the median hematoxylin OD of its nuclei larger
+    than ``IMMUNE_MAX_AREA_UM2`` (of all nuclei when fewer than 20 are larger); NaN without
+    nuclei.
+
+    Parameters
+    ----------
+    area_um2, darkness : (K,) array_like of float
+        Nucleus areas and mean nuclear hematoxylin OD.
+    """
+    area, darkness = np.asarray(area_um2, dtype=float), np.asarray(darkness, dtype=float)
+    if not np.isfinite(darkness).any():
+        return float("nan")
+    large = area > IMMUNE_MAX_AREA_UM2
+    return float(np.nanmedian(darkness[large] if large.sum() >= _MIN_REFERENCE_NUCLEI else darkness))
+
+
+def classify_cell_types(cells, *, shift=0.0, reference=None):
     """Cell type of every cell from its nucleus.
 
     Parameters
@@ -62,6 +79,10 @@ def classify_cell_types(cells, *, shift=0.0):
         Relative shift of every typing limit towards more tumour cells (positive: lymphocytes
         must be darker, smaller and rounder, spindles thinner) or fewer (negative); 0 is the
         rule itself, ``-/+ TYPING_TOLERANCE`` the stability variants.
+    reference : float, optional
+        The slide's reference darkness (:func:`darkness_reference`); None (or NaN): that of
+        ``cells``. The workflow passes the slide's, measured on its sampled tiles before any
+        chunk, so that a chunk types its cells as the whole slide does.
 
     Returns
     -------
@@ -70,9 +91,8 @@ def classify_cell_types(cells, *, shift=0.0):
 
     Notes
     -----
-    The darkness reference is the median nuclear hematoxylin of the slide's nuclei larger
-    than ``IMMUNE_MAX_AREA_UM2`` (all nuclei when there are fewer than 20), so the rule
-    follows the slide's own counterstain intensity.
+    A lymphocyte is darker than the reference by ``IMMUNE_DARKNESS``, so the rule follows the
+    slide's own counterstain intensity.
     """
     area = cells["nucleus_area_um2"].to_numpy(float)
     ratio = cells["nucleus_axis_ratio"].to_numpy(float)
@@ -80,8 +100,8 @@ def classify_cell_types(cells, *, shift=0.0):
     types = np.full(len(cells), "unknown", dtype=object)
     if len(cells) == 0:
         return types
-    large = area > IMMUNE_MAX_AREA_UM2
-    reference = np.nanmedian(darkness[large] if large.sum() >= _MIN_REFERENCE_NUCLEI else darkness)
+    if reference is None or not np.isfinite(reference):
+        reference = darkness_reference(area, darkness)
     width = np.sqrt(4.0 * area / (np.pi * ratio))
     spindle = (ratio >= SPINDLE_AXIS_RATIO) & (width <= SPINDLE_MAX_WIDTH_UM * (1.0 - shift))
     immune = (~spindle & (area <= IMMUNE_MAX_AREA_UM2 * (1.0 - shift))

@@ -17,6 +17,9 @@ from .constants import (
 )
 from .stains import channel_pair_rows, check_rgb, check_tables
 
+#: Pixel histograms of :func:`measure_cells` (and ``in_scope`` values): the scored region's
+#: cells, and its cells typed tumour.
+REGION, TUMOUR = 1, 2
 #: Columns of the per-cell accumulators after label 0 and code 0 are dropped: codes 1-6.
 _N_CELL_CODES = N_CODES - 1
 #: Sectors are taken about nucleus centroids rounded to 1 / _CENTROID_GRID of a pixel.
@@ -171,8 +174,9 @@ def measure_cells(
         there is none).
     centroid_row, centroid_col : (n_cells + 1,) ndarray of float64
         Nucleus centroids; the membrane band is split into 16 sectors about them.
-    in_scope : (n_cells + 1,) ndarray of bool
-        Cells whose pixels enter the pixel histogram (tumour region).
+    in_scope : (n_cells + 1,) ndarray of uint8
+        Which pixel histograms a cell's pixels enter: 0 none, 1 the region's (:data:`REGION`),
+        2 the region's and the tumour cells' (:data:`TUMOUR`); bool is read as 0 / 1.
 
     Returns
     -------
@@ -185,9 +189,10 @@ def measure_cells(
         ``dab_membrane_sector_SS``. ``dab_membrane`` (and its ``_alt``) and the sectors are the
         located membrane (:func:`located_membrane`); ``dab_membrane_band`` is the band mean
         alone.
-    hist : (200, 800) ndarray of int64
-        Joint histogram of in-scope pixels: hematoxylin in bins of 0.02 OD (rows), DAB in bins
-        of 0.005 OD (columns), both from -1 to 3 and clamped at both ends; see
+    hist : (2, 200, 800) ndarray of int64
+        Joint histograms of the pixels of cells with ``in_scope`` >= 1 (``hist[REGION]``) and
+        == 2 (``hist[TUMOUR]``): hematoxylin in bins of 0.02 OD (rows), DAB in bins of 0.005
+        OD (columns), both from -1 to 3 and clamped at both ends; see
         :func:`split_by_hematoxylin`.
 
     Notes
@@ -206,7 +211,9 @@ def measure_cells(
     alt = np.ascontiguousarray(alt_dab_table, dtype=np.float32)
     if alt.shape != (3, 256):
         raise ValueError(f"alt_dab_table must have shape (3, 256), got {alt.shape}")
-    scope = np.ascontiguousarray(in_scope, dtype=np.bool_)
+    scope = np.ascontiguousarray(in_scope, dtype=np.uint8)
+    if scope.size and scope.max() > TUMOUR:
+        raise ValueError(f"in_scope values must be 0, 1 or 2, got {scope.max()}")
     rows = np.ascontiguousarray(centroid_row, dtype=np.float64)
     cols = np.ascontiguousarray(centroid_col, dtype=np.float64)
     for name, array in (("in_scope", scope), ("centroid_row", rows), ("centroid_col", cols)):
@@ -225,8 +232,9 @@ def measure_cells(
     sums = np.zeros((n_threads, n_keys, 4), np.int64)
     # Per sector: band pixels, their q(DAB) and q(alternative DAB); the same of ridge pixels.
     sectors = np.zeros((n_threads, n_cells + 1, N_SECTORS, 6), np.int64)
-    # 8 spare bins at the end count the pixels outside the histogram.
-    hist = np.zeros((n_threads, HEM_BINS * HIST_BINS + 8), np.int64)
+    # The region's and the tumour cells' histograms, then 8 spare bins that count the pixels
+    # outside cells.
+    hist = np.zeros((n_threads, 2 * HEM_BINS * HIST_BINS + 8), np.int64)
     bands = row_bands(shape[0], _ROWS_PER_BAND)
     invalid = np.zeros(n_threads, np.int64)
     kernels.cell_stats_kernel(rgb, cells, comps, channel_pair_rows((*tables, alt)), rows, cols, scope, bands,
@@ -237,9 +245,39 @@ def measure_cells(
     count = count.sum(axis=0).reshape(n_cells + 1, N_CODES)[1:, 1:]
     sums = sums.sum(axis=0).reshape(n_cells + 1, N_CODES, 4)[1:, 1:]
     sectors = sectors.sum(axis=0)[1:]
-    joint = hist[:, : HEM_BINS * HIST_BINS].sum(axis=0).reshape(HEM_BINS, HIST_BINS)
+    joint = hist[:, : 2 * HEM_BINS * HIST_BINS].sum(axis=0).reshape(2, HEM_BINS, HIST_BINS)
     table = _to_table(count, sums[..., 0], sums[..., 1], sums[..., 2], sums[:, NUCLEUS - 1, 3], sectors)
     return table, joint
+
+
+def nucleus_hematoxylin(hematoxylin, cell_labels, compartments, n_cells):
+    """Mean hematoxylin OD of each cell's nucleus compartment, exactly as :func:`measure_cells`
+    gives it (``hematoxylin_nucleus``), from the deconvolved plane.
+
+    Cells are typed by it before they are measured (their type decides which pixel histogram
+    their pixels enter). :func:`cxcr4score.stains.deconvolve` reads the same lookup tables as
+    the measurement kernel, so the plane holds the same float32 values, and their fixed-point
+    sums are the same integers (exact in float64 below 2**53).
+
+    Parameters
+    ----------
+    hematoxylin : (M, N) ndarray of float32
+        From :func:`cxcr4score.stains.deconvolve` with the tables given to :func:`measure_cells`.
+    cell_labels, compartments : (M, N) ndarray
+        As for :func:`measure_cells`.
+    n_cells : int
+
+    Returns
+    -------
+    (n_cells,) ndarray of float64
+        Per label 1..n_cells; NaN for a cell without nucleus pixels.
+    """
+    nucleus = (np.asarray(compartments) == NUCLEUS) & (np.asarray(cell_labels) > 0)
+    labels = np.asarray(cell_labels)[nucleus].astype(np.int64)
+    q = np.rint(np.asarray(hematoxylin)[nucleus].astype(np.float64) * Q_SCALE)
+    total = np.bincount(labels, weights=q, minlength=n_cells + 1)[1 : n_cells + 1]
+    count = np.bincount(labels, minlength=n_cells + 1)[1 : n_cells + 1]
+    return _mean(total, count)
 
 
 def split_by_hematoxylin(hist, hematoxylin_min):
@@ -265,16 +303,17 @@ def split_by_hematoxylin(hist, hematoxylin_min):
     return np.stack([hist[~high].sum(axis=0), hist[high].sum(axis=0)])
 
 
-def slide_histogram(hists, hematoxylin_min):
-    """The chunks' joint histograms summed and split at ``hematoxylin_min`` (see
+def slide_histogram(hists, hematoxylin_min, *, tumour_only):
+    """The chunks' joint histograms (see :func:`measure_cells`) summed, of the region's cells or
+    of its tumour cells only, and split at ``hematoxylin_min`` (see
     :func:`split_by_hematoxylin`); a slide without chunks gives empty rows."""
     joint = np.sum(hists, axis=0) if len(hists) else empty_histogram()
-    return split_by_hematoxylin(joint, hematoxylin_min)
+    return split_by_hematoxylin(joint[TUMOUR - 1 if tumour_only else REGION - 1], hematoxylin_min)
 
 
 def empty_histogram():
-    """The joint histogram of a slide without in-scope pixels."""
-    return np.zeros((HEM_BINS, HIST_BINS), np.int64)
+    """The joint histograms of a slide without in-scope pixels (region, tumour cells)."""
+    return np.zeros((2, HEM_BINS, HIST_BINS), np.int64)
 
 
 def empty_table():

@@ -98,8 +98,9 @@ def measure_chunk(info, chunk, *, config):
         One row per cell: identifiers, positions, areas, compartment DAB means (and SDs
         and alternative-background twins), sector means, exposed fraction, ``block_id``,
         ``in_roi``.
-    hist : (200, 800) ndarray of int64
-        Joint hematoxylin x DAB histogram of the pixels of in-scope cells (see
+    hist : (2, 200, 800) ndarray of int64
+        Joint hematoxylin x DAB histograms of the pixels of the region's cells and of its
+        cells typed tumour (see
         :func:`measure.measure_cells`).
     """
     box = info.chunk(chunk)
@@ -127,9 +128,18 @@ def measure_chunk(info, chunk, *, config):
     roi_mask = _roi_mask(info, box.read, grid.to_level0)
     if roi_mask is not None and n:
         in_roi[1:] &= roi_mask[np.round(rows[1:]).astype(int), np.round(cols[1:]).astype(int)]
+    # Typed before they are measured, with the slide's darkness reference and the kernel's own
+    # nuclear hematoxylin, as merge_slide types them: the tumour cells' pixels get their own
+    # histogram (the pixel H-score counts tumour pixels).
+    types = celltype.classify_cell_types(pd.DataFrame({
+        "nucleus_area_um2": nucleus_px[1:] * mpp**2, "nucleus_axis_ratio": axis_ratio[1:],
+        "hematoxylin_nucleus": measure.nucleus_hematoxylin(hematoxylin, cells, codes, n),
+    }), reference=info.typing_reference)
+    scope = np.where(in_roi, measure.REGION, 0).astype(np.uint8)
+    scope[1:][in_roi[1:] & (types == "tumour")] = measure.TUMOUR
     stats, hist = measure.measure_cells(
         rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=alt_dab,
-        centroid_row=rows, centroid_col=cols, in_scope=in_roi,
+        centroid_row=rows, centroid_col=cols, in_scope=scope,
     )
     keep = owned[1:]
     f = grid.to_level0
@@ -189,8 +199,9 @@ def merge_slide(info, measurements, hists, *, config):
         From :func:`cxcr4score.slide_info.describe_slide`.
     measurements : pandas.DataFrame
         Concatenated outputs of :func:`measure_chunk` for the slide's chunks.
-    hists : sequence of (200, 800) ndarray
-        Pixel histograms of the chunks.
+    hists : sequence of (2, 200, 800) ndarray
+        Pixel histograms of the chunks; the pixel H-score reads the tumour cells' with
+        ``tumour_cells: morphology``, the region's with ``all``.
     config : dict
 
     Returns
@@ -204,7 +215,7 @@ def merge_slide(info, measurements, hists, *, config):
         ``summary["pixel_hist"]`` as nested lists).
     """
     classified = score.classify_cells(measurements, config)
-    classified["cell_type"] = celltype.classify_cell_types(measurements)
+    classified["cell_type"] = celltype.classify_cell_types(measurements, reference=info.typing_reference)
     in_region = classified["in_roi"].to_numpy(bool)
     scored, immune = celltype.scored_cells(classified["cell_type"].to_numpy(), in_region,
                                            tumour_cells=config["tumour_cells"])
@@ -213,11 +224,13 @@ def merge_slide(info, measurements, hists, *, config):
                                                    exposed_max=config["membrane_exposed_max"])
     alt_differs = info.i0_source != "default" or info.stain_source == "estimated"
     blocks = eligibility.variant_block_counts(measurements, classified, scored, config=config, alt_differs=alt_differs,
-                                              typing_scored=_typing_variants(measurements, in_region, config))
+                                              typing_scored=_typing_variants(measurements, in_region, config,
+                                                                             info.typing_reference))
     blocks.insert(0, "slide_id", info.slide_id)
     extra = [c for c in classified.columns if c not in CELL_COLUMNS and c not in SECTOR_COLUMNS]
     cells = classified[list(CELL_COLUMNS) + extra]
-    hist = measure.slide_histogram(hists, config["pixel_hematoxylin_min"])
+    hist = measure.slide_histogram(hists, config["pixel_hematoxylin_min"],
+                                   tumour_only=config["tumour_cells"] == "morphology")
     qc_status, qc_messages, metrics = _slide_qc(info, classified, in_region, scored, config)
     immune_classes = classified["class"].to_numpy()[immune]
     summary = {
@@ -243,13 +256,13 @@ def merge_slide(info, measurements, hists, *, config):
     return cells, blocks, summary
 
 
-def _typing_variants(measurements, in_region, config):
+def _typing_variants(measurements, in_region, config, reference):
     """The cells scored with the typing limits shifted -/+ ``celltype.TYPING_TOLERANCE``
     (``typing_fewer`` / ``typing_more``); none when every cell is scored."""
     if config["tumour_cells"] != "morphology":
         return {}
-    return {variant: celltype.scored_cells(celltype.classify_cell_types(measurements, shift=shift), in_region,
-                                           tumour_cells="morphology")[0]
+    return {variant: celltype.scored_cells(celltype.classify_cell_types(measurements, shift=shift, reference=reference),
+                                           in_region, tumour_cells="morphology")[0]
             for variant, shift in (("typing_fewer", -celltype.TYPING_TOLERANCE),
                                    ("typing_more", celltype.TYPING_TOLERANCE))}
 

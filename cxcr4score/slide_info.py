@@ -15,7 +15,7 @@ import math
 import cv2
 import numpy as np
 
-from . import __version__, qc_metrics, segment, stain_estimation, stain_pattern, stains, tiling, tissue
+from . import __version__, celltype, qc_metrics, segment, stain_estimation, stain_pattern, stains, tiling, tissue
 from . import grid as grid_module
 from .pixel_size import MPP_TOLERANCE, resolve_mpp
 from .slide_reader import open_slide
@@ -67,6 +67,10 @@ class SlideInfo:
         DAB from which brown blobs are nuclei too (0: hematoxylin only), chosen by how the
         stained cells of the sampled tiles are stained
         (:func:`cxcr4score.stain_pattern.nucleus_dab_threshold`).
+    typing_reference : float or None
+        The slide's reference nuclear darkness for cell typing
+        (:func:`cxcr4score.celltype.darkness_reference` of the sampled tiles' nuclei), so that
+        each chunk types its cells as the slide does; None without sampled nuclei.
     pixel_qc : dict
         QC metrics measured on pixels (:func:`measure_pixel_qc`).
     chunks : list of str
@@ -100,6 +104,7 @@ class SlideInfo:
     stain_notes: str
     nucleus_baseline: float | None
     nucleus_dab_threshold: float | None
+    typing_reference: float | None
     pixel_qc: dict | None
     chunks: list
     chunk_boxes: list
@@ -115,7 +120,8 @@ class SlideInfo:
             slide_id=slide_id, patient_id=patient_id, path=str(path), roi=str(roi_path or ""), mpp=nan,
             mpp_source="", level=None, level_shape=None, level_mpp=None, analysis_mpp=nan, shape=[0, 0],
             overview_mpp=None, tissue_mm2=0.0, i0=[nan] * 3, i0_source="", stain_matrix=None, stain_vectors="",
-            stain_source="", stain_dab_fraction=None, stain_notes="", nucleus_baseline=None, nucleus_dab_threshold=None, pixel_qc=None, chunks=[], chunk_boxes=[],
+            stain_source="", stain_dab_fraction=None, stain_notes="", nucleus_baseline=None, nucleus_dab_threshold=None,
+            typing_reference=None, pixel_qc=None, chunks=[], chunk_boxes=[],
             qc_status="failed", qc_message=message, cxcr4score_version=__version__,
         )
 
@@ -226,6 +232,10 @@ def measure_pixel_qc(overview, overview_mpp, mask, focus_tiles, i0, estimate, co
     }
 
 
+def _finite_or_none(value):
+    return float(value) if math.isfinite(value) else None
+
+
 def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", config):
     """Metadata, pixel size, tissue area, background I0, stains and the chunk list of one slide.
 
@@ -271,12 +281,13 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
     chunks = tiling.plan_chunks(grid.shape, halo_px=halo_px, core_px=tiling.CORE_PX, tissue=mask if tissue_mm2 else None)
     estimate = _stain_estimate(overview, mask, background.i0, config)
     tables = stains.concentration_tables(background.i0, estimate.matrix)
-    # Nuclei are resolved only at the analysis pixel size: the focus tiles, or a small image's
-    # overview, which is then the analysis image; their tissue pixels only.
-    if focus_tiles:
-        tiles, masks = focus_tiles, [_mask_on_box(mask, box, overview_mpp / grid.mpp) for box in focus_boxes]
+    # Nuclei are resolved only at the analysis pixel size: a small image's overview, which is
+    # then the whole analysis image (its every nucleus: the typing reference is then the
+    # image's own), else the focus tiles; their tissue pixels only.
+    if overview_mpp == grid.mpp:
+        tiles, masks = [overview], [mask]
     else:
-        tiles, masks = ([overview], [mask]) if overview_mpp == grid.mpp else ([], [])
+        tiles, masks = focus_tiles, [_mask_on_box(mask, box, overview_mpp / grid.mpp) for box in focus_boxes]
     hematoxylin = [segment.hematoxylin_and_ridges(*stains.deconvolve(t, tables), mpp=grid.mpp)[0] for t in tiles]
     baseline = segment.signal_baseline(hematoxylin, mpp=grid.mpp,
                                        params=segment.NucleusParams(**config["nuclei"]), masks=masks)
@@ -285,8 +296,8 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
     elif baseline > segment.BASELINE_WARNING:
         warnings.append(f"hematoxylin between nuclei reads {baseline:.2f} OD: nuclei stand out little "
                         "and may be missed or merged")
-    n_stained, pct_nuclear = stain_pattern.nuclear_share(
-        stain_pattern.sampled_patterns(tiles, tables=tables, mpp=grid.mpp, config=config, baseline=baseline))
+    sampled = stain_pattern.sampled_cells(tiles, tables=tables, mpp=grid.mpp, config=config, baseline=baseline)
+    n_stained, pct_nuclear = stain_pattern.nuclear_share(sampled["pattern"][sampled["scored"].astype(bool)])
     dab_threshold = stain_pattern.nucleus_dab_threshold(config, n_stained, pct_nuclear)
     stain_notes = estimate.notes + ((f"third stain vector {_vector_text(estimate.matrix[2:])} in use "
                                      "(its OD does not enter DAB)",) if estimate.third_stain else ())
@@ -317,6 +328,8 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
         stain_notes="; ".join(stain_notes),
         nucleus_baseline=baseline,
         nucleus_dab_threshold=dab_threshold,
+        typing_reference=_finite_or_none(celltype.darkness_reference(sampled["nucleus_area_um2"],
+                                                                     sampled["hematoxylin_nucleus"])),
         pixel_qc=measure_pixel_qc(overview, overview_mpp, mask, focus_tiles, background.i0, estimate, config),
         chunks=[str(c.index) for c in chunks],
         chunk_boxes=[c.to_json() for c in chunks],

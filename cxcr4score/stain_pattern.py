@@ -11,18 +11,23 @@ its chunks are measured, from how the DAB-stained cells of its sampled tiles are
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from . import celltype, measure, score, segment, stains
 from .eligibility import NUCLEAR_PATTERN_PCT, PATTERN_MIN_POSITIVE
 
+_SAMPLED_COLUMNS = ("nucleus_area_um2", "nucleus_axis_ratio", "hematoxylin_nucleus", "pattern")
 
-def sampled_patterns(tiles, *, tables, mpp, config, baseline):
-    """The staining pattern of the cells of some tiles that the workflow would score.
 
-    Cells are typed and selected as for scoring (config ``tumour_cells``), so that with the
-    default CXCR4-positive lymphocytes typed immune, whose stained rim is mostly nucleus at
-    this scale, do not count. (On generated slides whose only stained cells are lymphocytes
-    many of them are typed tumour, and the slide still reads nuclear: method.md section 6.)
+def sampled_cells(tiles, *, tables, mpp, config, baseline):
+    """The cells of some tissue tiles as the workflow would see them: nucleus, type, pattern.
+
+    Cells are typed with the darkness reference of all the tiles' nuclei (the slide's, see
+    :func:`cxcr4score.celltype.darkness_reference`) and selected as for scoring (config
+    ``tumour_cells``), so that with the default CXCR4-positive lymphocytes typed immune, whose
+    stained rim is mostly nucleus at this scale, do not count. (On generated slides whose only
+    stained cells are lymphocytes many of them are typed tumour, and the slide still reads
+    nuclear: method.md section 6.)
 
     Parameters
     ----------
@@ -38,10 +43,11 @@ def sampled_patterns(tiles, *, tables, mpp, config, baseline):
 
     Returns
     -------
-    (K,) ndarray of str
-        :data:`cxcr4score.score.PATTERNS`, one per scored cell of any tile.
+    pandas.DataFrame
+        One row per cell of any tile: ``nucleus_area_um2``, ``nucleus_axis_ratio``,
+        ``hematoxylin_nucleus``, ``pattern`` (:data:`cxcr4score.score.PATTERNS`) and ``scored``.
     """
-    patterns = []
+    tables_of_tiles = []
     for rgb in tiles:
         hematoxylin, dab = stains.deconvolve(rgb, tables)
         nuclei, cells, codes, exposed = segment.segment_cells(hematoxylin, dab, mpp=mpp, config=config,
@@ -52,16 +58,21 @@ def sampled_patterns(tiles, *, tables, mpp, config, baseline):
         rows, cols, nucleus_px, axis_ratio = measure.nucleus_shape(nuclei, n)
         stats, _ = measure.measure_cells(rgb, cells, codes, n_cells=n, tables=tables,
                                          alt_dab_table=tables[stains.DAB], centroid_row=rows,
-                                         centroid_col=cols, in_scope=np.ones(n + 1, bool))
+                                         centroid_col=cols, in_scope=np.ones(n + 1, np.uint8))
         stats["membrane_exposed_fraction"] = exposed[1 : n + 1]
         stats["nucleus_area_um2"] = nucleus_px[1:] * mpp**2
         stats["nucleus_axis_ratio"] = axis_ratio[1:]
-        scored, _ = celltype.scored_cells(celltype.classify_cell_types(stats), np.ones(n, bool),
-                                          tumour_cells=config["tumour_cells"])
-        pattern = score.staining_pattern(stats, threshold=config["thresholds"][0],
-                                         exposed_max=config["membrane_exposed_max"])
-        patterns.append(pattern[scored])
-    return np.concatenate(patterns) if patterns else np.zeros(0, dtype=object)
+        stats["pattern"] = score.staining_pattern(stats, threshold=config["thresholds"][0],
+                                                  exposed_max=config["membrane_exposed_max"])
+        tables_of_tiles.append(stats[list(_SAMPLED_COLUMNS)].reset_index(drop=True))
+    if not tables_of_tiles:
+        empty = pd.DataFrame({c: pd.Series(dtype=object if c == "pattern" else float) for c in _SAMPLED_COLUMNS})
+        return empty.assign(scored=pd.Series(dtype=bool))
+    sampled = pd.concat(tables_of_tiles, ignore_index=True)
+    types = celltype.classify_cell_types(sampled)
+    sampled["scored"], _ = celltype.scored_cells(types, np.ones(len(sampled), bool),
+                                                 tumour_cells=config["tumour_cells"])
+    return sampled
 
 
 def nuclear_share(patterns):

@@ -154,8 +154,8 @@ def quantised_cell_sums(rgb, cells, codes, tables, alt_dab_table, centroid_row, 
     arrays over labels 1..n: ``count``, ``dab_sum``, ``dab_sq`` and ``alt_sum`` (n, 6) for codes
     1-6, ``hem_sum`` (n,) of nucleus pixels, ``sectors`` (n, 16, 6): count, q(DAB) and
     q(alternative DAB) of band pixels (codes 3, 5), then of ridge pixels (5, 6), by sector
-    (atan2, :func:`sector`), and ``hist`` (200, 800): in-scope cell
-    pixels by floor((H + 1) * 50) and floor((DAB + 1) * 200), clamped.
+    (atan2, :func:`sector`), and ``hist`` (2, 200, 800): pixels of cells with in_scope >= 1, then
+    == 2, by floor((H + 1) * 50) and floor((DAB + 1) * 200), clamped.
     """
     n = len(in_scope) - 1
     r, g, b = (rgb[..., c].astype(np.intp) for c in range(3))
@@ -188,11 +188,12 @@ def quantised_cell_sums(rgb, cells, codes, tables, alt_dab_table, centroid_row, 
         for offset, values in enumerate((np.ones_like(q_dab), q_dab, q_alt)):
             np.add.at(out["sectors"], (labels, sectors, first + offset), values[rows, cols])
     out["sectors"] = out["sectors"][1:]
-    scoped = inside & np.asarray(in_scope)[cells]
-    hem_bin = np.clip((hem[scoped].astype(np.float64) + 1.0) * 50.0, 0.0, 199.0).astype(np.int64)
-    dab_bin = np.clip((dab[scoped].astype(np.float64) + 1.0) * 200.0, 0.0, 799.0).astype(np.int64)
-    out["hist"] = np.zeros((200, 800), np.int64)
-    np.add.at(out["hist"], (hem_bin, dab_bin), 1)
+    scope = np.asarray(in_scope).astype(np.int64)[cells]
+    out["hist"] = np.zeros((2, 200, 800), np.int64)
+    for plane, scoped in enumerate((inside & (scope >= 1), inside & (scope == 2))):
+        hem_bin = np.clip((hem[scoped].astype(np.float64) + 1.0) * 50.0, 0.0, 199.0).astype(np.int64)
+        dab_bin = np.clip((dab[scoped].astype(np.float64) + 1.0) * 200.0, 0.0, 799.0).astype(np.int64)
+        np.add.at(out["hist"][plane], (hem_bin, dab_bin), 1)
     return out
 
 

@@ -179,13 +179,17 @@ def test_pixel_histogram_matches_reference():
 
     rgb = _random_rgb((120, 90), seed=6)
     cells, codes = _random_cells(rgb.shape[:2], 20, seed=7)
-    scope = np.ones(21, dtype=bool)
-    scope[::3] = False
+    scope = np.full(21, measure.REGION, dtype=np.uint8)
+    scope[::3] = 0
+    scope[1::4] = measure.TUMOUR
     i0 = (245.0, 245.0, 245.0)
-    _, hist, _, _ = _run_measure(rgb, cells, codes, i0, scope=scope)
+    _, both, _, _ = _run_measure(rgb, cells, codes, i0, scope=scope)
+    hist, tumour = both
     hem, dab = reference.deconvolve(rgb, i0, MATRIX)
-    where = (cells > 0) & scope[cells]
+    where = (cells > 0) & (scope[cells] > 0)
     assert hist.sum() == where.sum()
+    assert tumour.sum() == ((cells > 0) & (scope[cells] == measure.TUMOUR)).sum()
+    assert np.all(tumour <= hist)
     hem_bins = np.clip(np.floor((hem[where] + 1.0) * 50.0), 0, 199).astype(int)
     joint = np.zeros_like(hist)
     np.add.at(joint, (hem_bins, dab_bin_index(dab[where])), 1)
@@ -275,7 +279,7 @@ def test_measure_cells_equals_quantised_reference(case, threads):
             rng = np.random.default_rng(n)
             rows, cols = rng.uniform(0, cells.shape[0], n + 1), rng.uniform(0, cells.shape[1], n + 1)
             rows[1::3] = np.round(rows[1::3])  # integer centroids: pixels on the sector edges
-            scope = rng.random(n + 1) < 0.7
+            scope = rng.choice(np.array([0, 1, 2], np.uint8), size=n + 1, p=[0.3, 0.4, 0.3])
             table, hist = measure.measure_cells(rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=alt,
                                                 centroid_row=rows, centroid_col=cols, in_scope=scope)
             expected_table, expected_hist = _expected_measure(rgb, cells, codes, tables, alt, rows, cols, scope)
@@ -308,8 +312,32 @@ def test_measure_cells_exact_integer_sums():
     assert table.loc[1, "dab_cell_sd"] == pytest.approx(2 * q / 2**20, abs=0)
     # Histogram: H = 6/1024 (bin 50), DAB = 12/1024 (bin 202); then (4/1024, 8/1024) and
     # (10/1024, 20/1024) in H bin 50, DAB bins 201 and 203.
-    assert hist.sum() == 3
-    assert hist[50, 202] == 1 and hist[50, 201] == 1 and hist[50, 203] == 1
+    region, tumour = hist
+    assert region.sum() == 3 and tumour.sum() == 0
+    assert region[50, 202] == 1 and region[50, 201] == 1 and region[50, 203] == 1
+
+
+@pytest.mark.parametrize("case", ["random", "synthetic"])
+def test_nucleus_hematoxylin_before_measuring_is_the_kernels(case):
+    """Cells are typed before they are measured: measure.nucleus_hematoxylin on the deconvolved
+    plane must equal measure_cells' hematoxylin_nucleus bit for bit (reference: the kernel)."""
+    rgb, cells, codes = _random_case((150, 170), 40, seed=45) if case == "random" else _synthetic_case()
+    n = int(cells.max())
+    tables = stains.concentration_tables((243.0, 239.5, 250.0), MATRIX)
+    table, _ = measure.measure_cells(rgb, cells, codes, n_cells=n, tables=tables, alt_dab_table=tables[1],
+                                     centroid_row=np.zeros(n + 1), centroid_col=np.zeros(n + 1),
+                                     in_scope=np.ones(n + 1, np.uint8))
+    hematoxylin, _ = stains.deconvolve(rgb, tables)
+    before = measure.nucleus_hematoxylin(hematoxylin, cells, codes, n)
+    np.testing.assert_array_equal(before, table["hematoxylin_nucleus"].to_numpy())
+    assert np.isfinite(before).any() and np.isnan(before).any() == table["hematoxylin_nucleus"].isna().any()
+
+
+def test_measure_cells_rejects_unknown_scope():
+    rgb = _random_rgb((20, 20), seed=1)
+    cells, codes = _random_cells(rgb.shape[:2], 3, seed=2)
+    with pytest.raises(ValueError, match="in_scope values must be 0, 1 or 2"):
+        _run_measure(rgb, cells, codes, (245.0, 245.0, 245.0), scope=np.full(4, 3, np.uint8))
 
 
 def test_real_ihc_tile_statistics_match_reference():

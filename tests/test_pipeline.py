@@ -58,6 +58,19 @@ def test_cells_table_contract_and_blocks_add_up(scored):
     assert np.asarray(summary["pixel_hist"]).shape == (2, 800)
 
 
+def test_pixel_histogram_counts_the_scored_cells_pixels(scored):
+    """The pixel H-score counts tumour pixels: the histogram holds exactly the pixels of the
+    cells scored (typed tumour, no ROI here), and with tumour_cells: all those of every cell.
+    Reference: the cells table's pixel areas."""
+    _, (info, cells, _, summary) = scored
+    px = np.rint(cells["cell_area_um2"].to_numpy() / 0.25).astype(int)
+    assert np.asarray(summary["pixel_hist"]).sum() == px[cells["scored"].to_numpy()].sum()
+    assert 0 < cells["scored"].sum() < len(cells)
+    measurements, hist = pipeline.measure_chunk(info, "0", config=CONFIG)
+    _, _, every = pipeline.merge_slide(info, measurements, [hist], config=config.merge(CONFIG, {"tumour_cells": "all"}))
+    assert np.asarray(every["pixel_hist"]).sum() == px.sum()
+
+
 def test_merge_is_additive_over_chunks(scored):
     """HistomicsTK-style totals: merging measurements split in two gives the same counts."""
     _, (info, _, blocks, _) = scored

@@ -65,9 +65,15 @@ def test_drawn_stains_read_as_drawn(stain, nuclear):
     """Half the cells stained, in the nucleus or on the outline: the stained cells read nuclear
     or membranous, and only the nuclear stain gets nuclei on DAB."""
     settings = config.merge(CONFIG, {"tumour_cells": "all"})
-    patterns = stain_pattern.sampled_patterns([_draw(stain)], tables=TABLES, mpp=0.5, config=settings, baseline=0.0)
-    n_stained, pct = stain_pattern.nuclear_share(patterns)
+    sampled = stain_pattern.sampled_cells([_draw(stain)], tables=TABLES, mpp=0.5, config=settings, baseline=0.0)
+    assert sampled["scored"].all()  # tumour_cells: all
+    n_stained, pct = stain_pattern.nuclear_share(sampled["pattern"])
     assert 20 <= n_stained <= 40, n_stained
     assert (pct > 90) if nuclear else (pct < 10), pct
     expected = settings["nuclei"]["dab_threshold_nuclear_stain"] if nuclear else 0.0
     assert stain_pattern.nucleus_dab_threshold(settings, n_stained, pct) == expected
+
+
+def test_sampled_cells_of_no_tile_is_an_empty_table():
+    sampled = stain_pattern.sampled_cells([], tables=TABLES, mpp=0.5, config=CONFIG, baseline=0.0)
+    assert sampled.empty and {"nucleus_area_um2", "hematoxylin_nucleus", "pattern", "scored"} <= set(sampled.columns)

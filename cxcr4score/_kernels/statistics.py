@@ -84,10 +84,11 @@ def cell_stats_kernel(
     (q(DAB), q(DAB)**2, q(alternative DAB), q(hematoxylin)); label 0 and code 0 accumulate
     like the others (the caller drops them). Band pixels (3, 5) of cells (k > 0) add 1,
     q(DAB) and q(alternative DAB) to sectors[t, k, s, 0:3] and ridge pixels (5, 6) to
-    sectors[t, k, s, 3:6], s = :func:`sector_of` (i - cy, j - cx). Pixels of in-scope
-    cells (k > 0, m > 0) add 1 to hist[t, HIST_BINS * hematoxylin bin + DAB bin], background
-    pixels to one of 8 spare bins after those. ``row_bands`` holds the first row of each band
-    of rows a loop iteration handles.
+    sectors[t, k, s, 3:6], s = :func:`sector_of` (i - cy, j - cx). Pixels of cells (k > 0,
+    m > 0) with in_scope[k] >= 1 add 1 to hist[t, b], b = HIST_BINS * hematoxylin bin + DAB
+    bin (the region's histogram), and those with in_scope[k] == 2 also to hist[t, HEM_BINS *
+    HIST_BINS + b] (the tumour cells'); background pixels go to one of 8 spare bins after
+    both. ``row_bands`` holds the first row of each band of rows a loop iteration handles.
     """
     n_cols = rgb.shape[1]
     n_bins = HEM_BINS * HIST_BINS
@@ -128,7 +129,7 @@ def cell_stats_kernel(
                 # Background pixels count in spare bins, a different one for neighbouring
                 # pixels so that their increments do not wait on each other.
                 joint = _bin(h, HEM_BINS_PER_OD, HEM_BINS) * HIST_BINS + _bin(d, HIST_BINS_PER_OD, HIST_BINS)
-                bins[j] = joint if (k > 0) & (m > 0) else n_bins + (j & 7)
+                bins[j] = joint if (k > 0) & (m > 0) else 2 * n_bins + (j & 7)
             for j in range(n_cols):
                 thread_hist[bins[j]] += 1
             n_runs = _run_starts(keys, starts)
@@ -156,9 +157,13 @@ def cell_stats_kernel(
                 _add_difference(thread_sums, key, running, b, a)
                 if k == 0 or m == 0:
                     continue
-                if not in_scope[k]:  # counted above; out of the histogram's scope
+                scope = in_scope[k]
+                if scope == 0:  # counted above; out of the histograms' scope
                     for j in range(a, b):
                         thread_hist[bins[j]] -= 1
+                elif scope == 2:  # a tumour cell: in the tumour cells' histogram too
+                    for j in range(a, b):
+                        thread_hist[bins[j] + n_bins] += 1
                 if (m == MEMBRANE) | (m == MEMBRANE_RIDGE):  # the band
                     _add_sectors(thread_sectors[k], 0, i - centroid_row[k], centroid_col[k], a, b, q_dab, q_alt)
                 if (m == MEMBRANE_RIDGE) | (m == RING_RIDGE):  # the located membrane
