@@ -21,7 +21,7 @@ import yaml
 
 from . import __version__, calibration
 from .bench.concordance import _read_text_table, read_truth
-from .calibration_record import MEASUREMENT_KEYS, plain, write_record
+from .calibration_record import MEASUREMENT_KEYS, plain, read_record, write_record
 from .errors import InputError
 from .score import scored_values
 
@@ -42,9 +42,10 @@ def read_results(results):
     config : dict
         ``config.effective.yaml``.
     slides : pandas.DataFrame
-        ``slide_id, patient_id, qc_status`` of the slides whose QC did not fail.
+        ``slide_id, patient_id, qc_status`` of every slide.
     values : dict
-        slide_id -> (n,) float64 scored values of its tumour (scored) cells.
+        slide_id -> (n,) float64 scored values of its tumour (scored) cells, for the slides
+        whose QC did not fail (a failed slide is left out of calls, and so of calibration).
 
     Raises
     ------
@@ -64,9 +65,9 @@ def read_results(results):
     missing = [c for c in ("slide_id", "patient_id", "qc_status") if c not in slides.columns]
     if missing:
         raise InputError([f"{results / 'slides.csv'}: missing column {c!r}" for c in missing])
-    slides = slides[slides["qc_status"] != "failed"][["slide_id", "patient_id", "qc_status"]]
+    slides = slides[["slide_id", "patient_id", "qc_status"]]
     values, problems = {}, []
-    for slide_id in slides["slide_id"]:
+    for slide_id in slides.loc[slides["qc_status"] != "failed", "slide_id"]:
         path = results / "cells" / f"{slide_id}.parquet"
         try:
             cells = pd.read_parquet(path, columns=list(_CELL_COLUMNS))
@@ -84,13 +85,31 @@ def read_results(results):
 
 
 def _units(slides, values, unit):
-    """Unit ids, each unit's patient and its pooled scored values."""
+    """Unit ids, each unit's patient and its pooled scored values (units with a slide whose QC
+    did not fail)."""
+    usable = slides[slides["slide_id"].isin(values)]
     if unit == "slide":
-        ids = slides["slide_id"].tolist()
-        return ids, slides["patient_id"].tolist(), [values[s] for s in ids]
-    ids = sorted(slides["patient_id"].unique())
-    pooled = [np.concatenate([values[s] for s in slides.loc[slides["patient_id"] == p, "slide_id"]]) for p in ids]
+        ids = usable["slide_id"].tolist()
+        return ids, usable["patient_id"].tolist(), [values[s] for s in ids]
+    ids = sorted(usable["patient_id"].unique())
+    pooled = [np.concatenate([values[s] for s in usable.loc[usable["patient_id"] == p, "slide_id"]]) for p in ids]
     return ids, ids, pooled
+
+
+def _prior(config, results):
+    """The thresholds the fit starts from and is compared with: the results' own, or, for
+    results that were themselves calibrated, the thresholds before that calibration (its
+    fitted thresholds have seen every case, and would leak into the held-out folds)."""
+    if not config.get("calibration"):
+        return [float(t) for t in config["thresholds"]], ""
+    record, problems = read_record(config["calibration"])
+    if problems:
+        raise InputError([f"{results} was scored with calibration {config['calibration']}: {problems[0]}"])
+    before = record.get("uncalibrated_thresholds")
+    if not isinstance(before, list) or len(before) != 3:
+        raise InputError([f"{results} was scored with calibration {config['calibration']}, which does not say "
+                          "the thresholds before it (uncalibrated_thresholds)"])
+    return [float(t) for t in before], str(config["calibration"])
 
 
 def _choose_measure(truth, measure, path):
@@ -154,14 +173,16 @@ def calibrate(truth_path, results, *, unit="patient", measure=None, folds=5,
     ids, groups, pooled = _units(slides, values, unit)
     scores = dict(zip(truth[key], truth[measure]))
     keep = [i for i, uid in enumerate(ids) if np.isfinite(scores.get(uid, np.nan)) and pooled[i].size]
-    left_out = {"only_truth": sorted(set(truth[key]) - set(ids)),
+    known = set(slides[key])
+    left_out = {"only_truth": sorted(set(truth[key]) - known),
+                "qc_failed": sorted((set(truth[key]) & known) - set(ids)),
                 "no_score_or_no_cells": [ids[i] for i in range(len(ids)) if i not in set(keep)]}
     if len(keep) < 2:
         raise InputError([f"{truth_path} and {results}: fewer than 2 {unit}s have both a {measure} and scored "
                           "cells (check that the ids are spelled the same way)"])
     ids, groups, pooled = [ids[i] for i in keep], [groups[i] for i in keep], [pooled[i] for i in keep]
     y = np.array([scores[uid] for uid in ids], dtype=np.float64)
-    prior = [float(t) for t in config["thresholds"]]
+    prior, calibrated_by = _prior(config, results)
     try:
         cv = calibration.cross_validate(pooled, y, groups, measure, prior=prior, folds=folds,
                                         score_share=score_share)
@@ -176,6 +197,7 @@ def calibrate(truth_path, results, *, unit="patient", measure=None, folds=5,
         "cxcr4score_version": __version__,
         "thresholds": [round(float(t), 6) for t in cv["thresholds"]],
         "uncalibrated_thresholds": prior,
+        "results_calibrated_by": calibrated_by,
         "fitted_to": fitted_to,
         "settings": {k: config[k] for k in MEASUREMENT_KEYS if k in config},
         "assay": config.get("assay", {}),
@@ -234,12 +256,19 @@ def main(args):
     record = calibrate(args.truth, args.results, unit=args.unit, measure=args.measure, folds=args.folds,
                        score_share=args.score_share)
     for key, what in (("only_truth", "only in the pathologist file"),
+                      ("qc_failed", "whose every slide failed QC"),
                       ("no_score_or_no_cells", "without a score or without scored cells")):
         if record["left_out"][key]:
             print(f"warning: {len(record['left_out'][key])} {args.unit}(s) {what}, left out: "
                   f"{', '.join(record['left_out'][key])}", file=sys.stderr)
     write_record(record, args.out)
     print(format_report(record))
+    cv = record["cross_validation"]
+    if cv["held_out"]["mean_abs_error"] > cv["uncalibrated"]["mean_abs_error"]:
+        print(f"warning: on held-out {args.unit}s the fitted thresholds agree less with the pathologist "
+              f"(MAE {cv['held_out']['mean_abs_error']:.3g}) than the thresholds before "
+              f"(MAE {cv['uncalibrated']['mean_abs_error']:.3g}): the fit does not carry over to new cases; "
+              "more cases, or the thresholds before, may serve better", file=sys.stderr)
     print(f"\nrecord written to {args.out}; to use it, set in the config:\n"
           f"  thresholds: {record['thresholds']}\n  calibration: {args.out}")
     return plain(record)

@@ -41,6 +41,8 @@ GRID = np.round(np.arange(2, 151) / 100, 2)
 
 #: Two objective values closer than this are equally good.
 _TIE = 1e-9
+#: Units whose errors are summed at once in the search (memory: units x G^2 x 3 floats).
+_UNITS_PER_BATCH = 64
 
 
 def shares_at_or_above(values_by_unit, grid=GRID):
@@ -62,6 +64,8 @@ def shares_at_or_above(values_by_unit, grid=GRID):
     out = np.full((len(values_by_unit), grid.size), np.nan)
     for i, values in enumerate(values_by_unit):
         values = np.sort(np.asarray(values, dtype=np.float64))
+        if np.isnan(values).any():
+            raise ValueError("scored values must not be NaN (a cell without pixels scores -inf)")
         if values.size:
             out[i] = 100.0 * (values.size - np.searchsorted(values, grid, side="left")) / values.size
     return out
@@ -134,12 +138,16 @@ def fit_thresholds(shares, truth, measure, *, prior, grid=GRID, score_share=SCOR
     g = grid.size
     best = (math.inf, math.inf, None)
     for j1 in range(g - 2):
-        rest = shares[:, j1 + 1:]  # t2 and t3 above t1
-        m = rest.shape[1]
-        # (n, m, m): the measure for t1 = grid[j1] and every (t2, t3) above it.
-        triple = np.stack(np.broadcast_arrays(shares[:, j1, None, None], rest[:, :, None], rest[:, None, :]), axis=-1)
-        error = np.abs(measure_from_shares(triple, measure, score_share) - truth[:, None, None]).mean(axis=0)
-        error = np.where(np.triu(np.ones((m, m), bool), k=1), error, np.inf)
+        m = g - j1 - 1
+        error = np.zeros((m, m))
+        for first in range(0, truth.size, _UNITS_PER_BATCH):  # bounded memory for large cohorts
+            batch = slice(first, first + _UNITS_PER_BATCH)
+            rest = shares[batch, j1 + 1:]  # t2 and t3 above t1
+            # (units, m, m): the measure for t1 = grid[j1] and every (t2, t3) above it.
+            triple = np.stack(np.broadcast_arrays(shares[batch, j1, None, None], rest[:, :, None], rest[:, None, :]),
+                              axis=-1)
+            error += np.abs(measure_from_shares(triple, measure, score_share) - truth[batch, None, None]).sum(axis=0)
+        error = np.where(np.triu(np.ones((m, m), bool), k=1), error / truth.size, np.inf)
         lowest = error.min()
         if lowest > best[0] + _TIE:
             continue

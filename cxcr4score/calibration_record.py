@@ -25,7 +25,7 @@ FORMAT_VERSION = 1
 #: Config keys that change the cells' DAB values or which cells are scored and how: thresholds
 #: fitted under one setting of these do not carry over to another.
 MEASUREMENT_KEYS = (
-    "analysis_mpp", "default_i0", "stains", "stain_estimation", "tissue", "nuclei", "cell_expansion_um",
+    "analysis_mpp", "default_mpp", "default_i0", "stains", "stain_estimation", "tissue", "nuclei", "cell_expansion_um",
     "membrane_band_um", "membrane_capture_um", "compartments", "class_rule", "membrane_exposed_max",
     "tumour_cells",
 )
@@ -78,7 +78,20 @@ def read_record(path):
     if (not isinstance(thresholds, list) or len(thresholds) != 3
             or not all(isinstance(t, (int, float)) for t in thresholds) or not isinstance(settings, dict)):
         return None, [f"calibration record {path} lacks its thresholds or settings"]
+    missing = [k for k in MEASUREMENT_KEYS if k not in settings]
+    if missing:
+        return None, [f"calibration record {path} lacks the settings {', '.join(missing)} (write records with "
+                      "cxcr4score calibrate)"]
     return record, []
+
+
+def _comparable(settings, key):
+    """A setting as it matters to the scores: the order of compartments does not (their
+    classes are maximised), nor do compartments at all unless class_rule is max."""
+    value = plain(settings[key])
+    if key == "compartments":
+        return sorted(value) if settings["class_rule"] == "max" else None
+    return value
 
 
 def config_problems(record, config, path):
@@ -105,12 +118,12 @@ def config_problems(record, config, path):
                         f"set thresholds: {fitted}")
     settings = record["settings"]
     for key in MEASUREMENT_KEYS:
-        if key in settings and settings[key] != plain(config[key]):
+        if _comparable(settings, key) != _comparable(config, key):
             problems.append(f"{key} is {plain(config[key])!r} but {path} was fitted on cells measured with "
                             f"{settings[key]!r}: refit with cxcr4score calibrate, or drop calibration")
     for key, value in (record.get("assay") or {}).items():
-        if value and config["assay"].get(key) and config["assay"][key] != value:
-            problems.append(f"assay.{key} is {config['assay'][key]!r} but {path} was fitted on {value!r}")
+        if value and config["assay"].get(key, "") != value:
+            problems.append(f"assay.{key} is {config['assay'].get(key, '')!r} but {path} was fitted on {value!r}")
     return problems
 
 
@@ -129,9 +142,12 @@ def describe(config):
     fitted, data = record.get("fitted_to", {}), record.get("data", {})
     unit = fitted.get("unit", "patient")
     held = record.get("cross_validation", {}).get("held_out", {})
+    before = record.get("cross_validation", {}).get("uncalibrated", {})
     figures = ", ".join(f"{name} {held[key]:.3g}" for key, name in
                         (("mean_abs_error", "MAE"), ("spearman", "Spearman"), ("kappa", "weighted kappa"))
                         if isinstance(held.get(key), (int, float)))
+    if isinstance(before.get("mean_abs_error"), (int, float)):
+        figures += f" (MAE {before['mean_abs_error']:.3g} at the thresholds before)"
     return (f"thresholds {thresholds} (mean DAB OD): calibrated by {config['calibration']}, fitted to the "
             f"pathologist's {fitted.get('measure', '?')} of {data.get(unit + 's', '?')} {unit}s "
             f"({str(record.get('created', '?'))[:10]}, cxcr4score {record.get('cxcr4score_version', '?')}); "

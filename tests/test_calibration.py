@@ -218,7 +218,9 @@ def test_bad_record_files_are_named(tmp_path, content, message):
 def test_config_problems_lists_every_difference(tmp_path):
     record, _ = read_record(_record(tmp_path, class_rule="membrane"))
     problems = config_problems(record, config.default_config(), "rec.yaml")
-    assert len(problems) == 2 and any("class_rule" in p for p in problems)
+    # thresholds, class_rule, compartments (which the config's max rule reads and the record's
+    # membrane rule does not) and the assay
+    assert [p.split()[0] for p in problems] == ["thresholds", "compartments", "class_rule", "assay.antibody_clone"]
 
 
 def _reference_class(row, thresholds, rule, compartments, exposed_max=0.5):
@@ -326,3 +328,110 @@ def test_calibrate_needs_a_results_folder(tmp_path):
 
     with pytest.raises(InputError, match="config.effective.yaml not found"):
         calibrate(_truth(tmp_path, "patient_id,h_score\nA,1\n"), tmp_path)
+
+
+def test_nan_values_are_refused():
+    with pytest.raises(ValueError, match="must not be NaN"):
+        calibration.shares_at_or_above([np.array([0.1, np.nan])], [0.2])
+
+
+def test_a_record_without_every_setting_is_refused(tmp_path):
+    path = tmp_path / "handmade.yaml"
+    path.write_text(f"{FORMAT_KEY}: 1\nthresholds: [0.2, 0.4, 0.6]\nsettings: {{}}\n")
+    record, problems = read_record(path)
+    assert record is None and "lacks the settings analysis_mpp, default_mpp" in problems[0]
+
+
+def test_compartment_order_matters_only_as_the_rule_uses_them(tmp_path):
+    path = _record(tmp_path, compartments=["cytoplasm", "membrane"])
+    ok = {"calibration": str(path), "thresholds": [0.25, 0.45, 0.7], "assay": {"antibody_clone": "UMB2"}}
+    assert config.validate(ok)["calibrated"] is True
+    membrane_rule = _record(tmp_path, class_rule="membrane", compartments=["nucleus"])
+    assert config.validate(ok | {"calibration": str(membrane_rule), "class_rule": "membrane"})["calibrated"]
+
+
+def test_the_records_assay_must_be_the_configs(tmp_path):
+    path = _record(tmp_path)
+    with pytest.raises(ConfigError, match="assay.antibody_clone is '' but"):
+        config.validate({"calibration": str(path), "thresholds": [0.25, 0.45, 0.7]})
+
+
+def test_describe_names_the_record_and_its_figures(tmp_path):
+    from cxcr4score.calibration_record import describe
+
+    assert describe(config.default_config()) == "thresholds 0.2 / 0.4 / 0.6 (mean DAB OD): not calibrated for this assay"
+    path = tmp_path / "rec.yaml"
+    write_record({"thresholds": [0.25, 0.45, 0.7], "created": "2026-12-06T10:00:00+00:00",
+                  "cxcr4score_version": "9.9", "fitted_to": {"measure": "h_score", "unit": "patient"},
+                  "settings": {k: config.default_config()[k] for k in MEASUREMENT_KEYS},
+                  "assay": {}, "data": {"patients": 12},
+                  "cross_validation": {"held_out": {"mean_abs_error": 8.25, "spearman": 0.9},
+                                       "uncalibrated": {"mean_abs_error": 20.0}}}, path)
+    text = describe(config.validate({"calibration": str(path), "thresholds": [0.25, 0.45, 0.7]}))
+    assert text == (f"thresholds 0.25 / 0.45 / 0.7 (mean DAB OD): calibrated by {path}, fitted to the "
+                    "pathologist's h_score of 12 patients (2026-12-06, cxcr4score 9.9); held-out folds: MAE 8.25, "
+                    "Spearman 0.9 (MAE 20 at the thresholds before)")
+
+
+def test_calibrate_per_slide_keeps_a_patients_slides_in_one_fold_and_reports(tmp_path):
+    from cxcr4score.calibrate_command import calibrate, format_report
+
+    slides = [(f"{p}{k}", p, "ok", RNG.uniform(0, high, 30)) for p, high in (("A", 0.3), ("B", 0.6), ("C", 0.9))
+              for k in range(3)]
+    truth = "slide_id,pct_positive\n" + "".join(f"{s[0]},{100 * np.mean(s[3] >= 0.25):.4f}\n" for s in slides)
+    record = calibrate(_truth(tmp_path, truth), _results(tmp_path, slides), unit="slide", folds=3)
+    folds = {}
+    for row in record["per_unit"]:
+        folds.setdefault(row["patient_id"], set()).add(row["fold"])
+    assert all(len(f) == 1 for f in folds.values()) and record["cross_validation"]["folds"] == 3
+    assert record["thresholds"][0] == pytest.approx(0.25, abs=0.011)
+    text = format_report(record)
+    assert text.startswith("9 slides (3 patients, 270 tumour cells) scored for pct_positive")
+    assert "held-out fold, calibrated" in text and "thresholds fitted per fold: " in text
+
+
+def test_calibrating_calibrated_results_starts_from_the_thresholds_before(tmp_path):
+    """A calibrated run's thresholds have seen every case: the fit starts from (and compares
+    with) the thresholds before that calibration, so nothing leaks into the held-out folds."""
+    from cxcr4score.calibrate_command import calibrate
+    from cxcr4score.tables import write_yaml
+
+    results = _results(tmp_path, [("A1", "A", "ok", [0.5] * 10), ("B1", "B", "ok", [0.1] * 10),
+                                  ("C1", "C", "ok", [0.3] * 5 + [0.05] * 5)])
+    earlier = tmp_path / "earlier.yaml"
+    write_record({"thresholds": [0.3, 0.5, 0.8], "uncalibrated_thresholds": [0.2, 0.4, 0.6],
+                  "settings": {k: config.default_config()[k] for k in MEASUREMENT_KEYS}}, earlier)
+    effective = config.default_config() | {"thresholds": [0.3, 0.5, 0.8], "calibration": str(earlier)}
+    write_yaml(effective, results / "config.effective.yaml")
+    record = calibrate(_truth(tmp_path, "patient_id,pct_positive\nA,100\nB,0\nC,50\n"), results, folds=3)
+    assert record["uncalibrated_thresholds"] == [0.2, 0.4, 0.6]
+    assert record["results_calibrated_by"] == str(earlier)
+
+
+def test_patients_whose_slides_all_failed_are_named_so(tmp_path):
+    from cxcr4score.calibrate_command import calibrate
+
+    results = _results(tmp_path, [("A1", "A", "ok", [0.5] * 10), ("B1", "B", "ok", [0.1] * 10),
+                                  ("C1", "C", "failed", [0.3] * 10)])
+    record = calibrate(_truth(tmp_path, "patient_id,pct_positive\nA,100\nB,0\nC,50\nD,1\n"), results, folds=2)
+    assert record["left_out"]["qc_failed"] == ["C"] and record["left_out"]["only_truth"] == ["D"]
+
+
+def test_cli_warns_when_the_fit_does_not_carry_over(tmp_path, capsys):
+    """Hand-worked: A's cells read 0.25 OD (pathologist 100%), B's 0.28 (pathologist 0%): no
+    threshold fits both. At the thresholds before (t1 0.3) A is wrong, B right: MAE 50. Fitted
+    on A alone t1 is 0.25, which calls B 100%; fitted on B alone t1 stays 0.3, which calls A
+    0%: held-out MAE 100, and the command says so."""
+    from cxcr4score import cli
+    from cxcr4score.tables import write_yaml
+
+    results = _results(tmp_path, [("A1", "A", "ok", [0.25] * 10), ("B1", "B", "ok", [0.28] * 10)])
+    write_yaml(config.default_config() | {"thresholds": [0.3, 0.4, 0.6]}, results / "config.effective.yaml")
+    truth = _truth(tmp_path, "patient_id,pct_positive\nA,100\nB,0\n")
+    code = cli.main(["calibrate", "--truth", str(truth), "--results", str(results), "--out",
+                     str(tmp_path / "rec.yaml"), "--folds", "2"])
+    out = capsys.readouterr()
+    assert code == 0 and "calibration: " in out.out
+    cv = yaml.safe_load((tmp_path / "rec.yaml").read_text())["cross_validation"]
+    assert cv["held_out"]["mean_abs_error"] == 100 and cv["uncalibrated"]["mean_abs_error"] == 50
+    assert "agree less with the pathologist (MAE 100) than the thresholds before (MAE 50)" in out.err
