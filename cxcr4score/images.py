@@ -7,13 +7,16 @@ slide file, and ``mpp`` is micrometres per pixel. Regions of large pyramids are 
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import tifffile
+from PIL import Image
 
 from .errors import InputError
 from .pixel_size import png_mpp, tiff_mpp
@@ -27,6 +30,22 @@ RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 _UNSUPPORTED_SUFFIXES = {".mrxs": "MIRAX (.mrxs)", ".vsi": "Olympus (.vsi)"}
 #: Every suffix treated as a slide image when scanning a folder (lower case).
 IMAGE_SUFFIXES = TIFF_SUFFIXES | RASTER_SUFFIXES | frozenset(_UNSUPPORTED_SUFFIXES)
+#: Most pixels of a PNG or JPEG: they are decoded whole (3 bytes a pixel), so larger images
+#: belong in a tiled pyramidal TIFF. Checked from the header, before any pixel is decoded.
+MAX_RASTER_PIXELS = 2**30
+#: Most pixels of a TIFF's coarsest level: the slide's overview is read from it, so without
+#: reduced-resolution levels every pixel of a huge level 0 would be decoded (a 200,000^2 px
+#: image is 40 Gpix, hours). Checked from the metadata, before any pixel is decoded.
+MAX_COARSEST_LEVEL_PIXELS = 2**31
+#: PIL modes of PNG / JPEG that are read as RGB(A) (palette and grey-with-alpha are converted,
+#: grey is refused by the layout check as it is for TIFF).
+_RASTER_MODES = {"RGB", "RGBA", "P", "PA", "L", "LA", "I", "I;16", "1"}
+
+# PIL's decompression-bomb limit (89 Mpix by default) is ours: an image up to it is read
+# (check_raster_header refuses the larger ones before decoding).
+Image.MAX_IMAGE_PIXELS = MAX_RASTER_PIXELS
+# tifffile reports odd files through the logging module; our error already names the file.
+logging.getLogger("tifffile").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -143,7 +162,27 @@ def _info(width: int, height: int, mpp: float | None, source: str | None, fmt: s
             "format": fmt}
 
 
+def check_raster_header(path: Path) -> None:
+    """Refuse a PNG / JPEG too large to decode whole, or not in RGB, from its header alone."""
+    try:
+        with warnings.catch_warnings():  # PIL's own bomb warning: the limit is ours, below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as header:  # reads the header only
+                width, height = header.size
+                mode = header.mode
+    except Image.DecompressionBombError:  # PIL refuses beyond twice the limit, before we can
+        raise InputError([f"{path}: its header gives more than {2 * MAX_RASTER_PIXELS:,} px, too large to read "
+                          "as PNG / JPEG; save it as a tiled pyramidal TIFF"]) from None
+    if width * height > MAX_RASTER_PIXELS:
+        raise InputError([f"{path}: {width} x {height} px is too large to read as PNG / JPEG (at most "
+                          f"{MAX_RASTER_PIXELS:,} px, decoded whole); save it as a tiled pyramidal TIFF"])
+    if mode not in _RASTER_MODES:
+        raise InputError([f"{path}: colour mode {mode} is not RGB; a brightfield RGB image is needed "
+                          "(convert it to RGB)"])
+
+
 def _read_raster(path: Path) -> SlideImage:
+    check_raster_header(path)
     with iio.imopen(path, "r", plugin="pillow") as image_file:
         pixels = image_file.read(index=0)
         meta = image_file.metadata(index=0)
@@ -169,6 +208,12 @@ def checked_tiff_level(path: Path, tif: tifffile.TiffFile) -> tuple:
     index, series_level = tiff_level(tif, 0)
     shape, order = yxs_layout(path, series_level.shape, series_level.axes)
     check_rgb_layout(path, shape, series_level.dtype)
+    coarsest = tif.series[index].levels[-1]
+    coarsest_px = int(np.prod([n for n, a in zip(coarsest.shape, coarsest.axes) if a in "YX"]))
+    if coarsest_px > MAX_COARSEST_LEVEL_PIXELS:
+        raise InputError([f"{path}: {shape[1]} x {shape[0]} px with no reduced-resolution level under "
+                          f"{MAX_COARSEST_LEVEL_PIXELS:,} px: its overview would decode {coarsest_px / 1e9:.1f} "
+                          "Gpix; save it as a tiled pyramidal TIFF (e.g. vips tiffsave --tile --pyramid)"])
     check_photometric(path, series_level)
     mpp, source = tiff_mpp(path, tif, index, series_level)
     return series_level, shape, order, mpp, source

@@ -252,3 +252,68 @@ def test_validate_slide_good_png_with_roi(tmp_path, rgb):
     assert problems == []
     assert info == {"width": 30, "height": 20, "mpp": pytest.approx(0.5), "mpp_source": "png",
                     "format": "png"}
+
+
+def _forged_png(path, width, height):
+    """A small PNG whose header (IHDR, with its CRC) claims ``width`` x ``height``."""
+    import struct
+    import zlib
+
+    Image.new("RGB", (8, 8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR width, height after the 8-byte signature + 8
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("side, words", [(40_000, "40000 x 40000 px is too large"),
+                                         (200_000, "its header gives more than")])
+def test_huge_png_is_refused_before_decoding(tmp_path, side, words):
+    path = _forged_png(tmp_path / "huge.png", side, side)
+    with pytest.raises(InputError, match=words) as err:
+        images.read_image(path)
+    assert str(path) in str(err.value) and "tiled pyramidal TIFF" in str(err.value)
+
+
+def _forged_tiff(path, side):
+    """A 256^2 px tiled TIFF whose ImageWidth / ImageLength tags claim ``side`` x ``side`` (a
+    real file of that size would fill the disk)."""
+    import struct
+
+    tifffile.imwrite(path, np.zeros((256, 256, 3), np.uint8), photometric="rgb", tile=(256, 256))
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages[0].tags
+        fields = [(tags[name].valueoffset, int(tags[name].dtype)) for name in ("ImageWidth", "ImageLength")]
+    data = bytearray(path.read_bytes())
+    for offset, dtype in fields:
+        assert dtype == 4  # LONG: room for the claimed size
+        struct.pack_into("<I", data, offset, side)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_huge_tiff_without_pyramid_is_refused_from_metadata(tmp_path):
+    """A TIFF of 200,000^2 px without reduced levels: reading its overview would decode 40 Gpix.
+    Refused from the metadata by inspect, the reader and validate_slide alike."""
+    path = _forged_tiff(tmp_path / "huge.tif", 200_000)
+    for read in (images.inspect_image, images.read_image):
+        with pytest.raises(InputError, match="no reduced-resolution level .* would decode 40.0 Gpix"):
+            read(path)
+    _, problems = validate_slide(path)
+    assert len(problems) == 1 and "huge.tif" in problems[0]
+
+
+def test_cmyk_jpeg_is_refused_not_read_as_rgba(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (64, 64), (0, 200, 200, 0)).save(path)
+    with pytest.raises(InputError, match="colour mode CMYK is not RGB"):
+        images.read_image(path)
+
+
+def test_palette_png_is_read_as_rgb(tmp_path, rgb):
+    path = tmp_path / "palette.png"
+    Image.fromarray(rgb).quantize(colors=64).save(path)
+    image = images.read_image(path)
+    assert image.rgb.shape == rgb.shape and image.rgb.dtype == np.uint8
+    assert np.abs(image.rgb.astype(int) - rgb).mean() < 20  # quantised, but the same picture
