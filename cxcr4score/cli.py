@@ -111,6 +111,8 @@ def run_score(args):
     seen = {}
     clashes = [f"{path} and {seen[sid]} would both be slide {sid!r}"
                for sid, path in zip(slide_ids, args.images) if seen.setdefault(sid, path) != path]
+    clashes += [f"{path}: listed more than once (each image is scored once)"
+                for path in sorted({p for p in args.images if args.images.count(p) > 1})]
     if clashes:
         raise InputError(clashes)
     rows, blocks, failed = [], [], 0

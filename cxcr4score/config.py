@@ -151,6 +151,11 @@ def validate(config, schema=None):
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     for key in ("thresholds", "pixel_thresholds"):
         _check_increasing(effective, key)
+    rule = effective["eligibility"]
+    top = {"pct_positive": 100.0, "h_score": 300.0}[rule["metric"]]
+    if rule["cutoff"] > top:
+        raise ConfigError(f"config key 'eligibility.cutoff': {rule['cutoff']:g} is above the largest "
+                          f"{rule['metric']} ({top:g}); no patient could be eligible")
     if effective["nuclei"]["min_area_um2"] >= effective["nuclei"]["max_area_um2"]:
         raise ConfigError("config key 'nuclei': min_area_um2 must be below max_area_um2")
     _check_calibration(effective)

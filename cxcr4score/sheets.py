@@ -66,9 +66,26 @@ def read_sheet(path: str | os.PathLike) -> pd.DataFrame:
     for number, row in enumerate(table.to_dict("records"), start=1):
         problems.extend(f"{path.name} row {number}: {p}" for p in _row_problems(row, required))
     problems.extend(_duplicate_problems(path.name, table["slide_id"]))
+    problems.extend(f"{path.name} row {number}: {problem}" for number, problem in _same_file_rows(table["path"]))
     if problems:
         raise InputError(problems)
     return table
+
+
+def _same_file_rows(paths) -> list[tuple[int, str]]:
+    """(1-based row, problem) for each row whose image is a file an earlier row already lists
+    (by its real path): a slide listed twice would count its cells twice."""
+    first_row: dict[str, int] = {}
+    found = []
+    for number, path in enumerate(paths, start=1):
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        if real in first_row:
+            found.append((number, f"{path} is the image of row {first_row[real]} again (its cells would count "
+                                  "twice); list each slide once"))
+        first_row.setdefault(real, number)
+    return found
 
 
 def _read_table_text(path: Path) -> pd.DataFrame:
@@ -95,7 +112,8 @@ def _read_table_text(path: Path) -> pd.DataFrame:
 
 
 def _unreadable_sheet(path: Path, exc: BaseException) -> str:
-    return f"{path}: cannot read the sample sheet ({' '.join(str(exc).split())})"
+    hint = "; save it as UTF-8" if isinstance(exc, UnicodeDecodeError) else ""
+    return f"{path}: cannot read the sample sheet ({' '.join(str(exc).split())}){hint}"
 
 
 def _sniff_separator(path: Path) -> str:
@@ -218,6 +236,8 @@ def slides_from_folder(folder: str | os.PathLike, *, patient_pattern: str = "") 
             if patient is not None]
     table = pd.DataFrame(rows, columns=list(SHEET_COLUMNS))
     problems.extend(_folder_duplicate_problems(table))
+    problems.extend(_patient_clash_problems([p for p in patients if p is not None]))
+    problems.extend(problem for _, problem in _same_file_rows(table["path"]))  # e.g. a link to another image
     if problems:
         raise InputError(problems)
     return table.sort_values(["patient_id", "slide_id"], kind="stable").reset_index(drop=True)
@@ -314,6 +334,17 @@ def _sidecar_roi(image: Path) -> str:
         if candidate.is_file():
             return os.path.abspath(candidate)
     return ""
+
+
+def _patient_clash_problems(patients: list[str]) -> list[str]:
+    """Patient names that differ but become one patient id (``Pat ö`` and ``Pat ä`` are both
+    ``Pat__``): their slides would be pooled into one patient's call."""
+    names: dict[str, set[str]] = {}
+    for patient in patients:
+        names.setdefault(sanitise_id(patient), set()).add(patient)
+    return [f"patients {', '.join(repr(n) for n in sorted(group))} would all be patient_id '{pid}' "
+            "(characters outside A-Z a-z 0-9 . _ - become _); rename them apart"
+            for pid, group in sorted(names.items()) if len(group) > 1]
 
 
 def _folder_duplicate_problems(table: pd.DataFrame) -> list[str]:

@@ -28,6 +28,10 @@ def test_score_rejects_two_images_with_one_slide_id(tmp_path, capsys):
                      "--out", str(tmp_path / "o")])
     assert code == 2
     assert "would both be slide 'synthetic_0000'" in capsys.readouterr().err
+    same = tmp_path / "a" / "synthetic_0000.tif"
+    assert cli.main(["score", str(same), str(same), "--out", str(tmp_path / "o")]) == 2
+    assert f"{same}: listed more than once" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_bad_config_file_is_named(tmp_path, capsys):

@@ -66,3 +66,11 @@ def test_mapping_override_keeps_other_keys_of_the_file():
 def test_bad_config_names_the_key(overrides, message):
     with pytest.raises(config.ConfigError, match=message.replace("[", r"\[")):
         config.validate(overrides)
+
+
+@pytest.mark.parametrize("rule, words", [({"metric": "pct_positive", "cutoff": 150}, r"above the largest pct_positive \(100\)"),
+                                         ({"metric": "h_score", "cutoff": 301}, r"above the largest h_score \(300\)")])
+def test_a_cutoff_no_patient_can_reach_is_refused(rule, words):
+    with pytest.raises(config.ConfigError, match=words):
+        config.validate({"eligibility": rule})
+    assert config.validate({"eligibility": {"metric": "h_score", "cutoff": 150}})["eligibility"]["cutoff"] == 150

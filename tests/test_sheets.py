@@ -70,6 +70,8 @@ def test_read_sheet_lists_every_problem_with_row_numbers(tmp_path):
         ("slides.tsv row 5:", "slide_id is empty"),
         ("slides.tsv row 5:", "is a folder"),
         ("slides.tsv row 6:", "not a supported image type"),
+        ("slides.tsv row 2:", "is the image of row 1 again"),
+        ("slides.tsv row 3:", "is the image of row 1 again"),
     ]
     for prefix, text in expected:
         assert any(p.startswith(prefix) and text in p for p in problems), (prefix, text, problems)
@@ -206,3 +208,38 @@ def test_load_slides_dispatches(tmp_path):
     assert from_sheet.loc[0, "path"] == from_folder.loc[0, "path"] == str(tmp_path / "cohort/P1/a.tif")
     with pytest.raises(InputError, match="slides not found"):
         sheets.load_slides(tmp_path / "nothing")
+
+
+def test_the_same_image_listed_twice_is_refused(tmp_path):
+    """A slide listed twice (under two slide ids, or by a relative and an absolute path, or
+    through a link) would count its cells twice."""
+    image = _touch(tmp_path / "img" / "a.svs")
+    (tmp_path / "link.svs").symlink_to(image)
+    (tmp_path / "s.tsv").write_text(
+        "patient_id\tslide_id\tpath\n"
+        f"P1\tA\timg/a.svs\nP1\tA2\t{image}\nP2\tB\tlink.svs\n")
+    with pytest.raises(InputError) as err:
+        sheets.read_sheet(tmp_path / "s.tsv")
+    assert err.value.problems == [
+        f"s.tsv row 2: {image} is the image of row 1 again (its cells would count twice); list each slide once",
+        f"s.tsv row 3: {tmp_path / 'link.svs'} is the image of row 1 again (its cells would count twice); "
+        "list each slide once"]
+
+
+def test_folder_patients_that_become_one_id_are_refused(tmp_path):
+    _touch(tmp_path / "Pat ö" / "A.svs")
+    _touch(tmp_path / "Pat ä" / "B.svs")
+    with pytest.raises(InputError, match=r"patients 'Pat ä', 'Pat ö' would all be patient_id 'Pat__'"):
+        sheets.slides_from_folder(tmp_path)
+
+
+def test_sheet_encodings(tmp_path):
+    """A UTF-8 BOM and CRLF line ends are read; a Latin-1 sheet is named with the fix."""
+    _touch(tmp_path / "a.svs")
+    text = "patient_id\tslide_id\tpath\r\nPé\tA\ta.svs\r\n"
+    (tmp_path / "bom.tsv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    table = sheets.read_sheet(tmp_path / "bom.tsv")
+    assert table.loc[0, "patient_id"] == "Pé" and table.loc[0, "path"] == str(tmp_path / "a.svs")
+    (tmp_path / "latin1.tsv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(InputError, match="latin1.tsv: cannot read the sample sheet .*; save it as UTF-8"):
+        sheets.read_sheet(tmp_path / "latin1.tsv")

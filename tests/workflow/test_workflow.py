@@ -218,6 +218,20 @@ def test_bad_slide_stop_lists_every_problem(workdir, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_slide_damaged_past_its_first_tile_stops_with_its_name(workdir, tmp_path):
+    """validate_inputs decodes one tile; a slide truncated further in stops at slide_info,
+    which names it on the console, without a traceback."""
+    data = SMALL_SLIDE.read_bytes()
+    damaged = tmp_path / "damaged.tif"
+    damaged.write_bytes(data[: int(len(data) * 0.3)])
+    sheet = _sheet(tmp_path / "s.tsv", [("A", "A1", str(damaged))])
+    result = snakemake(workdir, "--config", f"slides={sheet}", f"outdir={tmp_path / 'r'}", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "slide A1 cannot be used (on_bad_slide: stop)" in output and "damaged.tif" in output
+    assert "Traceback" not in output
+
+
 def test_bad_slide_skip_keeps_other_results(workdir, tmp_path):
     broken = tmp_path / "broken.tif"
     broken.write_bytes(b"II*\x00 this is not a TIFF")

@@ -1,17 +1,22 @@
 """Pixels -> per-cell measurements of one chunk (no scoring thresholds)."""
 
 import numpy as np
-from _common import read_json, start
+from _common import fail, read_json, start
 
 log = start(snakemake)  # noqa: F821
 
 from cxcr4score import pipeline  # noqa: E402
+from cxcr4score.errors import InputError  # noqa: E402
 from cxcr4score.slide_info import SlideInfo  # noqa: E402
 from cxcr4score.tables import write_table  # noqa: E402
 
 info = SlideInfo.from_json(read_json(snakemake.input.info))  # noqa: F821
 config = snakemake.config  # noqa: F821 (the effective config, coerced in common.smk)
-cells, hist = pipeline.measure_chunk(info, snakemake.wildcards.chunk, config=config)  # noqa: F821
+try:
+    cells, hist = pipeline.measure_chunk(info, snakemake.wildcards.chunk, config=config)  # noqa: F821
+except InputError as err:  # a corrupt tile that neither validate_inputs nor slide_info read
+    fail(f"slide {info.slide_id}, chunk {snakemake.wildcards.chunk}: {err}\n"  # noqa: F821
+         "  (the slide is damaged where only this chunk reads it; remove it from the sheet, or re-export it)")
 log.info("%s chunk %s (%d chunks in the slide): %d cells", info.slide_id, snakemake.wildcards.chunk,  # noqa: F821
          len(info.chunks), len(cells))
 write_table(cells, snakemake.output.table)  # noqa: F821

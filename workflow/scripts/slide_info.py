@@ -1,6 +1,6 @@
 """Slide metadata, pixel size, tissue area, background I0 and the chunk list (checkpoint)."""
 
-from _common import read_json, start, write_json
+from _common import fail, read_json, start, write_json
 
 log = start(snakemake)  # noqa: F821
 
@@ -18,8 +18,9 @@ else:
         info = describe_slide(slide["path"], slide_id=slide["slide_id"], patient_id=slide["patient_id"],
                               sheet_mpp=slide["mpp"], roi_path=slide["roi"], config=config)
     except InputError as err:
+        # A slide can pass validate_inputs (which decodes one tile) and still be corrupt further in.
         if snakemake.params.on_bad_slide == "stop":  # noqa: F821
-            raise
+            fail(f"slide {slide['slide_id']} cannot be used (on_bad_slide: stop):\n  {err}")
         info = SlideInfo.failed(**identity, message=str(err))
 log.info("%s", info)
 write_json(info.to_json(), snakemake.output.info)  # noqa: F821
