@@ -34,8 +34,8 @@ def test_typing_shift_moves_the_limits():
     one towards fewer does the reverse; clear cases stay."""
     table = _cells([(60.0, 1.2, 0.5)] * 20 + [
         (30.0, 1.1, 0.9),    # clearly a lymphocyte (1.8 times the reference)
-        (30.0, 1.1, 0.67),   # a lymphocyte by 1.34 times the reference, not by 1.43
-        (30.0, 1.1, 0.62),   # 1.24 times: tumour, but a lymphocyte at 1.17
+        (30.0, 1.1, 0.75),   # a lymphocyte by 1.5 times the reference (1.45), not by 1.595
+        (30.0, 1.1, 0.675),  # 1.35 times: tumour, but a lymphocyte at 1.305
         (40.0, 2.0, 0.5),    # spindle 5.05 um wide: tumour below 4.95 um
         (60.0, 2.0, 0.5),    # 6.2 um wide: tumour, above the 6.05 um of the shift towards fewer
     ])

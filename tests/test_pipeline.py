@@ -211,5 +211,8 @@ def test_internal_control_fires_when_the_stain_is_off(tmp_path, lymphocytes_stai
     _, _, blocks, summary = pipeline.score_slide(path, slide_id="S", patient_id="P", config=cfg)
     assert summary["n_immune_cells"] >= cfg["internal_control"]["min_immune_cells"]
     calls = eligibility.patient_eligibility(pd.DataFrame([summary]).assign(collected=""), blocks, cfg, version="x")
-    assert calls["call"].item() == "not_eligible"
+    # Stained lymphocytes near the typing limits can make the call rest on the typing: then the
+    # stability re-evaluation makes it indeterminate, never eligible.
+    assert "nominal call not_eligible" in calls["reason"].item() or calls["call"].item() == "not_eligible"
+    assert calls["call"].item() == "not_eligible" if not lymphocytes_stained else calls["call"].item() != "eligible"
     assert ("internal control negative" in calls["review_reasons"].item()) is not lymphocytes_stained
