@@ -80,6 +80,11 @@ def block_ids(x_um, y_um, block_um):
     return rows * (1 << 20) + cols
 
 
+#: Key of a chunk table's ``attrs`` (kept in its parquet file) holding why the chunk could not
+#: be read (``on_bad_slide: skip``); merge_slide then fails the slide.
+CHUNK_ERROR = "cxcr4score_chunk_error"
+
+
 def measure_chunk(info, chunk, *, config):
     """Pixels to per-cell measurements for one chunk of a slide (no scoring thresholds).
 

@@ -14,8 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 import yaml
 
 from cxcr4score.eligibility import ELIGIBILITY_COLUMNS
@@ -230,6 +232,53 @@ def test_slide_damaged_past_its_first_tile_stops_with_its_name(workdir, tmp_path
     assert result.returncode != 0
     assert "slide A1 cannot be used (on_bad_slide: stop)" in output and "damaged.tif" in output
     assert "Traceback" not in output
+
+
+def _pyramid_damaged_in_level0(path):
+    """A 4096^2 px deflate TIFF pyramid (0.5 um/px, one reduced level) whose level 0 has one
+    garbled tile: its overview comes from the reduced level and its first tile is sound, so
+    only the chunks that read that tile see the damage."""
+    from cxcr4score import synthetic
+
+    tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(1024.0, 1024.0)), seed=5)
+    rgb = np.ascontiguousarray(np.tile(tile.rgb, (2, 2, 1)))
+    options = dict(photometric="rgb", tile=(256, 256), compression="zlib", resolution=(2e4, 2e4),
+                   resolutionunit="CENTIMETER")
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(rgb, subifds=1, **options)
+        tif.write(np.ascontiguousarray(rgb[::2, ::2]), subfiletype=1, **options)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        middle = len(page.dataoffsets) // 2 + 3
+        offset, size = page.dataoffsets[middle], page.databytecounts[middle]
+    data = bytearray(path.read_bytes())
+    data[offset:offset + size] = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("on_bad_slide", ["stop", "skip"])
+def test_slide_damaged_where_only_a_chunk_reads_it(workdir, tmp_path, on_bad_slide):
+    """stop: the run stops naming slide, chunk and decoder error, no traceback; skip: that slide
+    fails with the reason and the other patient's result is complete."""
+    damaged = _pyramid_damaged_in_level0(tmp_path / "pyramid.tif")
+    sheet = _sheet(tmp_path / "s.tsv", [("A", "A1", str(SMALL_SLIDE)), ("B", "B1", str(damaged))])
+    out = tmp_path / "r"
+    result = snakemake(workdir, "--config", f"slides={sheet}", f"outdir={out}", f"on_bad_slide={on_bad_slide}",
+                       check=False)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    if on_bad_slide == "stop":
+        assert result.returncode != 0
+        assert "slide B1, chunk" in output and "pyramid.tif: cannot read the image (DeflateError" in output
+        return
+    assert result.returncode == 0, output[-3000:]
+    slides = pd.read_csv(out / "slides.csv", dtype=str).set_index("slide_id")
+    assert slides.loc["B1", "qc_status"] == "failed" and "cannot be read where chunk" in slides.loc["B1", "qc_message"]
+    assert slides.loc["A1", "qc_status"] != "failed"
+    calls = read_calls(out).set_index("patient_id")
+    assert calls.loc["B", "call"] == "inadequate" and "DeflateError" in calls.loc["B", "reason"]
+    assert int(calls.loc["A", "n_cells"]) > 0
 
 
 def test_bad_slide_skip_keeps_other_results(workdir, tmp_path):

@@ -5,7 +5,7 @@ from _common import fail, read_json, start
 
 log = start(snakemake)  # noqa: F821
 
-from cxcr4score import pipeline  # noqa: E402
+from cxcr4score import measure, pipeline  # noqa: E402
 from cxcr4score.errors import InputError  # noqa: E402
 from cxcr4score.slide_info import SlideInfo  # noqa: E402
 from cxcr4score.tables import write_table  # noqa: E402
@@ -15,8 +15,15 @@ config = snakemake.config  # noqa: F821 (the effective config, coerced in common
 try:
     cells, hist = pipeline.measure_chunk(info, snakemake.wildcards.chunk, config=config)  # noqa: F821
 except InputError as err:  # a corrupt tile that neither validate_inputs nor slide_info read
-    fail(f"slide {info.slide_id}, chunk {snakemake.wildcards.chunk}: {err}\n"  # noqa: F821
-         "  (the slide is damaged where only this chunk reads it; remove it from the sheet, or re-export it)")
+    problem = f"chunk {snakemake.wildcards.chunk}: {err}"  # noqa: F821
+    # on_bad_slide is read from the config, not a rule param: it changes no measurement, so
+    # changing it must not rerun the chunks that worked.
+    if config["on_bad_slide"] == "stop":
+        fail(f"slide {info.slide_id}, {problem}\n  (the slide is damaged where only this chunk reads it; "
+             "remove it from the sheet or re-export it, or set on_bad_slide: skip)")
+    log.error("%s: %s; the slide will be failed", info.slide_id, problem)
+    cells, hist = pipeline.empty_measurements(), measure.empty_histogram()
+    cells.attrs[pipeline.CHUNK_ERROR] = problem
 log.info("%s chunk %s (%d chunks in the slide): %d cells", info.slide_id, snakemake.wildcards.chunk,  # noqa: F821
          len(info.chunks), len(cells))
 write_table(cells, snakemake.output.table)  # noqa: F821

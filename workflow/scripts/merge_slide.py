@@ -13,8 +13,14 @@ from cxcr4score.tables import write_table  # noqa: E402
 info = SlideInfo.from_json(read_json(snakemake.input.info))  # noqa: F821
 config = snakemake.config  # noqa: F821 (the effective config, coerced in common.smk)
 tables = [pd.read_parquet(p) for p in snakemake.input.tables]  # noqa: F821
-measurements = pd.concat(tables, ignore_index=True) if tables else pipeline.empty_measurements()
 hists = [np.load(p) for p in snakemake.input.hists]  # noqa: F821
+errors = [t.attrs[pipeline.CHUNK_ERROR] for t in tables if pipeline.CHUNK_ERROR in t.attrs]
+if errors:  # on_bad_slide: skip, and a chunk could not be read: the slide fails as a whole
+    info = SlideInfo.failed(slide_id=info.slide_id, patient_id=info.patient_id, path=info.path, roi_path=info.roi,
+                            message=f"cannot be read where {'; '.join(errors)}")
+    tables, hists = [], []
+    log.error("%s: %s", info.slide_id, info.qc_message)
+measurements = pd.concat(tables, ignore_index=True) if tables else pipeline.empty_measurements()
 cells, blocks, summary = pipeline.merge_slide(info, measurements, hists, config=config)
 log.info("%s: %d cells", info.slide_id, len(cells))
 write_table(cells, snakemake.output.cells)  # noqa: F821
