@@ -180,6 +180,44 @@ def _check_calibration(effective):
     effective["calibrated"] = True
 
 
+def from_snakemake(public_config, config_files=None, overrides=None):
+    """The effective configuration of a workflow run.
+
+    Parameters
+    ----------
+    public_config : dict
+        Snakemake's ``config``: the config files' values, each ``--config`` key replacing the
+        file's value whole (a mapping given on the command line arrives as a string).
+    config_files : sequence of path-like, optional
+        The config files (``workflow.configfiles``).
+    overrides : dict, optional
+        The ``--config`` values alone (``workflow.config_settings.overwrite_config``).
+
+    Returns
+    -------
+    dict
+        With both optional arguments, the files' values deep-merged with the coerced overrides,
+        so that ``--config eligibility='{cutoff: 5}'`` keeps the file's other eligibility keys;
+        without them (a Snakemake that no longer offers those attributes), ``public_config``
+        coerced: the run still works, but a mapping given with ``--config`` replaces the file's
+        mapping and its missing keys take the schema defaults.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`validate`.
+    """
+    if config_files is None or overrides is None:
+        return validate(coerce(dict(public_config)))
+    from_files = {}
+    for path in config_files:
+        try:
+            from_files = merge(from_files, yaml.safe_load(Path(path).read_text()) or {})
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read config {path}: {err}") from None
+    return validate(merge(from_files, coerce(dict(overrides))))
+
+
 def default_config():
     """The effective configuration with every default."""
     return validate({})

@@ -74,3 +74,21 @@ def test_a_cutoff_no_patient_can_reach_is_refused(rule, words):
     with pytest.raises(config.ConfigError, match=words):
         config.validate({"eligibility": rule})
     assert config.validate({"eligibility": {"metric": "h_score", "cutoff": 150}})["eligibility"]["cutoff"] == 150
+
+
+def test_from_snakemake_deep_merges_the_overrides_into_the_files(tmp_path):
+    """With the config files and the --config values, a mapping given on the command line keeps
+    the file's other keys; without them (a Snakemake without those attributes) the public config
+    is used, coerced: the run works, the mapping replaces the file's."""
+    path = tmp_path / "c.yaml"
+    path.write_text("eligibility: {min_cells: 250}\nthresholds: [0.25, 0.5, 0.75]\n")
+    overrides = {"eligibility": "{metric: h_score, cutoff: 100}"}
+    merged = config.from_snakemake({}, [path], overrides)
+    assert merged["eligibility"]["min_cells"] == 250 and merged["eligibility"]["cutoff"] == 100
+    assert merged["thresholds"] == [0.25, 0.5, 0.75]
+    public = {"eligibility": "{metric: h_score, cutoff: 100}", "thresholds": [0.25, 0.5, 0.75]}
+    fallback = config.from_snakemake(public)
+    assert fallback["eligibility"]["min_cells"] == 100 and fallback["eligibility"]["metric"] == "h_score"
+    assert fallback["thresholds"] == [0.25, 0.5, 0.75]
+    with pytest.raises(config.ConfigError, match="cannot read config"):
+        config.from_snakemake({}, [tmp_path / "missing.yaml"], {})

@@ -4,8 +4,6 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
 import cxcr4score
 from cxcr4score import config as cx_config
 from cxcr4score.calibration_record import describe as describe_calibration
@@ -19,18 +17,13 @@ onstart:
 
 # Snakemake passes --config lists and mappings as strings and lets them replace whole mappings
 # of the config file: coerce them by the schema's types, deep-merge them into the config files'
-# values, fill defaults, validate (errors name the key). The result replaces `config`.
-def _effective_config():
-    from_files = {}
-    for path in workflow.configfiles:
-        with open(path) as handle:
-            from_files = cx_config.merge(from_files, yaml.safe_load(handle) or {})
-    overrides = cx_config.coerce(dict(workflow.config_settings.overwrite_config))
-    return cx_config.validate(cx_config.merge(from_files, overrides))
-
-
+# values, fill defaults, validate (errors name the key). The result replaces `config`. The
+# config files and the overrides alone are Workflow attributes, not a documented interface:
+# if a Snakemake release drops them, the public `config` is used (cx_config.from_snakemake).
 try:
-    _effective = _effective_config()
+    _effective = cx_config.from_snakemake(
+        config, getattr(workflow, "configfiles", None),
+        getattr(getattr(workflow, "config_settings", None), "overwrite_config", None))
 except cx_config.ConfigError as err:
     raise WorkflowError(str(err)) from None
 config.clear()
