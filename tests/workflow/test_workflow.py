@@ -182,6 +182,17 @@ def test_calibration_record_clears_the_flag_and_reruns_only_the_calls(demo_copy)
     assert moved.returncode != 0 and "are not the calibrated" in moved.stdout + moved.stderr
 
 
+def test_rerun_on_one_thread_gives_identical_bytes(demo_run, demo_copy):
+    """Every pixel stage rerun with measure_chunk on 1 thread in place of 2: eligibility.csv,
+    slides.csv and every cells table are byte for byte the demo's (integer sums, DESIGN 6)."""
+    snakemake(demo_copy, "--forceall", "--set-threads", "measure_chunk=1", "--config", f"outdir={DEMO_OUTDIR}")
+    first, again = demo_run / DEMO_OUTDIR, demo_copy / DEMO_OUTDIR
+    names = ["eligibility.csv", "slides.csv"] + sorted(f"cells/{p.name}" for p in (first / "cells").glob("*.parquet"))
+    assert len(names) > 2
+    for name in names:
+        assert (again / name).read_bytes() == (first / name).read_bytes(), name
+
+
 @pytest.mark.parametrize(
     ("override", "column", "value"),
     [
