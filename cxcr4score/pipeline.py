@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import celltype, eligibility, measure, qc, qc_metrics, roi, score, segment, stain_pattern, stains, tiling
+from . import celltype, eligibility, measure, outlines, qc, qc_metrics, roi, score, segment, stain_pattern, stains, tiling
 from . import grid as grid_module
 from .constants import COMPARTMENT_NAMES, SECTOR_COLUMNS
 from .errors import InputError
@@ -80,6 +80,9 @@ def block_ids(x_um, y_um, block_um):
     return rows * (1 << 20) + cols
 
 
+#: Per-cell outline polygons (cell, nucleus): flat level-0 x, y of the boundary pixels
+#: (:func:`cxcr4score.outlines.label_outlines`), for the cells' GeoJSON.
+OUTLINE_COLUMNS = ("cell_outline", "nucleus_outline")
 #: Key of a chunk table's ``attrs`` (kept in its parquet file) holding why the chunk could not
 #: be read (``on_bad_slide: skip``); merge_slide then fails the slide.
 CHUNK_ERROR = "cxcr4score_chunk_error"
@@ -162,6 +165,9 @@ def measure_chunk(info, chunk, *, config):
         membrane_exposed_fraction=exposed[1 : n + 1][keep] if n else np.empty(0),
         block_id=block_ids(x_um, y_um, config["intervals"]["block_um"]),
         in_roi=in_roi[1:][keep],
+        **{name: pd.Series(outlines.label_outlines(labels, np.flatnonzero(keep) + 1, row_offset=box.read[0],
+                                                   col_offset=box.read[1], scale=f), dtype=object)
+           for name, labels in zip(OUTLINE_COLUMNS, (cells, nuclei))},
     )
     return pd.concat([table, stats[keep].reset_index(drop=True)], axis=1), hist
 
@@ -182,7 +188,7 @@ def _roi_mask(info, box, to_level0):
 def _base_table(**columns):
     return pd.DataFrame({name: columns[name] for name in (
         "cell_id", "x", "y", "x_um", "y_um", "nucleus_area_um2", "nucleus_axis_ratio", "cell_area_um2",
-        "membrane_exposed_fraction", "block_id", "in_roi")})
+        "membrane_exposed_fraction", "block_id", "in_roi", *OUTLINE_COLUMNS)})
 
 
 def empty_measurements():
@@ -191,7 +197,8 @@ def empty_measurements():
     base = _base_table(cell_id=empty.astype(np.int64), x=empty, y=empty, x_um=empty, y_um=empty,
                        nucleus_area_um2=empty, nucleus_axis_ratio=empty, cell_area_um2=empty,
                        membrane_exposed_fraction=empty,
-                       block_id=empty.astype(np.int64), in_roi=empty.astype(bool))
+                       block_id=empty.astype(np.int64), in_roi=empty.astype(bool),
+                       **{name: pd.Series([], dtype=object) for name in OUTLINE_COLUMNS})
     return pd.concat([base, measure.empty_table()], axis=1)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,12 @@ _LEGACY_OBJECT_TYPES = {
 #: QuPath's intensity classification names and colours (``PathClass`` defaults), by class 0-3.
 _CLASS_NAMES = ("Negative", "1+", "2+", "3+")
 _CLASS_COLOURS = ((112, 112, 225), (255, 215, 0), (224, 142, 0), (200, 50, 50))
+#: Colours of the classifications of cells not scored, by cell type (QuPath's "Immune cells"
+#: and "Stroma" defaults; grey otherwise).
+_TYPE_COLOURS = {"Immune": (160, 90, 160), "Stroma": (150, 200, 150)}
 #: Cell table columns exported as QuPath measurements, when present.
-_MEASUREMENTS = ("dab_membrane", "dab_cytoplasm", "dab_nucleus", "dab_cell", "membrane_completeness")
+_MEASUREMENTS = ("dab_membrane", "dab_cytoplasm", "dab_nucleus", "dab_cell", "membrane_completeness",
+                 "nucleus_area_um2", "cell_area_um2")
 
 
 def read_roi(path: str | os.PathLike) -> list[Polygon]:
@@ -277,22 +282,31 @@ def _crossings(rings: list[np.ndarray], n_rows: int) -> tuple[np.ndarray, np.nda
     return rows, xs
 
 
-def cells_to_geojson(cells: pd.DataFrame) -> dict:
-    """Cells as a QuPath-importable GeoJSON FeatureCollection of point detections.
+def cells_to_geojson(cells: pd.DataFrame, *, slide_id: str = "") -> dict:
+    """Cells as a QuPath GeoJSON FeatureCollection, as QuPath (>= 0.4) writes cell objects.
 
     Parameters
     ----------
     cells : DataFrame
-        Needs ``x`` and ``y`` (level-0 pixels). Optional: ``class`` (0-3), which becomes the
-        QuPath classification Negative / 1+ / 2+ / 3+, and ``dab_membrane``,
-        ``dab_cytoplasm``, ``dab_nucleus``, ``dab_cell``, ``membrane_completeness``, which
-        become measurements (missing values left out).
+        Needs ``x`` and ``y`` (level-0 pixels). Optional: ``cell_outline`` and
+        ``nucleus_outline`` (flat x, y of each outline; :mod:`cxcr4score.outlines`), which make
+        the feature a cell with its ``geometry`` and ``nucleusGeometry`` polygons (else a point
+        detection); ``class`` (0-3), the classification Negative / 1+ / 2+ / 3+ of a scored
+        cell; ``scored`` and ``cell_type``, which classify a cell not scored by its type
+        (Immune, Stroma, Unknown, or Tumour outside the ROI); ``cell_id``, from which a stable
+        UUID is made; and the measurements ``dab_membrane``, ``dab_cytoplasm``,
+        ``dab_nucleus``, ``dab_cell``, ``membrane_completeness``, ``nucleus_area_um2``,
+        ``cell_area_um2`` (missing values left out).
+    slide_id : str
+        Part of each feature's UUID (a cell id is unique within its slide).
 
     Returns
     -------
     dict
-        ``{"type": "FeatureCollection", "features": [...]}``, one Point feature per cell with
-        ``properties.objectType == "detection"``; ready for ``json.dump``.
+        ``{"type": "FeatureCollection", "features": [...]}``, one feature per cell: ``id``,
+        ``geometry``, ``nucleusGeometry`` (cells with outlines), ``properties`` with
+        ``objectType`` ``cell`` (or ``detection``), ``classification`` {``name``, ``color``}
+        and ``measurements`` {name: value}; ready for ``json.dump``.
 
     Raises
     ------
@@ -309,23 +323,49 @@ def cells_to_geojson(cells: pd.DataFrame) -> dict:
     missing = [c for c in ("x", "y") if c not in cells.columns]
     if missing:
         raise ValueError(f"cells table lacks column(s) {missing}; it has {list(cells.columns)}")
-    columns = [c for c in _MEASUREMENTS if c in cells.columns]
-    classes = cells["class"].tolist() if "class" in cells.columns else [None] * len(cells)
+    n = len(cells)
+    classes = cells["class"].tolist() if "class" in cells.columns else [None] * n
     bad = sorted({c for c in classes if not pd.isna(c) and c not in range(len(_CLASS_NAMES))})
     if bad:
         raise ValueError(f"cell classes must be 0, 1, 2 or 3, got {bad}")
-    features = [
-        _cell_feature(x, y, cls, dict(zip(columns, values)))
-        for x, y, cls, values in zip(cells["x"].tolist(), cells["y"].tolist(), classes,
-                                     cells[columns].itertuples(index=False, name=None))
-    ]
+    scored = cells["scored"].tolist() if "scored" in cells.columns else [True] * n
+    types = cells["cell_type"].tolist() if "cell_type" in cells.columns else [None] * n
+    ids = cells["cell_id"].tolist() if "cell_id" in cells.columns else list(range(n))
+    outlines = [cells[c].tolist() if c in cells.columns else [None] * n for c in ("cell_outline", "nucleus_outline")]
+    columns = [c for c in _MEASUREMENTS if c in cells.columns]
+    features = []
+    for i, values in enumerate(cells[columns].itertuples(index=False, name=None)):
+        feature = {"type": "Feature", "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"cxcr4score:{slide_id}:{ids[i]}"))}
+        cell, nucleus = (_polygon(o[i]) for o in outlines)
+        if cell is not None:
+            feature["geometry"] = cell
+            if nucleus is not None:
+                feature["nucleusGeometry"] = nucleus
+            properties = {"objectType": "cell"}
+        else:
+            feature["geometry"] = {"type": "Point", "coordinates": [float(cells["x"].iat[i]), float(cells["y"].iat[i])]}
+            properties = {"objectType": "detection"}
+        classification = _classification(classes[i], scored[i], types[i])
+        if classification:
+            properties["classification"] = classification
+        properties["measurements"] = {k: float(v) for k, v in zip(columns, values) if not pd.isna(v)}
+        feature["properties"] = properties
+        features.append(feature)
     return {"type": "FeatureCollection", "features": features}
 
 
-def _cell_feature(x: float, y: float, cls, measurements: dict) -> dict:
-    properties = {"objectType": "detection"}
-    if cls is not None and not pd.isna(cls):
-        properties["classification"] = {"name": _CLASS_NAMES[int(cls)], "color": list(_CLASS_COLOURS[int(cls)])}
-    properties["measurements"] = {k: float(v) for k, v in measurements.items() if not pd.isna(v)}
-    return {"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(x), float(y)]},
-            "properties": properties}
+def _polygon(flat) -> dict | None:
+    """A closed GeoJSON Polygon from flat x, y (None for a missing or degenerate outline)."""
+    if flat is None or (not isinstance(flat, (list, np.ndarray))) or len(flat) < 6:
+        return None
+    points = np.asarray(flat, dtype=np.float64).reshape(-1, 2).round(2).tolist()
+    return {"type": "Polygon", "coordinates": [points + [points[0]]]}
+
+
+def _classification(cls, scored, cell_type) -> dict | None:
+    if scored and cls is not None and not pd.isna(cls):
+        return {"name": _CLASS_NAMES[int(cls)], "color": list(_CLASS_COLOURS[int(cls)])}
+    if cell_type:
+        name = str(cell_type).capitalize()
+        return {"name": name, "color": list(_TYPE_COLOURS.get(name, (128, 128, 128)))}
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -203,3 +204,63 @@ def test_cells_to_geojson_validates():
         cells_to_geojson(pd.DataFrame({"x": [1.0]}))
     with pytest.raises(ValueError, match="0, 1, 2 or 3"):
         cells_to_geojson(pd.DataFrame({"x": [1.0], "y": [1.0], "class": [4]}))
+
+
+def test_cells_with_outlines_are_qupath_cells():
+    """The structure QuPath (>= 0.4) writes for a cell object (PathObjectTypeAdapters): id,
+    geometry, nucleusGeometry beside it, properties.objectType 'cell', classification {name,
+    color}, measurements {name: value}. A cell not scored is classified by its type."""
+    square = np.array([0, 0, 4, 0, 4, 4, 0, 4], np.float32)
+    cells = pd.DataFrame({
+        "cell_id": [7, 8], "x": [2.0, 12.0], "y": [2.0, 2.0], "class": [2, 0], "scored": [True, False],
+        "cell_type": ["tumour", "immune"], "dab_membrane": [0.45, 0.1], "nucleus_area_um2": [30.0, 20.0],
+        "cell_outline": [square, square + 10], "nucleus_outline": [square / 2 + 1, np.zeros(0, np.float32)],
+    })
+    first, second = cells_to_geojson(cells, slide_id="S1")["features"]
+    assert set(first) == {"type", "id", "geometry", "nucleusGeometry", "properties"}
+    assert str(uuid.UUID(first["id"])) == first["id"]
+    assert first["id"] == cells_to_geojson(cells, slide_id="S1")["features"][0]["id"]  # stable
+    assert first["id"] != cells_to_geojson(cells, slide_id="S2")["features"][0]["id"]
+    assert first["geometry"] == {"type": "Polygon", "coordinates": [[[0, 0], [4, 0], [4, 4], [0, 4], [0, 0]]]}
+    assert first["nucleusGeometry"]["coordinates"] == [[[1, 1], [3, 1], [3, 3], [1, 3], [1, 1]]]
+    assert first["properties"] == {"objectType": "cell", "classification": {"name": "2+", "color": [224, 142, 0]},
+                                   "measurements": {"dab_membrane": 0.45, "nucleus_area_um2": 30.0}}
+    assert "nucleusGeometry" not in second  # no nucleus outline: a cell all the same
+    assert second["properties"]["classification"]["name"] == "Immune"
+    assert second["properties"]["objectType"] == "cell"
+
+
+def test_label_outlines_trace_the_labels():
+    """Reference: each label less its one-pixel boundary ring (pixels with a 4-neighbour of
+    another label or background), traced through its own boundary pixels: every vertex is one
+    of them; a rectangle's are its corners; touching labels stay apart; a one-pixel-wide label
+    has no outline."""
+    from skimage.draw import disk
+
+    from cxcr4score.outlines import label_outlines
+
+    labels = np.zeros((40, 50), np.int32)
+    labels[disk((15, 15), 8)] = 1
+    labels[5:12, 30:45] = 2
+    labels[5:12, 45:49] = 5  # touches label 2
+    labels[30:34, 30:31] = 3
+    flat = label_outlines(labels, [1, 2, 3, 4, 5], row_offset=100, col_offset=200, scale=2.0)
+    assert flat[2].size == 0 and flat[3].size == 0  # one pixel wide; absent
+
+    def core_boundary(k):
+        inside = labels == k
+        core = np.zeros_like(inside)
+        core[1:-1, 1:-1] = (inside[1:-1, 1:-1] & inside[:-2, 1:-1] & inside[2:, 1:-1]
+                            & inside[1:-1, :-2] & inside[1:-1, 2:])
+        ring = np.zeros_like(core)
+        ring[1:-1, 1:-1] = core[1:-1, 1:-1] & ~(core[:-2, 1:-1] & core[2:, 1:-1] & core[1:-1, :-2] & core[1:-1, 2:])
+        return {(c, r) for r, c in zip(*np.nonzero(ring))}
+
+    def vertices(k):
+        xy = flat[k - 1].reshape(-1, 2) / 2.0 - [200.5, 100.5]  # back to pixel indices
+        return sorted(map(tuple, xy.round().astype(int).tolist()))
+
+    for k in (1, 2, 5):
+        assert set(vertices(k)) <= core_boundary(k)
+    assert vertices(2) == [(31, 6), (31, 10), (43, 6), (43, 10)]
+    assert vertices(5) == [(46, 6), (46, 10), (47, 6), (47, 10)]

@@ -108,6 +108,10 @@ def test_output_contract(demo):
         assert (demo / "cells" / f"{slide_id}.parquet").is_file()
         detections = json.loads((demo / "cells" / f"{slide_id}.geojson").read_text())["features"]
         assert len(detections) == len(pd.read_parquet(demo / "cells" / f"{slide_id}.parquet"))
+        # QuPath cells: the measured cell and nucleus outlines
+        assert all(f["properties"]["objectType"] == "cell" and f["geometry"]["type"] == "Polygon"
+                   for f in detections)
+        assert sum("nucleusGeometry" in f for f in detections) > 0.95 * len(detections)
         assert (demo / "qc" / f"{slide_id}.png").stat().st_size > 10_000
     assert "Research use only" in (demo / "report.html").read_text()
     if not CHECK_CONTRACT.is_file():

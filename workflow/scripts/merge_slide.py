@@ -24,6 +24,6 @@ measurements = pd.concat(tables, ignore_index=True) if tables else pipeline.empt
 cells, blocks, summary = pipeline.merge_slide(info, measurements, hists, config=config)
 log.info("%s: %d cells", info.slide_id, len(cells))
 write_table(cells, snakemake.output.cells)  # noqa: F821
-write_json(roi.cells_to_geojson(cells), snakemake.output.geojson, indent=None)  # noqa: F821
+write_json(roi.cells_to_geojson(cells, slide_id=info.slide_id), snakemake.output.geojson, indent=None)  # noqa: F821
 write_table(blocks, snakemake.output.blocks)  # noqa: F821
 write_json(summary, snakemake.output.summary)  # noqa: F821
