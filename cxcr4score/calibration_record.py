@@ -27,7 +27,7 @@ FORMAT_VERSION = 1
 MEASUREMENT_KEYS = (
     "analysis_mpp", "default_mpp", "default_i0", "stains", "stain_estimation", "tissue", "nuclei", "cell_expansion_um",
     "membrane_band_um", "membrane_capture_um", "compartments", "class_rule", "membrane_exposed_max",
-    "tumour_cells",
+    "tumour_cells", "roi_classes",
 )
 
 _THRESHOLD_TOLERANCE = 1e-9

@@ -35,7 +35,7 @@ CELL_COLUMNS = (
 _CELL_ID_STRIDE = 10_000_000
 
 
-def validate_slide(path: str | os.PathLike, *, roi_path: str | os.PathLike = "") -> tuple[dict, list[str]]:
+def validate_slide(path: str | os.PathLike, *, roi_path: str | os.PathLike = "", roi_classes=()) -> tuple[dict, list[str]]:
     """Check that a slide (and its ROI file) can be read, without decoding all pixels.
 
     Parameters
@@ -44,6 +44,8 @@ def validate_slide(path: str | os.PathLike, *, roi_path: str | os.PathLike = "")
         The slide image.
     roi_path : str or path-like, optional
         A QuPath GeoJSON file of annotations; '' for none.
+    roi_classes : sequence of str, optional
+        Config ``roi_classes``: the annotation classes that make the ROI (empty: all).
 
     Returns
     -------
@@ -67,7 +69,7 @@ def validate_slide(path: str | os.PathLike, *, roi_path: str | os.PathLike = "")
         problems.extend(exc.problems)
     if str(roi_path):
         try:
-            roi.read_roi(roi_path)
+            roi.read_roi(roi_path, roi_classes)
         except InputError as exc:
             problems.extend(exc.problems)
     return info, problems
@@ -133,7 +135,7 @@ def measure_chunk(info, chunk, *, config):
     owned = np.zeros(n + 1, dtype=bool)
     owned[1:] = tiling.in_core(rows[1:], cols[1:], box)
     in_roi = owned.copy()
-    roi_mask = _roi_mask(info, box.read, grid.to_level0)
+    roi_mask = _roi_mask(info, box.read, grid.to_level0, config["roi_classes"])
     if roi_mask is not None and n:
         in_roi[1:] &= roi_mask[np.round(rows[1:]).astype(int), np.round(cols[1:]).astype(int)]
     # Typed before they are measured, with the slide's darkness reference and the kernel's own
@@ -172,7 +174,7 @@ def measure_chunk(info, chunk, *, config):
     return pd.concat([table, stats[keep].reset_index(drop=True)], axis=1), hist
 
 
-def _roi_mask(info, box, to_level0):
+def _roi_mask(info, box, to_level0, classes):
     """The ROI on an analysis-grid box ``(top, left, bottom, right)``, or None without ROI.
 
     Level-0 and analysis coordinates are continuous here (pixel k spans [k, k + 1)), so the
@@ -181,7 +183,7 @@ def _roi_mask(info, box, to_level0):
     if not info.roi:
         return None
     corner = np.array([box[1], box[0]], dtype=np.float64) * to_level0
-    shifted = [[ring - corner for ring in polygon] for polygon in roi.read_roi(info.roi)]
+    shifted = [[ring - corner for ring in polygon] for polygon in roi.read_roi(info.roi, classes)]
     return roi.roi_mask(shifted, (box[2] - box[0], box[3] - box[1]), scale=1.0 / to_level0)
 
 
@@ -336,7 +338,7 @@ def qc_slide(info, cells, *, config):
         cell_x=x, cell_y=y, cell_class=np.where(scored, cells["class"].to_numpy(int), -1),
         cell_radius=np.sqrt(cells["cell_area_um2"].to_numpy() / np.pi) / grid.mpp,
         tissue_mask=tissue_of(overview, overview_mpp, config),
-        roi_mask=_roi_mask(info, overview_box, overview_mpp / grid.native_mpp),
+        roi_mask=_roi_mask(info, overview_box, overview_mpp / grid.native_mpp, config["roi_classes"]),
         title=title,
     )
 

@@ -41,7 +41,7 @@ _MEASUREMENTS = ("dab_membrane", "dab_cytoplasm", "dab_nucleus", "dab_cell", "me
                  "nucleus_area_um2", "cell_area_um2")
 
 
-def read_roi(path: str | os.PathLike) -> list[Polygon]:
+def read_roi(path: str | os.PathLike, classes=()) -> list[Polygon]:
     """Read annotation polygons from a QuPath GeoJSON export.
 
     Parameters
@@ -49,6 +49,9 @@ def read_roi(path: str | os.PathLike) -> list[Polygon]:
     path : str or path-like
         A FeatureCollection, a single Feature, or a bare list of Features (older QuPath), with
         Polygon or MultiPolygon geometries in level-0 pixel coordinates.
+    classes : sequence of str, optional
+        Keep only annotations classified as one of these (QuPath classification names, any
+        case; config ``roi_classes``, e.g. ``[Tumor]``); empty: every annotation.
 
     Returns
     -------
@@ -70,13 +73,21 @@ def read_roi(path: str | os.PathLike) -> list[Polygon]:
     3 vertices are skipped without error.
     """
     path = Path(path)
-    polygons = []
+    wanted = {str(c).strip().lower() for c in classes}
+    polygons, found = [], set()
     for number, feature in enumerate(_features(_load(path, "ROI file")), start=1):
-        if _is_annotation(feature):
+        if not _is_annotation(feature):
+            continue
+        name = _class_name(feature.get("properties") or {})
+        found.add(name or "(unclassified)")
+        if not wanted or name.lower() in wanted:
             try:
                 polygons.extend(_geometry_polygons(feature.get("geometry")))
             except (TypeError, ValueError, AttributeError):
                 raise InputError([f"{path}: feature {number} has malformed coordinates"]) from None
+    if not polygons and wanted:
+        raise InputError([f"{path}: no annotation polygon classified {' or '.join(sorted(classes))} (roi_classes); "
+                          f"its annotations are classified {', '.join(sorted(found)) or 'nothing'}"])
     if not polygons:
         raise InputError([f"{path}: no annotation polygons found (Polygon or MultiPolygon)"])
     return polygons

@@ -140,6 +140,29 @@ def test_blank_glass_gives_no_cells_and_fails_qc_on_tissue_area(tmp_path):
     assert "tissue area 0 mm2 (failed < 0.001)" in summary["qc_message"]
 
 
+def test_roi_classes_choose_the_annotations_that_count(tmp_path):
+    """A QuPath export with a Tumor (left half) and a Stroma (right half) annotation: with
+    roi_classes [Tumor] only the left half's cells are in the region."""
+    tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(200.0, 200.0)), seed=22)
+    path = tmp_path / "t.tif"
+    synthetic.write_tile(tile, path)
+    halves = {"Tumor": [[0, 0], [200, 0], [200, 400], [0, 400], [0, 0]],
+              "Stroma": [[200, 0], [400, 0], [400, 400], [200, 400], [200, 0]]}
+    roi_file = tmp_path / "t.roi.geojson"
+    roi_file.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+         "properties": {"objectType": "annotation", "classification": {"name": name}}} for name, ring in halves.items()]}))
+    _, every, _, _ = pipeline.score_slide(path, slide_id="S", roi_path=str(roi_file), config=CONFIG)
+    _, tumour, _, _ = pipeline.score_slide(path, slide_id="S", roi_path=str(roi_file),
+                                           config=config.merge(CONFIG, {"roi_classes": ["Tumor"]}))
+    assert every["in_roi"].all()
+    inside = tumour["in_roi"].to_numpy()
+    assert inside.any() and not inside.all() and (tumour.loc[inside, "x"] < 201).all()
+    assert (tumour.loc[~inside, "x"] > 199).all()
+    _, problems = pipeline.validate_slide(path, roi_path=roi_file, roi_classes=["Tumour"])
+    assert len(problems) == 1 and "no annotation polygon classified Tumour" in problems[0]
+
+
 @pytest.mark.parametrize("mpp", [0.5, 0.3])
 def test_tiles_with_halo_give_the_whole_image_result(tmp_path, monkeypatch, mpp):
     """DESIGN 6: totals over tiles = whole image; each cell once, measured as on the whole image.

@@ -264,3 +264,24 @@ def test_label_outlines_trace_the_labels():
         assert set(vertices(k)) <= core_boundary(k)
     assert vertices(2) == [(31, 6), (31, 10), (43, 6), (43, 10)]
     assert vertices(5) == [(46, 6), (46, 10), (47, 6), (47, 10)]
+
+
+def test_roi_classes_select_annotations(tmp_path):
+    """QuPath exports every annotation; config roi_classes keeps the named classes (any case)."""
+    tumour = [[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]
+    stroma = [[20, 20], [30, 20], [30, 30], [20, 30], [20, 20]]
+    collection = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [tumour]},
+         "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]}}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [stroma]},
+         "properties": {"objectType": "annotation", "classification": {"name": "Stroma"}}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [stroma]},
+         "properties": {"objectType": "annotation"}},
+    ]}
+    path = _write(tmp_path, collection)
+    assert len(read_roi(path)) == 3
+    chosen = read_roi(path, ["tumor"])
+    assert len(chosen) == 1 and chosen[0][0].max() == 10
+    with pytest.raises(InputError, match=r"no annotation polygon classified Tumour .*classified \(unclassified\), "
+                                         r"Stroma, Tumor"):
+        read_roi(path, ["Tumour"])

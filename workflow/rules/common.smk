@@ -48,7 +48,7 @@ wildcard_constraints:
 # slide_info measures the nucleus baseline with the nuclei settings (nuclei.background_radius_um, sigma_um).
 SLIDE_INFO_KEYS = ("analysis_mpp", "default_mpp", "default_i0", "stains", "stain_estimation", "tissue", "nuclei")
 PIXEL_KEYS = SLIDE_INFO_KEYS + ("cell_expansion_um", "membrane_band_um", "membrane_capture_um",
-                               "intervals.block_um")
+                               "intervals.block_um", "roi_classes")
 CLASS_KEYS = ("thresholds", "class_rule", "compartments", "membrane_exposed_max", "tumour_cells",
               "eligibility.threshold_tolerance", "pixel_hematoxylin_min", "qc")
 CALL_KEYS = ("eligibility", "intervals", "patient_rule", "pixel_thresholds", "calibrated", "calibration",

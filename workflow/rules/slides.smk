@@ -14,6 +14,7 @@ rule validate_inputs:
     params:
         slides=SLIDES.to_dict(orient="records"),
         on_bad_slide=config["on_bad_slide"],
+        roi_classes=config["roi_classes"],
         default_mpp=config["default_mpp"],
         version=cxcr4score.__version__,
     conda:

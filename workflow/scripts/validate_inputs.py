@@ -15,7 +15,8 @@ slides = snakemake.params.slides  # noqa: F821
 problems = {}
 info = {}
 for slide in slides:
-    details, found = pipeline.validate_slide(slide["path"], roi_path=slide["roi"])
+    details, found = pipeline.validate_slide(slide["path"], roi_path=slide["roi"],
+                                             roi_classes=snakemake.params.roi_classes)  # noqa: F821
     info[slide["slide_id"]] = details
     if found:
         problems[slide["slide_id"]] = found
