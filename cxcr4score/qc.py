@@ -8,10 +8,10 @@ QC status.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
+
+from .tables import write_bytes
 
 #: Class colours (RGB): 0 blue, 1+ yellow, 2+ orange, 3+ red (the usual IHC scoring palette).
 CLASS_COLOURS = ((60, 110, 255), (255, 215, 0), (255, 130, 0), (220, 0, 0))
@@ -129,7 +129,8 @@ def qc_picture(overview, *, overview_scale, crop, crop_origin, cell_x, cell_y, c
 
 
 def write_png(picture, path):
-    """Write an RGB picture as PNG (OpenCV writes BGR, so channels are swapped here)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write QC picture {path}")
+    """Write an RGB picture as PNG, atomically (OpenCV encodes BGR, so channels are swapped)."""
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode QC picture {path}")
+    write_bytes(encoded.tobytes(), path)

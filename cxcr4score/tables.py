@@ -1,7 +1,9 @@
-"""Tables and YAML files written atomically: readers never see a half-written file."""
+"""Output files written atomically (a temporary name, then a rename): a reader, or a run
+resumed after a kill, never sees a half-written file."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -48,6 +50,22 @@ def write_yaml(data, path: str | os.PathLike, *, header: str = "") -> None:
     """
     text = header + yaml.safe_dump(data, sort_keys=False, width=100)
     _write_atomic(Path(path), lambda temp: Path(temp).write_text(text))
+
+
+def write_json(data, path: str | os.PathLike, *, indent: int | None = 1) -> None:
+    """Write data as JSON (NaN allowed, as Python reads it back), atomically."""
+    text = json.dumps(data, indent=indent, allow_nan=True)
+    _write_atomic(Path(path), lambda temp: Path(temp).write_text(text))
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    """Write text (UTF-8), atomically."""
+    _write_atomic(Path(path), lambda temp: Path(temp).write_text(text, encoding="utf-8"))
+
+
+def write_bytes(data: bytes, path: str | os.PathLike) -> None:
+    """Write bytes (an encoded picture, a saved array), atomically."""
+    _write_atomic(Path(path), lambda temp: Path(temp).write_bytes(data))
 
 
 def _write_atomic(path, write):

@@ -1,5 +1,7 @@
 """Tests of cxcr4score.tables: atomic CSV and Parquet writing."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -32,3 +34,27 @@ def test_write_table_failure_leaves_old_file_and_no_temp(tmp_path):
 def test_write_table_rejects_other_suffixes(tmp_path):
     with pytest.raises(ValueError, match="csv or .parquet"):
         tables.write_table(pd.DataFrame(), tmp_path / "t.xlsx")
+
+
+def test_json_text_and_bytes_are_written_atomically(tmp_path, monkeypatch):
+    """A write that fails half-way leaves the earlier file as it was and no temporary file."""
+    import json
+
+    from cxcr4score import tables
+
+    path = tmp_path / "out" / "summary.json"
+    tables.write_json({"a": float("nan"), "b": [1, 2]}, path)
+    assert json.loads(path.read_text())["b"] == [1, 2]
+    tables.write_text("text", tmp_path / "out" / "r.html")
+    tables.write_bytes(b"\x89PNG", tmp_path / "out" / "p.png")
+    assert (tmp_path / "out" / "p.png").read_bytes() == b"\x89PNG"
+
+    def broken(self, text, *args, **kwargs):
+        Path.write_bytes(self, text[:3].encode())
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", broken)
+    with pytest.raises(OSError, match="disk full"):
+        tables.write_json({"replaced": True}, path)
+    assert json.loads(path.read_bytes())["b"] == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p.png", "r.html", "summary.json"]

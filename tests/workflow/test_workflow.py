@@ -8,10 +8,13 @@ reads: the demo runs once per module, and a test that reruns it works on its own
 
 import html
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +198,31 @@ def test_rerun_on_one_thread_gives_identical_bytes(demo_run, demo_copy):
     assert len(names) > 2
     for name in names:
         assert (again / name).read_bytes() == (first / name).read_bytes(), name
+
+
+def test_killed_run_resumes_to_the_same_bytes(demo_run, workdir):
+    """SIGKILL to snakemake and its jobs once the first chunk is measured; `snakemake --unlock`
+    and the same command again: the run finishes, and its calls, slides and cells tables are
+    byte for byte the uninterrupted run's (outputs are written under a temporary name and
+    renamed; Snakemake reruns the jobs it did not finish)."""
+    command = [str(SNAKEMAKE), "--cores", "2", "--config", f"outdir={DEMO_OUTDIR}"]
+    with open(workdir / "killed.log", "w") as log:
+        process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 600
+        while process.poll() is None and time.monotonic() < deadline:
+            if any((workdir / DEMO_OUTDIR / "slides").glob("*/chunks/*.parquet")):
+                break
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    out = workdir / DEMO_OUTDIR
+    assert not (out / "eligibility.csv").exists()  # stopped mid-way
+    snakemake(workdir, "--unlock", "--config", f"outdir={DEMO_OUTDIR}")
+    snakemake(workdir, "--config", f"outdir={DEMO_OUTDIR}")
+    first = demo_run / DEMO_OUTDIR
+    names = ["eligibility.csv", "slides.csv"] + sorted(f"cells/{p.name}" for p in (first / "cells").glob("*.parquet"))
+    for name in names:
+        assert (out / name).read_bytes() == (first / name).read_bytes(), name
 
 
 @pytest.mark.parametrize(

@@ -30,5 +30,6 @@ def read_json(path):
 
 
 def write_json(data, path, indent=1):
-    with open(path, "w") as handle:
-        json.dump(data, handle, indent=indent, allow_nan=True)
+    from cxcr4score.tables import write_json as write_atomically
+
+    write_atomically(data, path, indent=indent)

@@ -1,5 +1,7 @@
 """Pixels -> per-cell measurements of one chunk (no scoring thresholds)."""
 
+import io
+
 import numpy as np
 from _common import fail, read_json, start
 
@@ -8,7 +10,7 @@ log = start(snakemake)  # noqa: F821
 from cxcr4score import measure, pipeline  # noqa: E402
 from cxcr4score.errors import InputError  # noqa: E402
 from cxcr4score.slide_info import SlideInfo  # noqa: E402
-from cxcr4score.tables import write_table  # noqa: E402
+from cxcr4score.tables import write_bytes, write_table  # noqa: E402
 
 info = SlideInfo.from_json(read_json(snakemake.input.info))  # noqa: F821
 config = snakemake.config  # noqa: F821 (the effective config, coerced in common.smk)
@@ -27,4 +29,6 @@ except InputError as err:  # a corrupt tile that neither validate_inputs nor sli
 log.info("%s chunk %s (%d chunks in the slide): %d cells", info.slide_id, snakemake.wildcards.chunk,  # noqa: F821
          len(info.chunks), len(cells))
 write_table(cells, snakemake.output.table)  # noqa: F821
-np.save(snakemake.output.hist, hist)  # noqa: F821
+buffer = io.BytesIO()
+np.save(buffer, hist)
+write_bytes(buffer.getvalue(), snakemake.output.hist)  # noqa: F821

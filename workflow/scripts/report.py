@@ -6,6 +6,7 @@ from _common import start
 log = start(snakemake)  # noqa: F821
 
 from cxcr4score.report import render_report  # noqa: E402
+from cxcr4score.tables import write_text  # noqa: E402
 
 text = render_report(
     pd.read_csv(snakemake.input.eligibility, dtype={"patient_id": str}),  # noqa: F821
@@ -16,5 +17,4 @@ text = render_report(
     version=snakemake.params.version,  # noqa: F821
     calibration=snakemake.params.calibration,  # noqa: F821
 )
-with open(snakemake.output[0], "w") as handle:  # noqa: F821
-    handle.write(text)
+write_text(text, snakemake.output[0])  # noqa: F821
