@@ -4,9 +4,9 @@ Tracing each label on its own (``cv2.findContours`` per bounding box) costs more
 segmentation itself (tens of microseconds of call overhead per label, thousands of labels a
 chunk). So each label loses its one-pixel boundary ring, which leaves no two labels touching,
 and OpenCV traces every label of the image in one call; each outline is then assigned to the
-label it lies in. An outline runs through the centres of the pixels one inside the label's
-boundary: 1.5 grid pixels (0.75 um at 0.5 um/px) inside the measured region's edge, so cells
-that share a boundary show a thin gap in QuPath.
+label it lies in, and each vertex is moved one pixel out from the outline's centre, back onto
+the removed ring. An outline so runs about through the centres of the label's boundary pixels,
+half a grid pixel inside the measured region's edge, as a per-label trace would.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ def label_outlines(labels, ids, *, row_offset=0.0, col_offset=0.0, scale=1.0):
     Returns
     -------
     list of (2 P,) ndarray of float32
-        Per id, ``x0, y0, x1, y1, ...`` (not closed) of the outline through the centres of the
-        pixels just inside the label's boundary, in level-0 pixels (pixel k spans [k, k + 1),
-        its centre k + 0.5); empty for a label absent from ``labels`` or too thin to keep a
-        pixel inside its boundary. A label in several pieces gets its largest outline.
+        Per id, ``x0, y0, x1, y1, ...`` (not closed) of the outline, about through the centres of
+        the label's boundary pixels, in level-0 pixels (pixel k spans [k, k + 1), its centre
+        k + 0.5); empty for a label absent from ``labels`` or too thin to keep a pixel inside
+        its boundary ring. A label in several pieces gets its largest outline.
     """
     labels = np.asarray(labels)
     # A pixel with a 4-neighbour of another label: where the label's largest or smallest
@@ -56,7 +56,14 @@ def label_outlines(labels, ids, *, row_offset=0.0, col_offset=0.0, scale=1.0):
     if not present:
         return [np.zeros(0, np.float32) for _ in chosen]
     points = np.concatenate(present)[:, 0, :].astype(np.float64)  # (P, 2) as (x, y), all outlines
+    # Back out to the removed ring: each vertex one pixel further from its outline's centre.
+    counts = np.array([len(c) for c in present])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    centres = np.repeat(np.add.reduceat(points, starts, axis=0) / counts[:, None], counts, axis=0)
+    away = points - centres
+    length = np.hypot(away[:, 0], away[:, 1])
+    points += np.divide(away, length[:, None], out=np.zeros_like(away), where=length[:, None] > 0)
     points[:, 0] += col_offset + 0.5
     points[:, 1] += row_offset + 0.5
-    flat = iter(np.split((points * scale).astype(np.float32).ravel(), 2 * np.cumsum([len(c) for c in present])[:-1]))
+    flat = iter(np.split((points * scale).astype(np.float32).ravel(), 2 * np.cumsum(counts)[:-1]))
     return [next(flat) if c is not None else np.zeros(0, np.float32) for c in chosen]

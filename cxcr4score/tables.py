@@ -12,6 +12,15 @@ import pandas as pd
 import yaml
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a table atomically as CSV or Parquet, chosen by the file suffix.
 
@@ -75,6 +84,9 @@ def _write_atomic(path, write):
     os.close(handle)
     try:
         write(temp)
+        # mkstemp makes the file private (0600); give it the permissions of any new file here,
+        # so that a results folder on a shared drive stays readable.
+        os.chmod(temp, 0o666 & ~_UMASK)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
