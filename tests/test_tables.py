@@ -62,11 +62,10 @@ def test_json_text_and_bytes_are_written_atomically(tmp_path, monkeypatch):
 
 def test_outputs_are_readable_by_others_as_any_new_file(tmp_path):
     """mkstemp makes a private file; the output takes the permissions a new file gets (umask)."""
-    import os
     import stat
 
     tables.write_table(pd.DataFrame({"a": [1]}), tmp_path / "t.csv")
     tables.write_json({"a": 1}, tmp_path / "s.json")
-    assert tables._UMASK == os.umask(os.umask(0))  # the process's umask
+    assert tables._UMASK == tables._current_umask()
     for name in ("t.csv", "s.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~tables._UMASK
