@@ -28,8 +28,3 @@ def read_json(path):
     with open(path) as handle:
         return json.load(handle)
 
-
-def write_json(data, path, indent=1):
-    from cxcr4score.tables import write_json as write_atomically
-
-    write_atomically(data, path, indent=indent)

@@ -2,13 +2,13 @@
 
 import numpy as np
 import pandas as pd
-from _common import read_json, start, write_json
+from _common import read_json, start
 
 log = start(snakemake)  # noqa: F821
 
 from cxcr4score import pipeline, roi  # noqa: E402
 from cxcr4score.slide_info import SlideInfo  # noqa: E402
-from cxcr4score.tables import write_table  # noqa: E402
+from cxcr4score.tables import write_json, write_table  # noqa: E402
 
 info = SlideInfo.from_json(read_json(snakemake.input.info))  # noqa: F821
 config = snakemake.config  # noqa: F821 (the effective config, coerced in common.smk)

@@ -1,11 +1,12 @@
 """Slide metadata, pixel size, tissue area, background I0 and the chunk list (checkpoint)."""
 
-from _common import fail, read_json, start, write_json
+from _common import fail, read_json, start
 
 log = start(snakemake)  # noqa: F821
 
 from cxcr4score.errors import InputError  # noqa: E402
 from cxcr4score.slide_info import SlideInfo, describe_slide  # noqa: E402
+from cxcr4score.tables import write_json  # noqa: E402
 
 slide = snakemake.params.slide  # noqa: F821
 config = snakemake.config  # noqa: F821 (the effective config, coerced in common.smk)

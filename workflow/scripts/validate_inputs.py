@@ -1,10 +1,11 @@
 """Open every slide (and ROI) once; stop listing ALL problems, or record them for on_bad_slide: skip."""
 
-from _common import fail, start, write_json
+from _common import fail, start
 
 log = start(snakemake)  # noqa: F821 (snakemake is injected by the script directive)
 
 from cxcr4score import pipeline, runtime  # noqa: E402
+from cxcr4score.tables import write_json  # noqa: E402
 
 # Compile the Numba kernels into NUMBA_CACHE_DIR now, in this one local job, so that the
 # parallel jobs after it load them instead of all compiling the same code at once.
