@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from . import __version__, calibration
+from . import config as cx_config
 from .bench.concordance import _read_text_table, read_truth
 from .calibration_record import MEASUREMENT_KEYS, plain, read_record, write_record
 from .errors import InputError
@@ -40,7 +41,8 @@ def read_results(results):
     Returns
     -------
     config : dict
-        ``config.effective.yaml``.
+        ``config.effective.yaml``, keys it lacks (written by an earlier version) at their
+        defaults.
     slides : pandas.DataFrame
         ``slide_id, patient_id, qc_status`` of every slide.
     values : dict
@@ -58,9 +60,12 @@ def read_results(results):
         raise InputError([f"{config_path} not found: calibrate needs a results folder written by the workflow "
                           "or by cxcr4score score --out (this version or later)"])
     try:
-        config = yaml.safe_load(config_path.read_text())
+        loaded = yaml.safe_load(config_path.read_text()) or {}
     except yaml.YAMLError as err:
         raise InputError([f"{config_path}: not valid YAML ({' '.join(str(err).split())})"]) from None
+    # A key newer than the results took its default in that run (before it existed, the
+    # behaviour was the default's), and the record must hold every measurement setting.
+    config = cx_config.merge(cx_config.default_config(), loaded)
     slides = _read_text_table(results / "slides.csv", "slides table")
     missing = [c for c in ("slide_id", "patient_id", "qc_status") if c not in slides.columns]
     if missing:

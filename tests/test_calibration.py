@@ -435,3 +435,19 @@ def test_cli_warns_when_the_fit_does_not_carry_over(tmp_path, capsys):
     cv = yaml.safe_load((tmp_path / "rec.yaml").read_text())["cross_validation"]
     assert cv["held_out"]["mean_abs_error"] == 100 and cv["uncalibrated"]["mean_abs_error"] == 50
     assert "agree less with the pathologist (MAE 100) than the thresholds before (MAE 50)" in out.err
+
+
+def test_results_of_an_earlier_version_give_a_usable_record(tmp_path):
+    """A results folder whose effective config predates a measurement setting: the setting is
+    recorded at its default (as the run behaved), so the record passes the config check."""
+    from cxcr4score.calibrate_command import calibrate
+    from cxcr4score.tables import write_yaml
+
+    results = _results(tmp_path, [("A1", "A", "ok", [0.5] * 10), ("B1", "B", "ok", [0.1] * 10)])
+    older = {k: v for k, v in config.default_config().items() if k != "roi_classes"}
+    write_yaml(older, results / "config.effective.yaml")
+    record = calibrate(_truth(tmp_path, "patient_id,pct_positive\nA,100\nB,0\n"), results, folds=2)
+    assert record["settings"]["roi_classes"] == []
+    path = tmp_path / "rec.yaml"
+    write_record(record, path)
+    assert config.validate({"calibration": str(path), "thresholds": record["thresholds"]})["calibrated"]
