@@ -85,6 +85,7 @@ def block_ids(x_um, y_um, block_um):
 #: Per-cell outline polygons (cell, nucleus): flat level-0 x, y of the boundary pixels
 #: (:func:`cxcr4score.outlines.label_outlines`), for the cells' GeoJSON.
 OUTLINE_COLUMNS = ("cell_outline", "nucleus_outline")
+_NO_OUTLINE = np.empty((0, 2))
 #: Key of a chunk table's ``attrs`` (kept in its parquet file) holding why the chunk could not
 #: be read (``on_bad_slide: skip``); merge_slide then fails the slide.
 CHUNK_ERROR = "cxcr4score_chunk_error"
@@ -322,7 +323,7 @@ def qc_slide(info, cells, *, config):
     blank = np.full((200, 200, 3), 255, np.uint8)
     if info.qc_status == "failed":
         return qc.qc_picture(blank, overview_scale=1.0, crop=blank, crop_origin=(0, 0), cell_x=[], cell_y=[],
-                             cell_class=[], cell_radius=[], title=title)
+                             cell_class=[], cell_outlines=[], nucleus_outlines=[], title=title)
     grid = info.grid
     f = grid.to_level0
     x, y = cells["x"].to_numpy() / f - 0.5, cells["y"].to_numpy() / f - 0.5
@@ -332,11 +333,16 @@ def qc_slide(info, cells, *, config):
     with open_slide(info.path) as reader:
         overview, overview_mpp = grid_module.read_overview(reader, grid)
         crop = grid_module.read_box(reader, grid, crop_box)
+    inside = qc.in_box(x, y, (top, left), crop.shape)
+    cell_outlines, nucleus_outlines = (
+        [np.reshape(o, (-1, 2)) / f - 0.5 if keep else _NO_OUTLINE for o, keep in zip(cells[c], inside)]
+        for c in OUTLINE_COLUMNS
+    )
     overview_box = (0, 0, *overview.shape[:2])
     return qc.qc_picture(
         overview, overview_scale=overview_mpp / grid.mpp, crop=crop, crop_origin=(top, left),
         cell_x=x, cell_y=y, cell_class=np.where(scored, cells["class"].to_numpy(int), -1),
-        cell_radius=np.sqrt(cells["cell_area_um2"].to_numpy() / np.pi) / grid.mpp,
+        cell_outlines=cell_outlines, nucleus_outlines=nucleus_outlines,
         tissue_mask=tissue_of(overview, overview_mpp, config),
         roi_mask=_roi_mask(info, overview_box, overview_mpp / grid.native_mpp, config["roi_classes"]),
         title=title,

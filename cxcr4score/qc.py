@@ -1,8 +1,10 @@
 """QC pictures a pathologist can check by eye.
 
 One PNG per slide: left, a thumbnail with the tissue outline (green), the ROI outline (cyan)
-and every cell as a dot coloured by its class; right, a full-resolution crop of the densest
-region with each cell ringed in its class colour. A legend names the colours and the slide's
+and every cell as a dot coloured by its class; then a full-resolution crop of the densest
+region with the measured cell and nucleus outlines (class colour for scored cells, grey for
+detected cells that are not scored, such as lymphocytes), and the same crop without drawing,
+so the staining under each outline can be judged. A legend names the colours and the slide's
 QC status.
 """
 
@@ -15,6 +17,7 @@ from .tables import write_bytes
 
 #: Class colours (RGB): 0 blue, 1+ yellow, 2+ orange, 3+ red (the usual IHC scoring palette).
 CLASS_COLOURS = ((60, 110, 255), (255, 215, 0), (255, 130, 0), (220, 0, 0))
+UNSCORED_COLOUR = (110, 110, 110)
 TISSUE_COLOUR = (0, 170, 0)
 ROI_COLOUR = (0, 200, 220)
 #: Longest side of the thumbnail and side of the full-resolution crop, in pixels.
@@ -57,13 +60,36 @@ def densest_window(x, y, shape, side=CROP_PX):
     return top, left
 
 
+def in_box(x, y, origin, shape):
+    """Whether each centroid ``x``, ``y`` (analysis pixels) lies in the box of ``shape`` at ``origin`` (top, left)."""
+    top, left = origin
+    return (x >= left - 0.5) & (x < left + shape[1] - 0.5) & (y >= top - 0.5) & (y < top + shape[0] - 0.5)
+
+
 def _legend(canvas, lines):
     for row, text in enumerate(lines):
         cv2.putText(canvas, text, (10, 22 + 22 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (30, 30, 30), 1, cv2.LINE_AA)
 
 
-def qc_picture(overview, *, overview_scale, crop, crop_origin, cell_x, cell_y, cell_class, cell_radius,
-               tissue_mask=None, roi_mask=None, title=""):
+def _draw_outlines(crop, outlines, colours, origin):
+    """Draw closed outlines (analysis pixels, pixel k centred on k) onto ``crop`` at ``origin``.
+
+    Sub-pixel vertices are kept (``shift``): at 0.5 um/px a nucleus is ten pixels across, and
+    rounding each vertex would make every outline look jagged.
+    """
+    shift = 3
+    top, left = origin
+    by_colour = {}
+    for outline, colour in zip(outlines, colours):
+        if len(outline):
+            points = np.round((np.asarray(outline, float) - (left, top)) * (1 << shift)).astype(np.int32)
+            by_colour.setdefault(colour, []).append(points)
+    for colour, polygons in by_colour.items():
+        cv2.polylines(crop, polygons, True, colour, 1, cv2.LINE_AA, shift)
+
+
+def qc_picture(overview, *, overview_scale, crop, crop_origin, cell_x, cell_y, cell_class, cell_outlines,
+               nucleus_outlines, tissue_mask=None, roi_mask=None, title=""):
     """Compose the QC picture of one slide.
 
     Parameters
@@ -79,9 +105,12 @@ def qc_picture(overview, *, overview_scale, crop, crop_origin, cell_x, cell_y, c
     cell_x, cell_y : (K,) array_like
         Cell centroids in analysis pixels.
     cell_class : (K,) array_like of int
-        Scored class 0..3 of each cell (other values: not scored, not drawn).
-    cell_radius : (K,) array_like
-        Radius of each cell in analysis pixels (for the rings of the crop).
+        Scored class 0..3 of each cell; any other value marks a detected cell that is not
+        scored (drawn grey in the crop, left off the thumbnail).
+    cell_outlines, nucleus_outlines : sequence of (P, 2) array_like
+        Per cell, the measured cell and nucleus outline as x, y vertices in analysis pixels
+        (pixel k centred on k). Only cells centred in the crop are drawn, so the outlines of
+        the others may be left empty; a cell in the crop without an outline gets a dot.
     tissue_mask, roi_mask : (P, Q) ndarray of bool, optional
         On the overview grid.
     title : str
@@ -93,7 +122,8 @@ def qc_picture(overview, *, overview_scale, crop, crop_origin, cell_x, cell_y, c
         RGB picture.
     """
     x, y = np.asarray(cell_x, float), np.asarray(cell_y, float)
-    classes, radius = np.asarray(cell_class, int), np.asarray(cell_radius, float)
+    classes = np.asarray(cell_class, int)
+    scored = (classes >= 0) & (classes <= 3)
     shrink = min(1.0, THUMBNAIL_PX / max(overview.shape[:2]))
     thumb = _scaled(overview, shrink).copy()
     factor = shrink / overview_scale  # thumbnail px per analysis px
@@ -101,30 +131,37 @@ def qc_picture(overview, *, overview_scale, crop, crop_origin, cell_x, cell_y, c
         _outline(thumb, tissue_mask, TISSUE_COLOUR)
     if roi_mask is not None:
         _outline(thumb, roi_mask, ROI_COLOUR)
-    top, left = crop_origin
-    crop = crop.copy()
     dot = max(1, round(4 * factor))
     for k, colour in enumerate(CLASS_COLOURS):
-        for xi, yi, ri in zip(x[classes == k], y[classes == k], radius[classes == k]):
+        for xi, yi in zip(x[classes == k], y[classes == k]):
             cv2.circle(thumb, (round(xi * factor), round(yi * factor)), dot, colour, -1)
-            cx, cy = round(xi) - left, round(yi) - top
-            if 0 <= cx < crop.shape[1] and 0 <= cy < crop.shape[0]:
-                cv2.circle(crop, (cx, cy), max(2, round(ri)), colour, 1, cv2.LINE_AA)
+    top, left = crop_origin
+    drawn = crop.copy()
+    inside = np.flatnonzero(in_box(x, y, crop_origin, crop.shape))
+    colours = [CLASS_COLOURS[classes[i]] if scored[i] else UNSCORED_COLOUR for i in inside]
+    _draw_outlines(drawn, [cell_outlines[i] for i in inside], colours, crop_origin)
+    _draw_outlines(drawn, [nucleus_outlines[i] for i in inside], colours, crop_origin)
+    for i, colour in zip(inside, colours):
+        if not len(cell_outlines[i]):
+            cv2.circle(drawn, (round(x[i]) - left, round(y[i]) - top), 2, colour, -1)
     cv2.rectangle(thumb, (round(left * factor), round(top * factor)),
                   (round((left + crop.shape[1]) * factor), round((top + crop.shape[0]) * factor)), (0, 0, 0), 1)
     height = max(thumb.shape[0], crop.shape[0])
-    canvas = np.full((height + 120, thumb.shape[1] + crop.shape[1] + 10, 3), 255, dtype=np.uint8)
+    canvas = np.full((height + 120, thumb.shape[1] + 2 * crop.shape[1] + 20, 3), 255, dtype=np.uint8)
     canvas[120 : 120 + thumb.shape[0], : thumb.shape[1]] = thumb
-    canvas[120 : 120 + crop.shape[0], thumb.shape[1] + 10 :] = crop
-    counts = np.bincount(classes[(classes >= 0) & (classes <= 3)], minlength=4)
+    canvas[120 : 120 + crop.shape[0], thumb.shape[1] + 10 : thumb.shape[1] + 10 + crop.shape[1]] = drawn
+    canvas[120 : 120 + crop.shape[0], thumb.shape[1] + crop.shape[1] + 20 :] = crop
+    counts = np.bincount(classes[scored], minlength=4)
     _legend(canvas, [
         title,
-        "tissue outline green, ROI cyan; right: densest region at full resolution",
+        "tissue outline green, ROI cyan; right: densest region at full resolution, measured cell and nucleus"
+        " outlines (grey: not scored), and the same region undrawn",
         "scored cells per class: " + ", ".join(f"{_class_name(k)} {n}" for k, n in enumerate(counts)),
     ])
-    for k, colour in enumerate(CLASS_COLOURS):
+    for k, colour in enumerate((*CLASS_COLOURS, UNSCORED_COLOUR)):
         cv2.circle(canvas, (20 + 60 * k, 95), 8, colour, -1)
-        cv2.putText(canvas, _class_name(k), (32 + 60 * k, 100), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        name = _class_name(k) if k < 4 else "not scored"
+        cv2.putText(canvas, name, (32 + 60 * k, 100), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return canvas
 
 
