@@ -7,7 +7,7 @@ Code map, in pipeline order (DESIGN.md sections 2-3):
 
 Inputs
     config          schema defaults, ``--config`` coercion, validation
-    sheets          the slide list: a sample sheet or a folder of slides
+    sheets          the slide list: a sample sheet or a folder of slides; the patients sheet
     errors          InputError: every bad input named in plain words
     images          one image file: format, layout checks, level 0 read whole
     slide_reader    regions of pyramid levels, decoding only the tiles touched
@@ -28,6 +28,7 @@ Per slide (the workflow's rules call these through ``pipeline``)
     pipeline        the per-slide stages: validate, measure a chunk, merge, QC picture
 Per patient and outputs
     eligibility     sensitivity variants, per-slide scores, the per-patient call and reasons
+    listed_criteria HER2 status and ECOG against the listed protocol criteria (not eligibility)
     qc, report      QC pictures; the HTML report
     tables          atomic table and YAML writing
 Calibration

@@ -1,4 +1,5 @@
-"""The slide list: a sample sheet (TSV or CSV) or a folder of slides, checked row by row.
+"""The slide list: a sample sheet (TSV or CSV) or a folder of slides, checked row by row; and
+the optional patients sheet of the listed protocol criteria (:func:`read_patients`).
 
 Every problem is listed at once through :class:`~cxcr4score.errors.InputError`, each naming
 the sheet and row or the file (DESIGN section 4).
@@ -17,6 +18,7 @@ import pandas as pd
 
 from .errors import InputError
 from .images import IMAGE_SUFFIXES
+from .listed_criteria import PATIENT_COLUMNS, ecog_value, her2_value
 from .pixel_size import is_positive_number
 
 
@@ -55,8 +57,7 @@ def read_sheet(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     table = _read_table_text(path)
     required = [c for c in _REQUIRED_COLUMNS if c in table.columns]
-    problems = [f"{path.name}: missing required column '{c}'"
-                for c in _REQUIRED_COLUMNS if c not in required]
+    problems = _missing_column_problems(path.name, table, _REQUIRED_COLUMNS)
     if table.empty:
         problems.append(f"{path.name}: has no slide rows")
     table = _normalise_columns(table)
@@ -65,11 +66,63 @@ def read_sheet(path: str | os.PathLike) -> pd.DataFrame:
         table[column] = [_absolute(value, base) for value in table[column]]
     for number, row in enumerate(table.to_dict("records"), start=1):
         problems.extend(f"{path.name} row {number}: {p}" for p in _row_problems(row, required))
-    problems.extend(_duplicate_problems(path.name, table["slide_id"]))
+    problems.extend(_duplicate_problems(path.name, table["slide_id"], "slide_id"))
     problems.extend(f"{path.name} row {number}: {problem}" for number, problem in _same_file_rows(table["path"]))
     if problems:
         raise InputError(problems)
     return table
+
+
+def read_patients(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and check a patients sheet (TSV or CSV) for the listed protocol criteria.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Read as a sample sheet is (``.tsv``, ``.csv`` or ``.txt``; UTF-8, with or without a
+        BOM; every value a string, so ``007`` stays ``007``). Required columns ``patient_id,
+        her2_status, ecog``; other columns are ignored and never read into outputs.
+
+    Returns
+    -------
+    DataFrame
+        ``patient_id`` (str), ``her2_status`` (one of
+        :data:`~cxcr4score.listed_criteria.HER2_STATUSES`, lower case, or '' when blank) and
+        ``ecog`` (int 0-5, or None when blank), one row per patient, in sheet order.
+
+    Raises
+    ------
+    InputError
+        Listing every problem in the sheet, each as ``"<sheet name> row <n>: ..."`` with n the
+        1-based data row: missing columns, no rows, an empty or repeated ``patient_id``, a
+        ``her2_status`` outside the vocabulary, an ``ecog`` that is not an integer 0-5.
+    """
+    path = Path(path)
+    table = _read_table_text(path, what="patients sheet")
+    problems = _missing_column_problems(path.name, table, PATIENT_COLUMNS)
+    if table.empty:
+        problems.append(f"{path.name}: has no patient rows")
+    if problems:
+        raise InputError(problems)
+    rows = []
+    for number, row in enumerate(table.to_dict("records"), start=1):
+        values = {"patient_id": row["patient_id"]}
+        if not row["patient_id"]:
+            problems.append(f"{path.name} row {number}: patient_id is empty")
+        for column, parse in (("her2_status", her2_value), ("ecog", ecog_value)):
+            try:
+                values[column] = parse(row[column])
+            except ValueError as err:
+                problems.append(f"{path.name} row {number}: {err}")
+        rows.append(values)
+    problems.extend(_duplicate_problems(path.name, table["patient_id"], "patient_id"))
+    if problems:
+        raise InputError(problems)
+    return pd.DataFrame(rows, columns=list(PATIENT_COLUMNS), dtype=object)
+
+
+def _missing_column_problems(name: str, table: pd.DataFrame, required) -> list[str]:
+    return [f"{name}: missing required column '{c}'" for c in required if c not in table.columns]
 
 
 def _same_file_rows(paths) -> list[tuple[int, str]]:
@@ -78,7 +131,7 @@ def _same_file_rows(paths) -> list[tuple[int, str]]:
     first_row: dict[str, int] = {}
     found = []
     for number, path in enumerate(paths, start=1):
-        if not path:
+        if not path or "\0" in path:  # realpath refuses a NUL; the row's path is reported as not found
             continue
         real = os.path.realpath(path)
         if real in first_row:
@@ -88,12 +141,13 @@ def _same_file_rows(paths) -> list[tuple[int, str]]:
     return found
 
 
-def _read_table_text(path: Path) -> pd.DataFrame:
+def _read_table_text(path: Path, what: str = "sample sheet") -> pd.DataFrame:
+    """A sheet with every value a stripped string; ``what`` names the sheet in messages."""
     if not path.is_file():
-        raise InputError([f"{path}: sample sheet not found"])
+        raise InputError([f"{path}: {what} not found"])
     suffix = path.suffix.lower()
     if suffix not in (".tsv", ".csv", ".txt"):
-        raise InputError([f"{path}: a sample sheet must be .tsv, .csv or .txt (got '{path.suffix}')"])
+        raise InputError([f"{path}: a {what} must be .tsv, .csv or .txt (got '{path.suffix}')"])
     try:
         sep = {".tsv": "\t", ".csv": ","}.get(suffix) or _sniff_separator(path)
         with warnings.catch_warnings():  # a row longer than the header would lose data
@@ -101,19 +155,23 @@ def _read_table_text(path: Path) -> pd.DataFrame:
             table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
                                 encoding="utf-8-sig", index_col=False)
     except pd.errors.EmptyDataError:
-        raise InputError([f"{path}: the sample sheet is empty"]) from None
+        raise InputError([f"{path}: the {what} is empty"]) from None
     except pd.errors.ParserWarning:
         raise InputError([f"{path}: a row has more values than the header has column names "
                           "(check the separator and quoting)"]) from None
     except (csv.Error, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError([_unreadable_sheet(path, exc)]) from None
+        raise InputError([_unreadable_sheet(path, exc, what)]) from None
     table.columns = [str(c).strip() for c in table.columns]
+    repeated = sorted({c for c in table.columns if list(table.columns).count(c) > 1})
+    if repeated:  # e.g. 'slide_id' and ' slide_id ': one would be dropped unseen
+        raise InputError([f"{path}: column '{c}' appears more than once (spaces around names are ignored)"
+                          for c in repeated])
     return table.apply(lambda column: column.str.strip())
 
 
-def _unreadable_sheet(path: Path, exc: BaseException) -> str:
+def _unreadable_sheet(path: Path, exc: BaseException, what: str) -> str:
     hint = "; save it as UTF-8" if isinstance(exc, UnicodeDecodeError) else ""
-    return f"{path}: cannot read the sample sheet ({' '.join(str(exc).split())}){hint}"
+    return f"{path}: cannot read the {what} ({' '.join(str(exc).split())}){hint}"
 
 
 def _sniff_separator(path: Path) -> str:
@@ -172,13 +230,13 @@ def _is_iso_date(text: str) -> bool:
     return False
 
 
-def _duplicate_problems(name: str, slide_ids: pd.Series) -> list[str]:
+def _duplicate_problems(name: str, ids: pd.Series, column: str) -> list[str]:
     first_row: dict[str, int] = {}
     problems = []
-    for number, slide_id in enumerate(slide_ids, start=1):
-        if slide_id and slide_id in first_row:
-            problems.append(f"{name} row {number}: slide_id '{slide_id}' repeats row {first_row[slide_id]}")
-        first_row.setdefault(slide_id, number)
+    for number, value in enumerate(ids, start=1):
+        if value and value in first_row:
+            problems.append(f"{name} row {number}: {column} '{value}' repeats row {first_row[value]}")
+        first_row.setdefault(value, number)
     return problems
 
 

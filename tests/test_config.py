@@ -36,6 +36,9 @@ def test_workflow_schema_is_the_package_schema():
         ({"internal_control": "{enabled: false}"}, "internal_control", {"enabled": False, "min_immune_cells": 50,
                                                                          "min_pct_positive": 1.0}),
         ({"default_mpp": "0.25"}, "default_mpp", 0.25),
+        ({"patients": "patients.csv"}, "patients", "patients.csv"),
+        ({"listed_criteria": "{ecog: [0, 1, 2]}"}, "listed_criteria", {"her2_status": ["negative", "low"], "ecog": [0, 1, 2]}),
+        ({"listed_criteria": "{her2_status: low}"}, "listed_criteria", {"her2_status": ["low"], "ecog": [0, 1]}),
     ],
 )
 def test_string_overrides_are_coerced_by_schema_type(overrides, key, expected):
@@ -61,6 +64,17 @@ def test_mapping_override_keeps_other_keys_of_the_file():
         ({"thresholds": "[0.2, 0.4"}, "'thresholds': cannot parse"),
         ({"no_such_key": 1}, "no_such_key"),
         ({"nuclei": "{min_area_um2: 500}"}, "min_area_um2"),
+        ({"listed_criteria": "{her2_status: [HER2-negative]}"}, "'listed_criteria.her2_status.0'"),
+        ({"listed_criteria": "{ecog: [0, 6]}"}, "'listed_criteria.ecog.1'"),
+        ({"listed_criteria": "{ecog: []}"}, "'listed_criteria.ecog'"),
+        ({"listed_criteria": "{ps: [0]}"}, "'listed_criteria'.*'ps'"),
+        ({"patients": ["a.csv", "b.csv"]}, "'patients'"),
+        # found by tests/test_fuzz.py: an OverflowError, and NaN / infinity passed validation
+        ({"analysis_mpp": "9" * 400}, "'analysis_mpp': a number of about 400 digits is too large"),
+        ({"analysis_mpp": ".nan"}, "'analysis_mpp': nan is not a finite number"),
+        ({"eligibility": {"cutoff": float("-inf")}}, "'eligibility.cutoff': -inf is not a finite number"),
+        ({"thresholds": "[0.2, .nan, 0.6]"}, "'thresholds.1': nan is not a finite number"),
+        ({"thresholds": "&a [*a]"}, "'thresholds.0': .* is not of type 'number'"),  # a list holding itself
     ],
 )
 def test_bad_config_names_the_key(overrides, message):

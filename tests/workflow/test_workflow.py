@@ -248,6 +248,48 @@ def test_config_override_reaches_the_calls(demo_copy, override, column, value):
         assert yaml.safe_load((out / "config.effective.yaml").read_text())["eligibility"]["min_cells"] == 100
 
 
+def test_patients_sheet_appends_listed_criteria_and_reruns_only_the_calls(demo_copy):
+    """config patients: eligibility.csv gains exactly listed_criteria_met and _reason at the end,
+    every other value as before; only the calls and the report rerun; without it the file is
+    byte for byte the demo's again. Reference: the default rule worked by hand per patient."""
+    out = demo_copy / DEMO_OUTDIR
+    before = (out / "eligibility.csv").read_bytes()
+    calls = pd.read_csv(out / "eligibility.csv", dtype=str)
+    (demo_copy / "patients.csv").write_text(  # P06 not listed, X99 has no slides, mrn never read
+        "patient_id,her2_status,ecog,mrn\nP01,negative,1,MRN-111\nP02,Positive,0,MRN-222\nP03,negative,2,MRN-333\n"
+        "P04,,1,MRN-444\nP05,LOW,0,MRN-555\nX99,negative,0,MRN-999\n")
+    result = snakemake(demo_copy, "--config", f"outdir={DEMO_OUTDIR}", "patients=patients.csv")
+    log = result.stdout + result.stderr
+    assert not re.search(r"rule (validate_inputs|slide_info|measure_chunk|merge_slide|qc_slide):", log)
+    assert "rule eligibility:" in log and "rule report:" in log
+    assert "1 patient(s) without slides left out: X99" in log
+    listed = pd.read_csv(out / "eligibility.csv", dtype=str)
+    assert list(listed.columns) == [*calls.columns, "listed_criteria_met", "listed_criteria_reason"]
+    pd.testing.assert_frame_equal(listed[calls.columns], calls)
+    assert listed.set_index("patient_id")["listed_criteria_met"].to_dict() == {
+        "P01": "true", "P02": "false", "P03": "false", "P04": "unknown", "P05": "true", "P06": "unknown"}
+    assert "MRN" not in (out / "eligibility.csv").read_text()
+
+    with open(demo_copy / "patients.csv", "a") as sheet:
+        sheet.write("P06,negative,0,MRN-666\n")
+    edited = snakemake(demo_copy, "-n", "--config", f"outdir={DEMO_OUTDIR}", "patients=patients.csv")
+    assert re.findall(r"^rule (\w+):", edited.stdout, flags=re.M) == ["eligibility", "report", "all"]
+
+    snakemake(demo_copy, "--config", f"outdir={DEMO_OUTDIR}")
+    assert (out / "eligibility.csv").read_bytes() == before
+
+
+def test_bad_patients_sheet_is_listed_with_the_slide_sheet_problems(workdir, tmp_path):
+    sheet = _sheet(tmp_path / "s.tsv", [("007", "S1", str(tmp_path / "missing.tif"))])
+    (tmp_path / "patients.tsv").write_text("patient_id\ther2_status\tecog\n007\tneg\t1\n")
+    result = snakemake(workdir, "-n", "--config", f"slides={sheet}", f"patients={tmp_path / 'patients.tsv'}",
+                       f"outdir={tmp_path / 'r'}", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output
+    assert "s.tsv row 1" in output and "missing.tif" in output
+    assert "patients.tsv row 1: her2_status 'neg' is not one of" in output
+
+
 def _sheet(path, rows):
     pd.DataFrame(rows, columns=["patient_id", "slide_id", "path"]).to_csv(path, sep="\t", index=False)
     return path

@@ -8,7 +8,7 @@ import cxcr4score
 from cxcr4score import config as cx_config
 from cxcr4score.calibration_record import describe as describe_calibration
 from cxcr4score.errors import InputError
-from cxcr4score.sheets import load_slides
+from cxcr4score.sheets import load_slides, read_patients
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -32,10 +32,22 @@ config.update(_effective)
 OUTDIR = str(Path(config["outdir"]))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "cxcr4score" / "numba"))
 
+# Both sheets are checked before anything runs, and every problem of either is listed at once.
+# The patients sheet (listed protocol criteria, optional) is an input of the eligibility rule
+# alone: editing it reruns only the calls and the report.
+PATIENTS_SHEET = config["patients"]
+_sheet_problems = []
 try:
     SLIDES = load_slides(config["slides"], patient_pattern=config["patient_pattern"])
 except InputError as err:
-    raise WorkflowError(f"cannot use slides {config['slides']!r}:\n{err}") from None
+    _sheet_problems.append(f"cannot use slides {config['slides']!r}:\n{err}")
+if PATIENTS_SHEET:
+    try:
+        read_patients(PATIENTS_SHEET)
+    except InputError as err:
+        _sheet_problems.append(f"cannot use patients {PATIENTS_SHEET!r}:\n{err}")
+if _sheet_problems:
+    raise WorkflowError("\n".join(_sheet_problems))
 validate(SLIDES, "../schemas/slides.schema.yaml")
 SLIDES = SLIDES.set_index("slide_id", drop=False)
 
@@ -102,6 +114,17 @@ def get_slide_summaries(wildcards):
         "summaries": [out(f"slides/{s}/summary.json") for s in SLIDES.index],
         "blocks": [out(f"slides/{s}/blocks.parquet") for s in SLIDES.index],
     }
+
+
+def get_patients_sheet(wildcards):
+    """The patients sheet when config `patients` is set, else nothing."""
+    return [PATIENTS_SHEET] if PATIENTS_SHEET else []
+
+
+def listed_criteria_param():
+    """Config `listed_criteria` while a patients sheet is set (else '': the rule is then unused,
+    and changing it reruns nothing)."""
+    return config_subset(["listed_criteria"]) if PATIENTS_SHEET else ""
 
 
 def get_final_output():

@@ -4,6 +4,7 @@
 rule eligibility:
     input:
         unpack(get_slide_summaries),
+        patients=get_patients_sheet,
     output:
         eligibility=report(out("eligibility.csv"), caption="../report/eligibility.rst", category="Eligibility"),
         slides=report(out("slides.csv"), caption="../report/slides.rst", category="Slides"),
@@ -11,6 +12,7 @@ rule eligibility:
     params:
         call_config=config_subset(CALL_KEYS),
         collected=SLIDES["collected"].to_dict(),
+        listed_criteria=listed_criteria_param(),
         version=cxcr4score.__version__,
     conda:
         "../envs/cxcr4score.yaml"

@@ -17,10 +17,15 @@ def start(snakemake):
     return logging.getLogger(snakemake.rule)
 
 
-def fail(message):
-    """Report a problem in the log and on the console, then stop the job."""
+def warn(message):
+    """Report something the user should know in the log and on the console; the job goes on."""
     print(message, file=sys.stderr)
     print(message, file=sys.__stderr__)
+
+
+def fail(message):
+    """Report a problem in the log and on the console, then stop the job."""
+    warn(message)
     raise SystemExit(1)
 
 
