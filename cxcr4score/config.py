@@ -9,6 +9,7 @@ the schema's types before validation, with an error naming the key.
 from __future__ import annotations
 
 import copy
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -60,8 +61,29 @@ def _coerce_value(value, schema, root, key):
         items = schema.get("items", {})
         return [_coerce_value(v, items, root, f"{key}[{i}]") for i, v in enumerate(value)]
     if kind == "number" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            digits = round(abs(value).bit_length() * math.log10(2))  # str() refuses beyond 4,300 digits
+            raise ConfigError(f"config key {key!r}: a number of about {digits} digits is too large") from None
     return value
+
+
+def _non_finite(value, key="", outer=()):
+    """(dotted key, value) of every NaN or infinite number in a configuration (YAML reads
+    ``.nan`` and ``.inf``, which pass every ``minimum`` and ``maximum`` of the schema or fail it
+    only by chance). ``outer``: ids of the enclosing lists and mappings (a YAML alias can make a
+    list hold itself)."""
+    if isinstance(value, (dict, list)) and id(value) in outer:
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _non_finite(v, f"{key}.{k}" if key else str(k), outer + (id(value),))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _non_finite(v, f"{key}.{i}", outer + (id(value),))
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield key, value
 
 
 def coerce(config, schema=None):
@@ -143,11 +165,11 @@ def validate(config, schema=None):
     effective = _fill_defaults(coerce(copy.deepcopy(config), schema), schema, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(effective), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for err in errors:
-            where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-            lines.append(f"config key {where!r}: {err.message}")
+    lines = [f"config key {where!r}: {value} is not a finite number" for where, value in _non_finite(effective)]
+    for err in errors:
+        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        lines.append(f"config key {where!r}: {err.message}")
+    if lines:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     for key in ("thresholds", "pixel_thresholds"):
         _check_increasing(effective, key)
@@ -211,10 +233,7 @@ def from_snakemake(public_config, config_files=None, overrides=None):
         return validate(coerce(dict(public_config)))
     from_files = {}
     for path in config_files:
-        try:
-            from_files = merge(from_files, yaml.safe_load(Path(path).read_text()) or {})
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"cannot read config {path}: {err}") from None
+        from_files = merge(from_files, read_config_file(path))
     return validate(merge(from_files, coerce(dict(overrides))))
 
 
@@ -231,10 +250,35 @@ def from_file(path):
     ConfigError
         The file cannot be read or parsed, or a value is invalid (naming the key).
     """
-    overrides = {}
-    if path is not None:
-        try:
-            overrides = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"cannot read config {path}: {err}") from None
-    return validate(overrides)
+    return validate({} if path is None else read_config_file(path))
+
+
+def read_config_file(path):
+    """The keys of a YAML config file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A UTF-8 YAML file of ``key: value`` lines.
+
+    Returns
+    -------
+    dict
+        Its keys as written ({} for an empty file), not yet coerced or validated.
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read, is not UTF-8 YAML, or does not hold a mapping of keys; the
+        message names the file.
+    """
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read config {path}: {' '.join(str(err).split())}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"cannot read config {path}: it holds a {type(values).__name__}, not a mapping of "
+                          "config keys (key: value lines)")
+    return values

@@ -106,3 +106,19 @@ def test_from_snakemake_deep_merges_the_overrides_into_the_files(tmp_path):
     assert fallback["thresholds"] == [0.25, 0.5, 0.75]
     with pytest.raises(config.ConfigError, match="cannot read config"):
         config.from_snakemake({}, [tmp_path / "missing.yaml"], {})
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"thresholds: [0.2, 0.4, 0.6]\nclass_rule: m\xe4x\n", "can't decode byte 0xe4"),
+    (b"- thresholds\n- class_rule\n", "it holds a list, not a mapping of config keys"),
+    (b"cell\n", "it holds a str, not a mapping of config keys"),
+])
+def test_config_file_that_is_not_utf8_or_not_a_mapping_names_the_file(tmp_path, content, message):
+    """Found by tests/test_fuzz.py: these were a UnicodeDecodeError and an AttributeError."""
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    for read in (config.from_file, lambda p: config.from_snakemake({}, [p], {})):
+        with pytest.raises(config.ConfigError, match=f"cannot read config {path}: .*{message}"):
+            read(path)
+    path.write_bytes(b"")
+    assert config.from_file(path) == config.default_config()

@@ -243,3 +243,23 @@ def test_sheet_encodings(tmp_path):
     (tmp_path / "latin1.tsv").write_bytes(text.encode("latin-1"))
     with pytest.raises(InputError, match="latin1.tsv: cannot read the sample sheet .*; save it as UTF-8"):
         sheets.read_sheet(tmp_path / "latin1.tsv")
+
+
+def test_sheet_path_with_a_nul_character_is_reported_not_raised(tmp_path):
+    """Found by tests/test_fuzz.py: os.path.realpath raised ValueError (embedded null byte)."""
+    _touch(tmp_path / "a.tif")
+    (tmp_path / "s.tsv").write_bytes(b"patient_id\tslide_id\tpath\nP1\tS1\ta.tif\nP2\tS2\ta\x00.tif\n")
+    with pytest.raises(InputError) as caught:
+        sheets.read_sheet(tmp_path / "s.tsv")
+    assert caught.value.problems == [f"s.tsv row 2: image file not found: {tmp_path / 'a'}\x00.tif"]
+
+
+def test_sheet_columns_that_repeat_once_spaces_are_removed_are_refused(tmp_path):
+    """Found by tests/test_fuzz.py: 'slide_id' and ' slide_id ' gave pandas' 'columns are not
+    unique' warning and one of them was dropped unseen."""
+    _touch(tmp_path / "a.tif")
+    (tmp_path / "s.csv").write_text("patient_id,slide_id, slide_id ,path\nP1,S1,S2,a.tif\n")
+    with pytest.raises(InputError) as caught:
+        sheets.read_sheet(tmp_path / "s.csv")
+    assert caught.value.problems == [f"{tmp_path / 's.csv'}: column 'slide_id' appears more than once "
+                                     "(spaces around names are ignored)"]
