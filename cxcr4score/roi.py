@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
+from .tables import write_geojson
 
-__all__ = ["Polygon", "cells_to_geojson", "read_points", "read_roi", "roi_mask"]
+__all__ = ["Polygon", "cells_to_geojson", "read_points", "read_roi", "roi_mask", "write_cells_geojson"]
 
 Polygon = list[np.ndarray]
 
@@ -331,6 +332,11 @@ def cells_to_geojson(cells: pd.DataFrame, *, slide_id: str = "") -> dict:
     >>> feature["geometry"], feature["properties"]["classification"]["name"]
     ({'type': 'Point', 'coordinates': [10.0, 20.0]}, '2+')
     """
+    return {"type": "FeatureCollection", "features": list(_cell_features(cells, slide_id))}
+
+
+def _cell_features(cells: pd.DataFrame, slide_id: str):
+    """Yield the features of :func:`cells_to_geojson` one by one (checked at the first)."""
     missing = [c for c in ("x", "y") if c not in cells.columns]
     if missing:
         raise ValueError(f"cells table lacks column(s) {missing}; it has {list(cells.columns)}")
@@ -344,7 +350,6 @@ def cells_to_geojson(cells: pd.DataFrame, *, slide_id: str = "") -> dict:
     ids = cells["cell_id"].tolist() if "cell_id" in cells.columns else list(range(n))
     outlines = [cells[c].tolist() if c in cells.columns else [None] * n for c in ("cell_outline", "nucleus_outline")]
     columns = [c for c in _MEASUREMENTS if c in cells.columns]
-    features = []
     for i, values in enumerate(cells[columns].itertuples(index=False, name=None)):
         feature = {"type": "Feature", "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"cxcr4score:{slide_id}:{ids[i]}"))}
         cell, nucleus = (_polygon(o[i]) for o in outlines)
@@ -361,8 +366,58 @@ def cells_to_geojson(cells: pd.DataFrame, *, slide_id: str = "") -> dict:
             properties["classification"] = classification
         properties["measurements"] = {k: float(v) for k, v in zip(columns, values) if not pd.isna(v)}
         feature["properties"] = properties
-        features.append(feature)
-    return {"type": "FeatureCollection", "features": features}
+        yield feature
+
+
+def write_cells_geojson(cells: pd.DataFrame, path: str | os.PathLike, *, slide_id: str = "",
+                        compress_above: int | None = None) -> Path:
+    """Write the cells for QuPath: plain GeoJSON, or gzip-compressed for a slide of many cells.
+
+    Parameters
+    ----------
+    cells : DataFrame
+        As for :func:`cells_to_geojson`.
+    path : str or path-like
+        The plain file, ``{slide_id}.geojson``; it is always written.
+    slide_id : str
+        As for :func:`cells_to_geojson`.
+    compress_above : int, optional
+        With more cells than this, the cells go to ``path`` + ``.gz`` (QuPath >= 0.4 imports
+        ``.geojson.gz`` as it does ``.geojson``: ``PathIO.readObjects``) and ``path`` holds
+        a note instead (Notes). None: always plain.
+
+    Returns
+    -------
+    Path
+        The file that holds the cells: ``path`` or ``path`` + ``.gz``.
+
+    Notes
+    -----
+    The note file is a FeatureCollection whose one feature is a locked point annotation,
+    named with the number of cells and the file that holds them, at the centre of the cells;
+    so that a pathologist who imports it into QuPath sees where the cells are, not an empty
+    slide. Its top-level member ``cxcr4score`` says the same for a script: ``cells_file``
+    (the name of the compressed file), ``n_cells`` and ``note``. When the cells are written
+    plain, a compressed file left beside ``path`` by an earlier run is removed, so the two
+    never disagree. Both files are written atomically, the compressed one first.
+    """
+    path = Path(path)
+    packed = path.with_name(path.name + ".gz")
+    n = len(cells)
+    if compress_above is None or n <= compress_above:
+        write_geojson(_cell_features(cells, slide_id), path)
+        packed.unlink(missing_ok=True)
+        return path
+    write_geojson(_cell_features(cells, slide_id), packed)
+    text = (f"{n:,} cells, more than geojson_compress_above ({compress_above:,}): they are in {packed.name} "
+            f"(QuPath 0.4 or later: File > Import objects, or drag it onto the image); this file holds only this note")
+    x, y = (float(np.nanmin(cells[c]) + np.nanmax(cells[c])) / 2 for c in ("x", "y"))
+    note = {"type": "Feature", "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"cxcr4score:{slide_id}:note")),
+            "geometry": {"type": "Point", "coordinates": [round(x, 2), round(y, 2)]},
+            "properties": {"objectType": "annotation", "name": f"{n:,} cells are in {packed.name}: import that file",
+                           "isLocked": True}}
+    write_geojson([note], path, members={"cxcr4score": {"cells_file": packed.name, "n_cells": n, "note": text}})
+    return packed
 
 
 def _polygon(flat) -> dict | None:

@@ -265,3 +265,75 @@ def test_label_outlines_trace_the_labels():
     x, y = vertices(1).T
     area = 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
     assert 0.8 < area / (labels == 1).sum() < 1.0
+
+
+# --------------------------------------------------------------------------- write_cells_geojson
+
+
+def _outlined_cells(n):
+    """n cells in a row along x, 10 px apart: 4 px square outlines, 2 px square nuclei."""
+    square = np.array([0, 0, 4, 0, 4, 4, 0, 4], np.float32)
+    shifts = [np.tile(np.float32([10 * i, 0]), 4) for i in range(n)]
+    return pd.DataFrame({
+        "cell_id": np.arange(1, n + 1), "x": 2.0 + 10 * np.arange(n), "y": np.full(n, 2.0),
+        "class": np.arange(n) % 4, "cell_type": ["tumour"] * n, "dab_membrane": np.linspace(0.1, 0.7, n),
+        "cell_outline": [square + s for s in shifts], "nucleus_outline": [square / 2 + 1 + s for s in shifts],
+    })
+
+
+def test_write_cells_geojson_switches_to_gzip_above_the_limit(tmp_path):
+    """Up to the limit: the plain file, json.dumps of cells_to_geojson, and no .gz. Above it: the
+    .gz holds the plain file's bytes, the plain file a note that says where the cells are (never
+    an empty result), the two byte-identical on a rerun; back under the limit the .gz goes."""
+    import gzip
+
+    from cxcr4score.roi import write_cells_geojson
+
+    cells = _outlined_cells(3)
+    path, packed = tmp_path / "S1.geojson", tmp_path / "S1.geojson.gz"
+    assert write_cells_geojson(cells, path, slide_id="S1", compress_above=3) == path
+    plain = path.read_bytes()
+    assert json.loads(plain) == cells_to_geojson(cells, slide_id="S1") and not packed.exists()
+
+    assert write_cells_geojson(cells, path, slide_id="S1", compress_above=2) == packed
+    assert gzip.decompress(packed.read_bytes()) == plain  # round trip: the plain writer's bytes
+    note = json.loads(path.read_text())
+    assert note["cxcr4score"]["cells_file"] == "S1.geojson.gz" and note["cxcr4score"]["n_cells"] == 3
+    assert "S1.geojson.gz" in note["cxcr4score"]["note"] and "holds only this note" in note["cxcr4score"]["note"]
+    (feature,) = note["features"]
+    assert feature["geometry"] == {"type": "Point", "coordinates": [12.0, 2.0]}  # the cells' centre
+    assert feature["properties"] == {"objectType": "annotation", "isLocked": True,
+                                     "name": "3 cells are in S1.geojson.gz: import that file"}
+    assert str(uuid.UUID(feature["id"])) == feature["id"]
+    with pytest.raises(InputError, match="no annotation polygons"):  # never mistaken for an ROI
+        read_roi(path)
+    before = path.read_bytes(), packed.read_bytes()
+    write_cells_geojson(cells, path, slide_id="S1", compress_above=2)
+    assert (path.read_bytes(), packed.read_bytes()) == before
+
+    write_cells_geojson(cells, path, slide_id="S1", compress_above=100)
+    assert path.read_bytes() == plain and sorted(p.name for p in tmp_path.iterdir()) == ["S1.geojson"]
+    write_cells_geojson(cells, path, slide_id="S1")  # no limit: plain
+    assert path.read_bytes() == plain
+
+
+def test_compressed_cells_are_qupath_cells(tmp_path):
+    """The .gz read back as QuPath reads it (gzip, then GeoJSON) holds the cell objects of
+    test_cells_with_outlines_are_qupath_cells, one per cell, in the table's order."""
+    import gzip
+
+    from cxcr4score.roi import write_cells_geojson
+
+    cells = _outlined_cells(5)
+    packed = write_cells_geojson(cells, tmp_path / "S2.geojson", slide_id="S2", compress_above=0)
+    with gzip.open(packed, "rt", encoding="utf-8") as stream:
+        collection = json.load(stream)
+    assert collection["type"] == "FeatureCollection" and len(collection["features"]) == 5
+    for i, feature in enumerate(collection["features"]):
+        assert set(feature) == {"type", "id", "geometry", "nucleusGeometry", "properties"}
+        assert feature["id"] == str(uuid.uuid5(uuid.NAMESPACE_URL, f"cxcr4score:S2:{i + 1}"))
+        assert feature["geometry"]["type"] == "Polygon" and feature["nucleusGeometry"]["type"] == "Polygon"
+        assert feature["geometry"]["coordinates"][0][0] == [10.0 * i, 0.0]
+        assert feature["properties"]["objectType"] == "cell"
+        assert feature["properties"]["classification"]["name"] == ("Negative", "1+", "2+", "3+")[i % 4]
+        assert feature["properties"]["measurements"] == {"dab_membrane": pytest.approx(0.1 + 0.15 * i)}

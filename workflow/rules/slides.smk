@@ -85,12 +85,15 @@ rule merge_slide:
         info=out("slides/{slide}/info.json"),
     output:
         cells=out("cells/{slide}.parquet"),
-        # The same cells as QuPath detections (File > Import objects), for a look on the slide.
+        # The same cells as QuPath cell objects (File > Import objects), for a look on the slide.
+        # Beyond geojson_compress_above cells they go to cells/{slide}.geojson.gz (written by
+        # the script, not declared: it exists only for such slides) and this file holds a note.
         geojson=out("cells/{slide}.geojson"),
         blocks=out("slides/{slide}/blocks.parquet"),
         summary=out("slides/{slide}/summary.json"),
     params:
         class_config=config_subset(CLASS_KEYS),
+        geojson_compress_above=config["geojson_compress_above"],
         version=cxcr4score.__version__,
     conda:
         "../envs/cxcr4score.yaml"

@@ -24,6 +24,11 @@ measurements = pd.concat(tables, ignore_index=True) if tables else pipeline.empt
 cells, blocks, summary = pipeline.merge_slide(info, measurements, hists, config=config)
 log.info("%s: %d cells", info.slide_id, len(cells))
 write_table(cells, snakemake.output.cells)  # noqa: F821
-write_json(roi.cells_to_geojson(cells, slide_id=info.slide_id), snakemake.output.geojson, indent=None)  # noqa: F821
+# A slide of more cells than geojson_compress_above: the cells go to {slide}.geojson.gz beside
+# the declared output (not one itself: whether it is written depends on the cell count), which
+# then holds a note pointing at it.
+qupath_file = roi.write_cells_geojson(cells, snakemake.output.geojson, slide_id=info.slide_id,  # noqa: F821
+                                      compress_above=config["geojson_compress_above"])
+log.info("%s: cells for QuPath in %s", info.slide_id, qupath_file)
 write_table(blocks, snakemake.output.blocks)  # noqa: F821
 write_json(summary, snakemake.output.summary)  # noqa: F821
