@@ -31,7 +31,8 @@ CELL_COLUMNS = (
     "membrane_completeness", "membrane_exposed_fraction", "class_nucleus", "class_cytoplasm",
     "class_membrane", "class_cell", "class", "cell_type",
 )
-#: cell_id = chunk index x this + label within the chunk (unique within a slide).
+#: A chunk's cell_id = chunk index x this + label within the chunk (unique within a slide until
+#: merge_slide numbers the slide's cells in reading order).
 _CELL_ID_STRIDE = 10_000_000
 
 
@@ -89,6 +90,28 @@ _NO_OUTLINE = np.empty((0, 2))
 #: Key of a chunk table's ``attrs`` (kept in its parquet file) holding why the chunk could not
 #: be read (``on_bad_slide: skip``); merge_slide then fails the slide.
 CHUNK_ERROR = "cxcr4score_chunk_error"
+
+
+def _slide_centroid(local, area, offset):
+    """A nucleus centroid in slide pixels from its chunk's, bit-identical whatever the chunk.
+
+    ``local + offset`` rounds differently in different chunks (a last-bit difference moves a
+    cell in a sorted table and changes the bytes of a rerun with other chunk sizes); the
+    integer pixel-coordinate sum, recovered exactly from the chunk's mean, is shifted instead.
+    """
+    return (np.rint(local * area) + offset * area) / area
+
+
+def in_reading_order(measurements):
+    """A slide's cells sorted top to bottom, left to right, with ``cell_id`` 1..n in that order.
+
+    The chunks' own ids and order depend on how the slide was cut into chunks; this order and
+    these ids do not, so a slide measured in other chunks gives the same tables, byte for byte.
+    """
+    order = np.lexsort([measurements[c].to_numpy() for c in ("cell_area_um2", "nucleus_area_um2", "x", "y")])
+    ordered = measurements.iloc[order].reset_index(drop=True)
+    ordered["cell_id"] = np.arange(1, len(ordered) + 1, dtype=np.int64)
+    return ordered
 
 
 def measure_chunk(info, chunk, *, config):
@@ -154,8 +177,8 @@ def measure_chunk(info, chunk, *, config):
     )
     keep = owned[1:]
     f = grid.to_level0
-    x = (cols[1:][keep] + box.read[1] + 0.5) * f
-    y = (rows[1:][keep] + box.read[0] + 0.5) * f
+    x = (_slide_centroid(cols[1:][keep], nucleus_px[1:][keep], box.read[1]) + 0.5) * f
+    y = (_slide_centroid(rows[1:][keep], nucleus_px[1:][keep], box.read[0]) + 0.5) * f
     x_um, y_um = x * grid.native_mpp, y * grid.native_mpp
     # Every cell pixel is in one compartment (the ring pooled into cytoplasm): no bincount pass.
     cell_px = stats[[f"n_{name}" for name in COMPARTMENT_NAMES]].to_numpy().sum(axis=1)
@@ -229,6 +252,7 @@ def merge_slide(info, measurements, hists, *, config):
         The slide's row for :mod:`cxcr4score.eligibility` (the pixel histogram in
         ``summary["pixel_hist"]`` as nested lists).
     """
+    measurements = in_reading_order(measurements)
     classified = score.classify_cells(measurements, config)
     classified["cell_type"] = celltype.classify_cell_types(measurements, reference=info.typing_reference)
     in_region = classified["in_roi"].to_numpy(bool)

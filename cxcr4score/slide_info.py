@@ -278,7 +278,8 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
     if tissue_mm2 == 0:
         warnings.append("no tissue found")
     halo_px = math.ceil(tiling.halo_um(config) / grid.mpp)
-    chunks = tiling.plan_chunks(grid.shape, halo_px=halo_px, core_px=tiling.CORE_PX, tissue=mask if tissue_mm2 else None)
+    chunks = tiling.plan_chunks(grid.shape, halo_px=halo_px, core_px=tiling.core_px(config['chunk_mpix']),
+                                 tissue=mask if tissue_mm2 else None)
     estimate = _stain_estimate(overview, mask, background.i0, config)
     tables = stains.concentration_tables(background.i0, estimate.matrix)
     # Nuclei are resolved only at the analysis pixel size: a small image's overview, which is

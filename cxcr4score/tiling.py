@@ -15,8 +15,15 @@ import numpy as np
 
 from .segment import BROWN_OUTLINE_UM, OUTLINE_WINDOW_UM, RIDGE_REACH_UM
 
-#: Side of a tile core at analysis resolution (pixels): 2048^2 keeps a job near 1 GB.
-CORE_PX = 2048
+#: Core sides are multiples of this (analysis pixels).
+CORE_STEP_PX = 256
+
+
+def core_px(chunk_mpix):
+    """Side of a tile core (analysis pixels) for config ``chunk_mpix``: the square root of that
+    many pixels, to the nearest multiple of :data:`CORE_STEP_PX` (at least one). The default,
+    4 Mpix, gives 2048 px, which keeps a job near 1 GB."""
+    return CORE_STEP_PX * max(1, round(math.sqrt(chunk_mpix * 1e6) / CORE_STEP_PX))
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ def halo_um(config):
             + RIDGE_REACH_UM + BROWN_OUTLINE_UM)
 
 
-def plan_chunks(shape, *, halo_px, core_px=CORE_PX, tissue=None):
+def plan_chunks(shape, *, halo_px, core_px, tissue=None):
     """Tiles covering an analysis grid of ``shape``, skipping those with no tissue.
 
     Parameters

@@ -58,9 +58,10 @@ wildcard_constraints:
 # Config subsets passed as params, so that a change reruns exactly the rules that use it
 # (dotted names pick one key of a mapping).
 # slide_info measures the nucleus baseline with the nuclei settings (nuclei.background_radius_um, sigma_um).
-SLIDE_INFO_KEYS = ("analysis_mpp", "default_mpp", "default_i0", "stains", "stain_estimation", "tissue", "nuclei")
-PIXEL_KEYS = SLIDE_INFO_KEYS + ("cell_expansion_um", "membrane_band_um", "membrane_capture_um",
-                               "intervals.block_um", "roi_classes")
+# slide_info plans the chunks: their halo grows with the nucleus, expansion and membrane keys.
+SLIDE_INFO_KEYS = ("analysis_mpp", "default_mpp", "default_i0", "stains", "stain_estimation", "tissue", "nuclei",
+                   "cell_expansion_um", "membrane_band_um", "membrane_capture_um", "chunk_mpix")
+PIXEL_KEYS = SLIDE_INFO_KEYS + ("intervals.block_um", "roi_classes")
 CLASS_KEYS = ("thresholds", "class_rule", "compartments", "membrane_exposed_max", "tumour_cells",
               "eligibility.threshold_tolerance", "pixel_hematoxylin_min", "qc")
 CALL_KEYS = ("eligibility", "intervals", "patient_rule", "pixel_thresholds", "calibrated", "calibration",
