@@ -277,13 +277,19 @@ def evaluate(values, levels):
             limit = levels[name][level]
             if (value < limit) if low else (value >= limit):
                 sign = "<" if low else ">="
-                messages.append(f"{LABELS[name].format(value)} ({level} {sign} {_format_limit(name, limit)})")
+                messages.append(f"{LABELS[name].format(value)} ({level} {sign} {format_value(name, limit)})")
                 status = level if level == "failed" or status == "ok" else status
                 break
     return status, messages
 
 
-def _format_limit(name, limit):
-    """The level in the metric's own format, e.g. 30% or 0.05."""
+def describe_levels(name, levels):
+    """The warning and failed levels of metric ``name``, e.g. ``"warning >= 25%, failed >= 50%"``."""
+    sign = "<" if name in LOW_IS_BAD else ">="
+    return ", ".join(f"{level} {sign} {format_value(name, levels[name][level])}" for level in ("warning", "failed"))
+
+
+def format_value(name, limit):
+    """A value or level of metric ``name`` in the metric's own format, e.g. 30% or 0.05."""
     spec = LABELS[name][LABELS[name].index("{"): LABELS[name].index("}") + 1]
     return spec.format(limit)

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ import tifffile
 import yaml
 
 from cxcr4score.eligibility import ELIGIBILITY_COLUMNS
+
+from .. import browser
 
 REPO = Path(__file__).resolve().parents[2]
 CHECK_CONTRACT = REPO.parent / "shared" / "tools" / "check_contract.py"
@@ -123,6 +126,36 @@ def test_output_contract(demo):
     assert result.returncode == 0, result.stdout
 
 
+def test_report_renders_in_a_browser(demo, tmp_path):
+    """The demo's report.html opened in headless Chromium: one self-contained page (every image
+    embedded and decoded, none broken) with the cohort figure, a QC picture and a figure per
+    slide, every patient, and a screenshot that is not blank."""
+    workdir = tmp_path / "browser"
+    workdir.mkdir()
+    page = browser.load_page(demo / "report.html", workdir, window_size=(1400, 3000))
+    n_slides = len(pd.read_csv(demo / "slides.csv"))
+    assert browser.broken_images(page) == []
+    assert len(page.images) == 1 + 2 * n_slides
+    assert all(image["src"].startswith("data:image/") and image["naturalWidth"] > 300 for image in page.images)
+    for patient in read_calls(demo)["patient_id"]:
+        assert f"Patient {patient}" in page.dom
+    assert not browser.is_blank(page.screenshot)
+    # the cohort figure is drawn near the top: the screenshot's upper part holds its coloured calls
+    top = page.screenshot[:1200].reshape(-1, 3).astype(int)
+    assert (np.abs(top - (46, 125, 50)).max(axis=1) < 40).sum() > 50  # eligible (green) marks
+
+
+def test_snakemake_report_keeps_its_captions(demo_copy):
+    """`snakemake --report` over the demo's results: Snakemake's own report still builds, with
+    the captions of the eligibility table and of the QC pictures."""
+    snakemake(demo_copy, "--report", "snakemake_report.zip", "--config", f"outdir={DEMO_OUTDIR}")
+    with zipfile.ZipFile(demo_copy / "snakemake_report.zip") as bundle:
+        text = "".join(bundle.read(name).decode("utf-8", "replace") for name in bundle.namelist()
+                       if name.endswith((".html", ".js", ".json")))
+    assert "Per-patient CXCR4 eligibility call" in text
+    assert "the measured cell and nucleus outlines" in text
+
+
 def test_reasons_and_review(demo):
     calls = read_calls(demo).set_index("patient_id")
     assert calls.loc["P05", "tumour_source"] == "roi"
@@ -189,12 +222,16 @@ def test_calibration_record_clears_the_flag_and_reruns_only_the_calls(demo_copy)
     assert moved.returncode != 0 and "are not the calibrated" in moved.stdout + moved.stderr
 
 
-def test_rerun_on_one_thread_gives_identical_bytes(demo_run, demo_copy):
-    """Every pixel stage rerun with measure_chunk on 1 thread in place of 2: eligibility.csv,
-    slides.csv and every cells table are byte for byte the demo's (integer sums, DESIGN 6)."""
-    snakemake(demo_copy, "--forceall", "--set-threads", "measure_chunk=1", "--config", f"outdir={DEMO_OUTDIR}")
+def test_rerun_on_one_thread_in_smaller_chunks_gives_identical_bytes(demo_run, demo_copy):
+    """Every pixel stage rerun with measure_chunk on 1 thread in place of 2 and in chunks of
+    512^2 px in place of 2048^2: eligibility.csv, slides.csv and every cells table and GeoJSON
+    are byte for byte the demo's (integer sums and slide-wide cell order, DESIGN 6)."""
+    rerun = snakemake(demo_copy, "--forceall", "--set-threads", "measure_chunk=1",
+                      "--config", f"outdir={DEMO_OUTDIR}", "chunk_mpix=0.25")
     first, again = demo_run / DEMO_OUTDIR, demo_copy / DEMO_OUTDIR
+    assert len(re.findall(r"rule measure_chunk:", rerun.stdout + rerun.stderr)) > 2 * len(list((first / "cells").glob("*.parquet")))
     names = ["eligibility.csv", "slides.csv"] + sorted(f"cells/{p.name}" for p in (first / "cells").glob("*.parquet"))
+    names += sorted(f"cells/{p.name}" for p in (first / "cells").glob("*.geojson"))
     assert len(names) > 2
     for name in names:
         assert (again / name).read_bytes() == (first / name).read_bytes(), name

@@ -1,4 +1,5 @@
-# The HTML report a pathologist opens: intended use, calls with reasons, slides, QC pictures.
+# The HTML report a pathologist opens: one self-contained page with the cohort's calls against the
+# cutoff, every patient's slides (QC picture, DAB distribution, classes, QC metrics) and the config.
 
 
 rule report:
@@ -6,10 +7,12 @@ rule report:
         eligibility=out("eligibility.csv"),
         slides=out("slides.csv"),
         qc=expand(out("qc/{slide}.png"), slide=SLIDES.index),
+        cells=expand(out("cells/{slide}.parquet"), slide=SLIDES.index),
     output:
         out("report.html"),
     params:
-        assay=config["assay"],
+        slide_ids=list(SLIDES.index),
+        config=config,
         calibration=describe_calibration(config),
         version=cxcr4score.__version__,
     conda:
@@ -20,6 +23,6 @@ rule report:
         out("benchmarks/report.tsv")
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=2000,
     script:
         "../scripts/report.py"
