@@ -403,7 +403,14 @@ def test_slide_damaged_where_only_a_chunk_reads_it(workdir, tmp_path, on_bad_sli
     assert int(calls.loc["A", "n_cells"]) > 0
 
 
+def _row_line(path, first_field):
+    """The line of a CSV whose first field is `first_field`, as written (bytes compared)."""
+    return next(line for line in path.read_text().splitlines() if line.split(",", 1)[0] == first_field)
+
+
 def test_bad_slide_skip_keeps_other_results(workdir, tmp_path):
+    """With on_bad_slide=skip the broken slide fails with its reason, and the other patient's
+    rows and cells table are byte for byte those of a run without the broken slide."""
     broken = tmp_path / "broken.tif"
     broken.write_bytes(b"II*\x00 this is not a TIFF")
     sheet = _sheet(tmp_path / "s.tsv", [("A", "A1", str(SMALL_SLIDE)), ("B", "B1", str(broken))])
@@ -416,6 +423,12 @@ def test_bad_slide_skip_keeps_other_results(workdir, tmp_path):
     assert calls.loc["B", "call"] == "inadequate"
     assert calls.loc["A", "call"] == "inadequate"  # P03's fragment: too few cells, but scored
     assert int(calls.loc["A", "n_cells"]) > 0
+    clean_sheet = _sheet(tmp_path / "clean.tsv", [("A", "A1", str(SMALL_SLIDE))])
+    clean = tmp_path / "clean"
+    snakemake(workdir, "--config", f"slides={clean_sheet}", f"outdir={clean}")
+    assert _row_line(out / "eligibility.csv", "A") == _row_line(clean / "eligibility.csv", "A")
+    assert _row_line(out / "slides.csv", "A1") == _row_line(clean / "slides.csv", "A1")
+    assert (out / "cells" / "A1.parquet").read_bytes() == (clean / "cells" / "A1.parquet").read_bytes()
 
 
 @pytest.mark.parametrize(
