@@ -1,4 +1,6 @@
-"""One image file: its format, checks of its layout and colour space, and level 0 read whole.
+"""One image file: its format, checks of its layout and colour space, and level 0 read whole
+(TIFF family with tifffile, PNG / JPEG with imageio; the other slide formats are opened by
+:func:`cxcr4score.slide_reader.open_slide` with OpenSlide or slideio).
 
 Coordinate planes follow the house style: ``l0_`` is level-0 (full resolution) pixels of the
 slide file, and ``mpp`` is micrometres per pixel. Regions of large pyramids are read with
@@ -22,14 +24,16 @@ from .errors import InputError
 from .pixel_size import png_mpp, tiff_mpp
 
 
-#: Suffixes read with tifffile (TIFF-based slide formats).
+#: Suffixes read with tifffile (TIFF-based slide formats; OpenSlide when tifffile cannot).
 TIFF_SUFFIXES = frozenset({".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif"})
 #: Suffixes read with imageio (small tiles and exports).
 RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
-#: Slide formats recognised in folders but not readable without OpenSlide/Bio-Formats yet.
-_UNSUPPORTED_SUFFIXES = {".mrxs": "MIRAX (.mrxs)", ".vsi": "Olympus (.vsi)"}
+#: Suffixes read with OpenSlide only: MIRAX, Hamamatsu VMS / VMU, Sakura, Zeiss, DICOM.
+OPENSLIDE_SUFFIXES = frozenset({".mrxs", ".vms", ".vmu", ".svslide", ".czi", ".dcm"})
+#: Suffixes read with slideio (Olympus VSI).
+SLIDEIO_SUFFIXES = frozenset({".vsi"})
 #: Every suffix treated as a slide image when scanning a folder (lower case).
-IMAGE_SUFFIXES = TIFF_SUFFIXES | RASTER_SUFFIXES | frozenset(_UNSUPPORTED_SUFFIXES)
+IMAGE_SUFFIXES = TIFF_SUFFIXES | RASTER_SUFFIXES | OPENSLIDE_SUFFIXES | SLIDEIO_SUFFIXES
 #: Most pixels of a PNG or JPEG: they are decoded whole (3 bytes a pixel), so larger images
 #: belong in a tiled pyramidal TIFF. Checked from the header, before any pixel is decoded.
 MAX_RASTER_PIXELS = 2**30
@@ -96,9 +100,10 @@ def read_image(path: str | os.PathLike) -> SlideImage:
     Pixel size is taken from OME-XML, else the Aperio description, else the TIFF resolution
     tags (ignored without a unit, or at 1 pixel per unit or the 72 / 96 dpi placeholders, in
     inches or centimetres); PNG from ``pHYs`` in pixels per metre (same placeholders ignored);
-    JPEG carries no trustworthy pixel size and gives None.
+    JPEG carries no trustworthy pixel size and gives None. Other slide formats are read by
+    region with :func:`cxcr4score.slide_reader.open_slide`.
     """
-    path = existing_image_path(path)
+    path = _tiff_or_raster(existing_image_path(path))
     try:
         if path.suffix.lower() in RASTER_SUFFIXES:
             return _read_raster(path)
@@ -116,30 +121,36 @@ def existing_image_path(path: str | os.PathLike) -> Path:
         raise InputError([f"{path}: file not found"])
     if path.is_dir():
         raise InputError([f"{path}: is a folder, not an image file"])
-    suffix = path.suffix.lower()
-    if suffix in _UNSUPPORTED_SUFFIXES:
-        raise InputError([
-            f"{path}: {_UNSUPPORTED_SUFFIXES[suffix]} slides cannot be read yet; "
-            "convert the slide to OME-TIFF (for example with QuPath or bfconvert)"
-        ])
-    if suffix not in IMAGE_SUFFIXES:
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError([
             f"{path}: unsupported image type '{path.suffix}'; "
-            f"supported: {', '.join(sorted(TIFF_SUFFIXES | RASTER_SUFFIXES))}"
+            f"supported: {', '.join(sorted(IMAGE_SUFFIXES))}"
         ])
     return path
 
 
+def _tiff_or_raster(path: Path) -> Path:
+    if path.suffix.lower() not in TIFF_SUFFIXES | RASTER_SUFFIXES:
+        raise InputError([f"{path}: a '{path.suffix}' slide is read by region with slide_reader.open_slide, "
+                          "not whole"])
+    return path
+
+
+def describe(exc: BaseException) -> str:
+    """What a reader raised, on one line: ``"<exception type>: <message>"``."""
+    message = " ".join(str(exc).split()) or "no details given"
+    return f"{type(exc).__name__}: {message}"
+
+
 def unreadable(path: Path, exc: BaseException) -> str:
     """One line naming the file and what the reader said, for an InputError."""
-    message = " ".join(str(exc).split()) or "no details given"
-    return f"{path}: cannot read the image ({type(exc).__name__}: {message})"
+    return f"{path}: cannot read the image ({describe(exc)})"
 
 
 def inspect_image(path: Path) -> dict:
     """``width``, ``height``, ``mpp``, ``mpp_source`` and ``format`` of an image, from its metadata
     and one decoded tile or strip (TIFF) or the whole image (PNG, JPEG); InputError if unusable."""
-    path = existing_image_path(path)
+    path = _tiff_or_raster(existing_image_path(path))
     suffix = path.suffix.lower()
     if suffix in RASTER_SUFFIXES:
         image = read_image(path)
@@ -150,7 +161,7 @@ def inspect_image(path: Path) -> dict:
         with tifffile.TiffFile(path) as tif:
             level, shape, _, mpp, source = checked_tiff_level(path, tif)
             next(level.keyframe.segments())  # decode one tile: catches bad codecs and data
-            return _info(shape[1], shape[0], mpp, source, _tiff_format(tif))
+            return _info(shape[1], shape[0], mpp, source, tiff_format(tif))
     except InputError:
         raise
     except Exception as exc:
@@ -209,14 +220,19 @@ def checked_tiff_level(path: Path, tif: tifffile.TiffFile) -> tuple:
     shape, order = yxs_layout(path, series_level.shape, series_level.axes)
     check_rgb_layout(path, shape, series_level.dtype)
     coarsest = tif.series[index].levels[-1]
-    coarsest_px = int(np.prod([n for n, a in zip(coarsest.shape, coarsest.axes) if a in "YX"]))
+    check_coarsest_level(path, shape, int(np.prod([n for n, a in zip(coarsest.shape, coarsest.axes) if a in "YX"])))
+    check_photometric(path, series_level)
+    mpp, source = tiff_mpp(path, tif, index, series_level)
+    return series_level, shape, order, mpp, source
+
+
+def check_coarsest_level(path: Path, shape: tuple, coarsest_px: int) -> None:
+    """Refuse a slide whose coarsest level (the overview is read from it) has more than
+    :data:`MAX_COARSEST_LEVEL_PIXELS` pixels; ``shape`` is level 0's ``(rows, cols, ...)``."""
     if coarsest_px > MAX_COARSEST_LEVEL_PIXELS:
         raise InputError([f"{path}: {shape[1]} x {shape[0]} px with no reduced-resolution level under "
                           f"{MAX_COARSEST_LEVEL_PIXELS:,} px: its overview would decode {coarsest_px / 1e9:.1f} "
                           "Gpix; save it as a tiled pyramidal TIFF (e.g. vips tiffsave --tile --pyramid)"])
-    check_photometric(path, series_level)
-    mpp, source = tiff_mpp(path, tif, index, series_level)
-    return series_level, shape, order, mpp, source
 
 
 def tiff_level(tif: tifffile.TiffFile, level: int = 0) -> tuple[int, tifffile.TiffPageSeries]:
@@ -276,7 +292,8 @@ def to_rgb(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(blended.astype(np.uint8))
 
 
-def _tiff_format(tif: tifffile.TiffFile) -> str:
+def tiff_format(tif: tifffile.TiffFile) -> str:
+    """The TIFF flavour tifffile recognises: 'ome-tiff', 'svs', 'ndpi', 'scn', 'bif' or 'tiff'."""
     for flag, name in (("is_ome", "ome-tiff"), ("is_svs", "svs"), ("is_ndpi", "ndpi"),
                        ("is_scn", "scn"), ("is_bif", "bif")):
         if getattr(tif, flag, False):

@@ -20,9 +20,8 @@ from . import celltype, eligibility, measure, outlines, qc, qc_metrics, roi, sco
 from . import grid as grid_module
 from .constants import COMPARTMENT_NAMES, SECTOR_COLUMNS
 from .errors import InputError
-from .images import inspect_image
 from .slide_info import describe_slide, tissue_of
-from .slide_reader import open_slide
+from .slide_reader import inspect_slide, open_slide
 
 #: Columns of the per-cell table that DESIGN section 4 fixes, in order.
 CELL_COLUMNS = (
@@ -52,20 +51,22 @@ def validate_slide(path: str | os.PathLike, *, roi_path: str | os.PathLike = "",
     -------
     info : dict
         ``width``, ``height`` (level-0 pixels), ``mpp``, ``mpp_source`` and ``format``
-        (e.g. 'ome-tiff', 'svs', 'ndpi', 'tiff', 'png', 'jpeg'); None where unknown.
+        (e.g. 'ome-tiff', 'svs', 'ndpi', 'tiff', 'png', 'jpeg', OpenSlide's vendor such as
+        'mirax', or 'vsi'); None where unknown.
     problems : list of str
         Every problem found, each naming the file; empty when the slide is usable.
 
     Notes
     -----
-    TIFF-based files are checked from their metadata plus one decoded tile or strip (which
-    catches unknown compressions and corrupt data early). PNG and JPEG files are small and are
-    read in full.
+    The slide is opened as :func:`cxcr4score.slide_reader.open_slide` opens it (the first reader
+    that can). TIFF-based files are checked from their metadata plus one decoded tile or strip
+    (which catches unknown compressions and corrupt data early), other formats by one small
+    region of the coarsest level. PNG and JPEG files are small and are read in full.
     """
     info = {"width": None, "height": None, "mpp": None, "mpp_source": None, "format": None}
     problems = []
     try:
-        info.update(inspect_image(Path(path)))
+        info.update(inspect_slide(Path(path)))
     except InputError as exc:
         problems.extend(exc.problems)
     if str(roi_path):

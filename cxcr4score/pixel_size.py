@@ -1,5 +1,5 @@
 """Pixel size: from the image's metadata (OME-XML, Aperio description, TIFF resolution tags,
-PNG pHYs), else the sample sheet, else the configured default.
+PNG pHYs, or what OpenSlide / slideio report), else the sample sheet, else the configured default.
 
 Placeholder resolutions that image software writes (72 and 96 dpi, 1 pixel per unit) are not
 measurements and are ignored; anisotropic pixels are refused.
@@ -85,6 +85,39 @@ def _tag_physical_size(page: tifffile.TiffPage) -> tuple[float, float] | None:
     if _is_placeholder_dpi(x_res * _MICRONS_PER_INCH / um_per_unit):
         return None
     return um_per_unit / x_res, um_per_unit / y_res
+
+
+def reader_mpp(path: Path, x_um, y_um, source: str) -> tuple[float | None, str | None]:
+    """Pixel size a slide library reports (OpenSlide's ``openslide.mpp-x/y``, slideio's scene
+    resolution), or (None, None) when it is absent, not positive, or a placeholder resolution
+    (72 / 96 dpi or at most 1 pixel per centimetre, which OpenSlide passes on from a plain
+    TIFF's tags).
+
+    Parameters
+    ----------
+    path : Path
+        The slide, for messages.
+    x_um, y_um : float, str or None
+        Micrometres per pixel along x and y.
+    source : {'openslide', 'slideio'}
+        Returned as the source, and named in the anisotropy message.
+
+    Returns
+    -------
+    mpp : float or None
+    source : str or None
+
+    Raises
+    ------
+    InputError
+        x and y differ by more than 1% (anisotropic pixels).
+    """
+    if not (is_positive_number(x_um) and is_positive_number(y_um)):
+        return None, None
+    x_um, y_um = float(x_um), float(y_um)
+    if _is_placeholder_dpi(_MICRONS_PER_INCH / x_um) or x_um >= _MICRONS_PER_CM:
+        return None, None
+    return _isotropic(path, x_um, y_um, f"{source} pixel size"), source
 
 
 def png_mpp(path: Path, dpi) -> tuple[float | None, str | None]:

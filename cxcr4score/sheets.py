@@ -277,7 +277,11 @@ def slides_from_folder(folder: str | os.PathLike, *, patient_pattern: str = "") 
       ``slide_id = f"{patient_id}__{sanitised stem}"`` in every case, so a loose image
       ``P7.svs`` is patient ``P7`` with slide ``P7__P7``.
     - Companion folders of MIRAX (``X/`` beside ``X.mrxs``) and Olympus (``_X_/`` beside
-      ``X.vsi``) slides are not patients.
+      ``X.vsi``) slides are not patients, and the JPEGs a Hamamatsu ``.vms`` lists are not
+      slides.
+    - The DICOM ``.dcm`` files of one folder are one slide (OpenSlide opens it from any of its
+      files), listed by the first file name; put each DICOM slide in its own patient folder, or
+      list DICOM slides in a sample sheet (``path``: one ``.dcm`` file of the slide).
     - ``<stem>.roi.geojson``, else ``<stem>.geojson``, beside an image becomes its ``roi``.
     """
     folder = Path(folder)
@@ -306,12 +310,34 @@ def _folder_images(folder: Path) -> list[tuple[Path, str]]:
     found = []
     entries = _visible(folder)
     companions = _companion_folder_names(entries)
-    for entry in entries:
+    for entry in _slide_files(entries):
         if entry.is_dir() and entry.name not in companions:
-            found.extend((image, entry.name) for image in _visible(entry) if _is_image(image))
+            found.extend((image, entry.name) for image in _slide_files(_visible(entry)) if _is_image(image))
         elif _is_image(entry):
             found.append((entry, image_stem(entry)))
     return found
+
+
+def _slide_files(entries: list[Path]) -> list[Path]:
+    """``entries`` without the files that belong to another slide: the JPEGs a Hamamatsu
+    ``.vms`` lists, and every DICOM ``.dcm`` file but the first (a folder's DICOM files are one
+    slide, which OpenSlide opens from any of them)."""
+    taken = set()
+    for entry in entries:
+        if entry.suffix.lower() == ".vms" and entry.is_file():
+            taken |= _vms_listed_files(entry)
+    dicom = [e for e in entries if e.suffix.lower() == ".dcm" and e.is_file()]
+    taken |= {e.name for e in dicom[1:]}
+    return [e for e in entries if e.name not in taken]
+
+
+def _vms_listed_files(vms: Path) -> set[str]:
+    """File names a ``.vms`` index lists (``ImageFile``, ``MapFile``, ``MacroImage``, ... values)."""
+    try:
+        text = vms.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()  # validation reports the unreadable slide
+    return {line.split("=", 1)[1].strip() for line in text.splitlines() if "=" in line} - {""}
 
 
 def _visible(folder: Path) -> list[Path]:

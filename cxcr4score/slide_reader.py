@@ -7,14 +7,15 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tifffile
 
 from .errors import InputError
 from .images import (
-    RASTER_SUFFIXES, check_photometric, check_rgb_layout, checked_tiff_level, existing_image_path, read_image,
-    tiff_level, to_rgb, unreadable, yxs_layout,
+    RASTER_SUFFIXES, SLIDEIO_SUFFIXES, TIFF_SUFFIXES, check_photometric, check_rgb_layout, checked_tiff_level,
+    describe, existing_image_path, inspect_image, read_image, tiff_format, tiff_level, to_rgb, unreadable, yxs_layout,
 )
 
 
@@ -53,47 +54,52 @@ class Level:
     downsample: float
 
 
-class SlideReader:
-    """Read regions of a slide's pyramid levels without decoding the whole slide.
+def pyramid_levels(shapes) -> tuple[Level, ...]:
+    """:class:`Level` records of ``(rows, cols)`` shapes, finest first."""
+    rows0, cols0 = shapes[0]
+    return tuple(Level((int(rows), int(cols)), 1.0 if i == 0 else (rows0 / rows + cols0 / cols) / 2)
+                 for i, (rows, cols) in enumerate(shapes))
 
-    Open one reader per process with :func:`open_slide` and close it when done (it is a
-    context manager). A reader holds an open file and cannot be pickled: each Snakemake job or
-    worker process opens its own.
+
+class NotOpenable(InputError):
+    """A reader could not interpret the file at all (another reader may): not a content refusal.
 
     Parameters
     ----------
-    path : str or path-like
-        PNG, JPEG, TIFF, OME-TIFF, or a tiled whole-slide TIFF (SVS, NDPI, SCN, BIF).
+    path : Path
+        The file.
+    exc : BaseException
+        What the reader raised; :attr:`reason` is its one-line description.
+    """
+
+    def __init__(self, path, exc: BaseException):
+        self.reason = describe(exc)
+        super().__init__([unreadable(path, exc)])
+
+
+class SlideReader:
+    """Read regions of a slide's pyramid levels without decoding the whole slide.
+
+    The interface every reader shares (:class:`TiffReader`, and the OpenSlide and slideio
+    readers of :mod:`cxcr4score.vendor_readers`); :func:`open_slide` chooses the reader. Open one
+    reader per process and close it when done (it is a context manager). A reader holds an open
+    file and cannot be pickled: each Snakemake job or worker process opens its own.
 
     Attributes
     ----------
     path : Path
         The file.
     levels : tuple of Level
-        Pyramid levels, finest (level 0) first. PNG and JPEG files have one level.
+        Pyramid levels, finest (level 0) first: those of the main image only (label, macro
+        and thumbnail images are never levels).
     mpp : float or None
-        Level-0 micrometres per pixel from the file's metadata, by the same rules and sources
-        as :func:`read_image`; None when the file does not say.
-    mpp_source : {'ome', 'tiff', 'svs', 'png'} or None
+        Level-0 micrometres per pixel from the file's metadata; None when the file does not say.
+    mpp_source : {'ome', 'tiff', 'svs', 'png', 'openslide', 'slideio'} or None
         Which metadata gave ``mpp``.
-
-    Raises
-    ------
-    InputError
-        As :func:`read_image`: missing, unsupported, unreadable or corrupt file, not 8-bit
-        RGB(A), anisotropic pixels. The message names the file.
-
-    Notes
-    -----
-    TIFF-based files: the same series as :func:`read_image` (largest level-0 area), its
-    pyramid levels from tifffile (``series.levels``; thumbnail, label and macro images are
-    separate series, not levels). A region read decodes only the tiles or strips it touches:
-    a level stored as one page of contiguous 8-bit RGB tiles or strips (most slides) with
-    tifffile's segment decoder, straight into the output, on the job's thread count (Numba's);
-    any other level through a tifffile zarr store opened the first time it is read (level 0 on
-    open). Unknown compressions fail on open. Missing (sparse) tiles read as the file's
-    no-data value, as in :func:`read_image`. PNG and JPEG files are small: they are decoded
-    once on open with :func:`read_image` and sliced.
+    reader : str
+        The library that reads the file ('tifffile', 'imageio', 'OpenSlide', 'slideio').
+    format : str
+        The file's format as its reader names it (e.g. 'svs', 'ome-tiff', 'mirax', 'vsi').
 
     Examples
     --------
@@ -101,79 +107,9 @@ class SlideReader:
     ...     tile = slide.read_region(0, top=1024, left=2048, height=512, width=512)
     """
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = existing_image_path(path)
-        self._rgb = None  # whole image of a PNG / JPEG
-        self._tif = None
-        self._series = None
-        self._tiff_levels: list = []  # tifffile level series, finest first
-        self._layouts: list = []  # per level: (kept-axis mask, transpose order)
-        self._arrays: dict = {}  # level -> zarr array, opened lazily
-        self._stores: list = []
-        self._lock = threading.Lock()
-        self._closed = False
-        try:
-            if self.path.suffix.lower() in RASTER_SUFFIXES:
-                self._open_raster()
-            else:
-                self._open_tiff()
-        except BaseException as exc:
-            self.close()
-            if isinstance(exc, (InputError, MemoryError)) or not isinstance(exc, Exception):
-                raise
-            raise InputError([unreadable(self.path, exc)]) from None
-
-    def _open_raster(self) -> None:
-        image = read_image(self.path)
-        self._rgb = image.rgb
-        self._segment_layouts = [None]
-        self.levels = (Level((image.rgb.shape[0], image.rgb.shape[1]), 1.0),)
-        self.mpp, self.mpp_source = image.mpp, image.mpp_source
-
-    def _open_tiff(self) -> None:
-        self._tif = tifffile.TiffFile(self.path)
-        level0, _, _, self.mpp, self.mpp_source = checked_tiff_level(self.path, self._tif)
-        index, _ = tiff_level(self._tif, 0)
-        self._series = self._tif.series[index]
-        # finest first, whatever order the file stores them in (stable for equal areas)
-        shapes = []
-        for tiff_index, level in enumerate(self._series.levels):
-            shape, order = yxs_layout(self.path, level.shape, level.axes)
-            check_rgb_layout(self.path, shape, level.dtype)
-            check_photometric(self.path, level)
-            keep = tuple(n > 1 or a in "YX" for n, a in zip(level.shape, level.axes))
-            shapes.append((shape[:2], tiff_index, level, (keep, order)))
-        shapes.sort(key=lambda item: -item[0][0] * item[0][1])
-        if shapes[0][2] is not level0:
-            raise InputError([f"{self.path}: the first pyramid level is not the largest; "
-                              "the pyramid cannot be read"])
-        rows0, cols0 = shapes[0][0]
-        self.levels = tuple(
-            Level((int(rows), int(cols)), 1.0 if i == 0 else (rows0 / rows + cols0 / cols) / 2)
-            for i, ((rows, cols), *_) in enumerate(shapes)
-        )
-        self._tiff_index = [tiff_index for _, tiff_index, _, _ in shapes]
-        self._tiff_levels = [level for _, _, level, _ in shapes]
-        self._layouts = [layout for *_, layout in shapes]
-        self._segment_layouts = [_segment_layout(level, self._series) for level in self._tiff_levels]
-        if self._segment_layouts[0] is None:
-            self._tiff_array(0)
-
-    def _tiff_array(self, level: int):
-        """The zarr array of one level, opening its store on first use."""
-        import zarr  # slow to import; only region reads of some TIFF levels need it
-
-        with self._lock:
-            if level not in self._arrays:
-                store = self._series.aszarr(level=self._tiff_index[level])
-                self._stores.append(store)
-                array = zarr.open_array(store, mode="r")
-                expected = tuple(self._tiff_levels[level].shape)
-                if tuple(array.shape) != expected:
-                    raise InputError([f"{self.path}: level {level} has shape {tuple(array.shape)} "
-                                      f"as an array but {expected} in its metadata"])
-                self._arrays[level] = array
-            return self._arrays[level]
+    path = None
+    levels: tuple = ()
+    _closed = False
 
     def read_region(self, level: int, top: int, left: int, height: int, width: int) -> np.ndarray:
         """Read a rectangle of one pyramid level.
@@ -212,20 +148,26 @@ class SlideReader:
         out = np.empty((height, width, 3), np.uint8) if inside else np.full((height, width, 3), 255, np.uint8)
         if r0 >= r1 or c0 >= c1:
             return out
-        target = (slice(r0 - top, r1 - top), slice(c0 - left, c1 - left))
-        if self._rgb is not None:
-            out[target] = self._rgb[r0:r1, c0:c1]
-            return out
         try:
-            if self._segment_layouts[level] is not None:
-                self._decode_segments(level, r0, r1, c0, c1, out[target])
-            else:
-                out[target] = self._read_tiff_pixels(level, r0, r1, c0, c1)
+            self._read_into(level, r0, r1, c0, c1, out[r0 - top:r1 - top, c0 - left:c1 - left])
         except (InputError, MemoryError):
             raise
         except Exception as exc:  # decoding errors surface here, not on open
             raise InputError([unreadable(self.path, exc)]) from None
         return out
+
+    def _read_into(self, level: int, r0: int, r1: int, c0: int, c1: int, out: np.ndarray) -> None:
+        """Write the level's pixels ``[r0:r1, c0:c1]`` (all inside the level) into ``out``."""
+        raise NotImplementedError
+
+    def inspect(self) -> dict:
+        """``width``, ``height``, ``mpp``, ``mpp_source`` and ``format``, after decoding one
+        small region of the coarsest level (which catches unreadable pixel data)."""
+        rows, cols = self.levels[-1].shape
+        self.read_region(len(self.levels) - 1, 0, 0, min(rows, 256), min(cols, 256))
+        rows0, cols0 = self.levels[0].shape
+        return {"width": int(cols0), "height": int(rows0), "mpp": self.mpp, "mpp_source": self.mpp_source,
+                "format": self.format}
 
     def _checked_region(self, *values) -> tuple[int, ...]:
         names = ("level", "top", "left", "height", "width")
@@ -242,6 +184,138 @@ class SlideReader:
         if height < 0 or width < 0:
             raise ValueError(f"height and width must not be negative, got {described}")
         return level, top, left, height, width
+
+    def close(self) -> None:
+        """Close the file; further reads raise ValueError. Safe to repeat."""
+        self._closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __reduce__(self):
+        raise TypeError(f"a {type(self).__name__} cannot be pickled ({self.path}); "
+                        "open the slide in each process with open_slide(path)")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self.levels)} level(s)"
+        return f"<{type(self).__name__} {str(self.path)!r} {state}>"
+
+
+class TiffReader(SlideReader):
+    """A TIFF-family slide read with tifffile, or a PNG / JPEG read whole with imageio.
+
+    Parameters
+    ----------
+    path : str or path-like
+        PNG, JPEG, TIFF, OME-TIFF, or a tiled whole-slide TIFF (SVS, NDPI, SCN, BIF).
+
+    Raises
+    ------
+    NotOpenable
+        tifffile cannot interpret the file (not a TIFF, unknown compression, broken structure).
+    InputError
+        As :func:`read_image`: missing, unsupported or corrupt file, not 8-bit RGB(A),
+        anisotropic pixels. The message names the file.
+
+    Notes
+    -----
+    TIFF-based files: the same series as :func:`read_image` (largest level-0 area), its
+    pyramid levels from tifffile (``series.levels``; thumbnail, label and macro images are
+    separate series, not levels). A region read decodes only the tiles or strips it touches:
+    a level stored as one page of contiguous 8-bit RGB tiles or strips (most slides) with
+    tifffile's segment decoder, straight into the output, on the job's thread count (Numba's);
+    any other level through a tifffile zarr store opened the first time it is read (level 0 on
+    open). Unknown compressions fail on open. Missing (sparse) tiles read as the file's
+    no-data value, as in :func:`read_image`. PNG and JPEG files are small: they are decoded
+    once on open with :func:`read_image` and sliced.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = existing_image_path(path)
+        self._rgb = None  # whole image of a PNG / JPEG
+        self._tif = None
+        self._series = None
+        self._tiff_levels: list = []  # tifffile level series, finest first
+        self._layouts: list = []  # per level: (kept-axis mask, transpose order)
+        self._arrays: dict = {}  # level -> zarr array, opened lazily
+        self._stores: list = []
+        self._lock = threading.Lock()
+        raster = self.path.suffix.lower() in RASTER_SUFFIXES
+        self.reader = "imageio" if raster else "tifffile"
+        try:
+            if raster:
+                self._open_raster()
+            else:
+                self._open_tiff()
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, (InputError, MemoryError)) or not isinstance(exc, Exception):
+                raise
+            raise NotOpenable(self.path, exc) from None
+
+    def _open_raster(self) -> None:
+        image = read_image(self.path)
+        self._rgb = image.rgb
+        self._segment_layouts = [None]
+        self.levels = (Level((image.rgb.shape[0], image.rgb.shape[1]), 1.0),)
+        self.mpp, self.mpp_source = image.mpp, image.mpp_source
+        self.format = "png" if self.path.suffix.lower() == ".png" else "jpeg"
+
+    def _open_tiff(self) -> None:
+        self._tif = tifffile.TiffFile(self.path)
+        level0, _, _, self.mpp, self.mpp_source = checked_tiff_level(self.path, self._tif)
+        index, _ = tiff_level(self._tif, 0)
+        self._series = self._tif.series[index]
+        self.format = tiff_format(self._tif)
+        # finest first, whatever order the file stores them in (stable for equal areas)
+        shapes = []
+        for tiff_index, level in enumerate(self._series.levels):
+            shape, order = yxs_layout(self.path, level.shape, level.axes)
+            check_rgb_layout(self.path, shape, level.dtype)
+            check_photometric(self.path, level)
+            keep = tuple(n > 1 or a in "YX" for n, a in zip(level.shape, level.axes))
+            shapes.append((shape[:2], tiff_index, level, (keep, order)))
+        shapes.sort(key=lambda item: -item[0][0] * item[0][1])
+        if shapes[0][2] is not level0:
+            raise InputError([f"{self.path}: the first pyramid level is not the largest; "
+                              "the pyramid cannot be read"])
+        self.levels = pyramid_levels([shape for shape, *_ in shapes])
+        self._tiff_index = [tiff_index for _, tiff_index, _, _ in shapes]
+        self._tiff_levels = [level for _, _, level, _ in shapes]
+        self._layouts = [layout for *_, layout in shapes]
+        self._segment_layouts = [_segment_layout(level, self._series) for level in self._tiff_levels]
+        if self._segment_layouts[0] is None:
+            self._tiff_array(0)
+
+    def _tiff_array(self, level: int):
+        """The zarr array of one level, opening its store on first use."""
+        import zarr  # slow to import; only region reads of some TIFF levels need it
+
+        with self._lock:
+            if level not in self._arrays:
+                store = self._series.aszarr(level=self._tiff_index[level])
+                self._stores.append(store)
+                array = zarr.open_array(store, mode="r")
+                expected = tuple(self._tiff_levels[level].shape)
+                if tuple(array.shape) != expected:
+                    raise InputError([f"{self.path}: level {level} has shape {tuple(array.shape)} "
+                                      f"as an array but {expected} in its metadata"])
+                self._arrays[level] = array
+            return self._arrays[level]
+
+    def _read_into(self, level: int, r0: int, r1: int, c0: int, c1: int, out: np.ndarray) -> None:
+        if self._rgb is not None:
+            out[...] = self._rgb[r0:r1, c0:c1]
+        elif self._segment_layouts[level] is not None:
+            self._decode_segments(level, r0, r1, c0, c1, out)
+        else:
+            out[...] = self._read_tiff_pixels(level, r0, r1, c0, c1)
+
+    def inspect(self) -> dict:
+        return inspect_image(self.path)
 
     def _decode_segments(self, level: int, r0: int, r1: int, c0: int, c1: int, out: np.ndarray) -> None:
         """Decode the tiles or strips of one page that overlap the region straight into ``out``.
@@ -300,28 +374,16 @@ class SlideReader:
             self._tif.close()
             self._tif = None
 
-    def __enter__(self) -> SlideReader:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def __reduce__(self):
-        raise TypeError(f"a SlideReader cannot be pickled ({self.path}); "
-                        "open the slide in each process with open_slide(path)")
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self.levels)} level(s)"
-        return f"<SlideReader {str(self.path)!r} {state}>"
-
 
 def open_slide(path: str | os.PathLike) -> SlideReader:
-    """Open a slide for reading regions by pyramid level.
+    """Open a slide for reading regions by pyramid level, with the first reader that opens it.
 
     Parameters
     ----------
     path : str or path-like
-        A slide in any format :func:`cxcr4score.images.read_image` reads.
+        A slide: PNG, JPEG, the TIFF family (TIFF, OME-TIFF, SVS, NDPI, SCN, BIF, Philips
+        TIFF), MIRAX (.mrxs), Hamamatsu VMS / VMU, Sakura (.svslide), Zeiss (.czi), DICOM
+        (.dcm, one file of the slide's folder) or Olympus (.vsi).
 
     Returns
     -------
@@ -331,6 +393,60 @@ def open_slide(path: str | os.PathLike) -> SlideReader:
     Raises
     ------
     InputError
-        As :func:`cxcr4score.images.read_image`, naming the file.
+        As :func:`cxcr4score.images.read_image`, naming the file; when no reader can interpret
+        the file, one line naming it and each reader tried with what it said:
+        ``"<path>: cannot read the image (tried tifffile: <error>; OpenSlide: <error>)"``.
+
+    Notes
+    -----
+    The readers tried, in order, by the file's extension (:func:`readers_for`): tifffile for
+    the TIFF family (then OpenSlide when tifffile cannot interpret the file), imageio for
+    PNG / JPEG, OpenSlide for the other slide formats, slideio for VSI. A reader that opens
+    the file but refuses its content (grey-scale, anisotropic pixels) stops the search.
     """
-    return SlideReader(path)
+    path = existing_image_path(path)
+    tried = []
+    for name, reader_class in readers_for(path):
+        try:
+            return reader_class(path)
+        except NotOpenable as exc:
+            tried.append(f"{name}: {exc.reason}")
+    raise InputError([f"{path}: cannot read the image (tried {'; '.join(tried)})"])
+
+
+def inspect_slide(path: str | os.PathLike) -> dict:
+    """Check a slide as :func:`open_slide` opens it, decoding only one small region.
+
+    Parameters
+    ----------
+    path : str or path-like
+        As :func:`open_slide`.
+
+    Returns
+    -------
+    dict
+        ``width``, ``height`` (level-0 pixels), ``mpp``, ``mpp_source`` and ``format``
+        (e.g. 'ome-tiff', 'svs', 'ndpi', 'tiff', 'png', 'jpeg', or OpenSlide's vendor name
+        such as 'mirax', or 'vsi').
+
+    Raises
+    ------
+    InputError
+        As :func:`open_slide`, or the region cannot be decoded.
+    """
+    with open_slide(path) as reader:
+        return reader.inspect()
+
+
+def readers_for(path) -> list[tuple[str, type]]:
+    """``(name, reader class)`` to try, in order, for a file of this extension."""
+    from .vendor_readers import OpenSlideReader, SlideioReader
+
+    suffix = Path(path).suffix.lower()
+    if suffix in RASTER_SUFFIXES:
+        return [("imageio", TiffReader)]
+    if suffix in TIFF_SUFFIXES:
+        return [("tifffile", TiffReader), ("OpenSlide", OpenSlideReader)]
+    if suffix in SLIDEIO_SUFFIXES:
+        return [("slideio", SlideioReader)]
+    return [("OpenSlide", OpenSlideReader)]

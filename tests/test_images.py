@@ -99,8 +99,8 @@ def test_stack_of_planes_is_rejected(tmp_path, rgb):
         ("noise.tif", b"II*\x00" + bytes(range(256)) * 4, ["cannot read the image"]),
         ("cut.png", None, ["cannot read the image"]),
         ("x.bmp", b"BM", ["unsupported image type '.bmp'"]),
-        ("x.mrxs", b"", ["MIRAX", "convert"]),
-        ("x.vsi", b"", ["Olympus", "convert"]),
+        ("x.mrxs", b"", ["'.mrxs' slide is read by region with slide_reader.open_slide"]),
+        ("x.vsi", b"", ["'.vsi' slide is read by region with slide_reader.open_slide"]),
     ],
 )
 def test_unreadable_files_give_one_plain_line(tmp_path, rgb, name, content, words):
@@ -228,8 +228,9 @@ def test_real_broken_slides(name, message):
         images.read_image(WSI / name)
     (problem,) = caught.value.problems
     assert problem.startswith(str(WSI / name)) and message in problem and "\n" not in problem
-    info, problems = validate_slide(WSI / name)
-    assert problems == caught.value.problems
+    info, problems = validate_slide(WSI / name)  # the readers open_slide tries (tests/test_vendor_readers.py)
+    (found,) = problems
+    assert found.startswith(str(WSI / name)) and message in found and "\n" not in found
     assert info["width"] is None
 
 

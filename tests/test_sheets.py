@@ -151,6 +151,26 @@ def test_companion_folders_are_not_patients(tmp_path):
     assert table["slide_id"].tolist() == ["s1__s1", "s2__s2"]
 
 
+def test_openslide_and_slideio_formats_in_folders_and_sheets(tmp_path):
+    """Every OpenSlide / slideio extension is a slide; a .vms's listed JPEGs are not slides (a
+    .jpg it does not list is); a folder's DICOM files are one slide."""
+    for name in ("P1/a.mrxs", "P1/b.SCN", "P1/c.vmu", "P1/d.svslide", "P1/e.czi", "P1/f.bif", "P2/g.vsi"):
+        _touch(tmp_path / name)
+    (tmp_path / "P3").mkdir()
+    (tmp_path / "P3" / "h.vms").write_text("[Virtual Microscope Specimen]\nNoLayers=1\nImageFile=h_0.jpg\n"
+                                           "MapFile=h_map.jpg\nMacroImage=h_macro.jpg\n")
+    for name in ("h_0.jpg", "h_map.jpg", "h_macro.jpg", "other.jpg"):
+        _touch(tmp_path / "P3" / name)
+    for name in ("2.dcm", "1.dcm", "3.DCM"):
+        _touch(tmp_path / "P4" / name)
+    table = sheets.slides_from_folder(tmp_path)
+    assert table["slide_id"].tolist() == ["P1__a", "P1__b", "P1__c", "P1__d", "P1__e", "P1__f", "P2__g",
+                                          "P3__h", "P3__other", "P4__1"]
+    (tmp_path / "slides.csv").write_text("patient_id,slide_id,path\nP4,s,P4/2.dcm\nP1,m,P1/a.mrxs\n")
+    assert sheets.read_sheet(tmp_path / "slides.csv")["path"].tolist() == [
+        str(tmp_path / "P4" / "2.dcm"), str(tmp_path / "P1" / "a.mrxs")]
+
+
 def test_patient_pattern_overrides_folders(tmp_path):
     _touch(tmp_path / "batch1" / "007_A.svs")
     _touch(tmp_path / "batch2" / "007_B.svs")
