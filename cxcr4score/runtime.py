@@ -11,11 +11,6 @@ from __future__ import annotations
 import ctypes
 import sys
 
-import numpy as np
-
-from . import measure, segment, stains, tissue
-from ._kernels.resample import area_resize_kernel
-
 #: glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 #: Allocations up to this size come from the heap, and this much freed memory is kept.
@@ -77,6 +72,11 @@ def warm_up():
     Run once before parallel jobs start (the workflow's ``validate_inputs`` rule), so that
     they load cached machine code instead of each compiling the same kernels at once.
     """
+    import numpy as np
+
+    from . import measure, segment, stains, tissue
+    from ._kernels.resample import area_resize_kernel
+
     rows, cols = np.indices((96, 96))
     discs = ((rows - 30) ** 2 + (cols - 30) ** 2 <= 64) | ((rows - 30) ** 2 + (cols - 44) ** 2 <= 64)
     discs |= (rows - 70) ** 2 + (cols - 60) ** 2 <= 49

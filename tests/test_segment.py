@@ -177,6 +177,14 @@ def test_empty_images_give_empty_results():
     assert codes.shape == (5, 0) and exposed.shape == (1,)
 
 
+@pytest.mark.parametrize("radius_px", [0.2, 1.0, 1.5, 2.49, 4.0, 10.0, 16.5, 40.0])
+def test_disk_is_scikit_image_disk(radius_px):
+    """Reference: skimage.morphology.disk of the rounded radius (at least 1), as uint8."""
+    expected = morphology.disk(max(1, int(round(radius_px)))).astype(np.uint8)
+    footprint = segment._disk(radius_px)
+    assert footprint.dtype == np.uint8 and np.array_equal(footprint, expected)
+
+
 def test_split_agrees_with_scikit_image_watershed():
     """Reference: skimage.segmentation.watershed of the unquantised -distance, per component:
     the 1/16 px quantisation of the flooded surface moves under 1% of the split pixels."""
