@@ -18,13 +18,19 @@ from .eligibility import NUCLEAR_PATTERN_PCT, PATTERN_MIN_POSITIVE
 
 _SAMPLED_COLUMNS = ("nucleus_area_um2", "nucleus_axis_ratio", "hematoxylin_nucleus", "pattern")
 
+#: How the sampled cells' staining is read: DAB-stained at the default 1+ threshold (OD), a
+#: membrane read on cytoplasm above the default exposed share, tumour cells by morphology. Fixed,
+#: not the config's scoring keys: the check decides how nuclei are found (pixel work), and a
+#: change of thresholds, class settings or ``tumour_cells`` reruns no pixel work.
+STAINED_OD, EXPOSED_MAX, TUMOUR_CELLS = 0.2, 0.5, "morphology"
+
 
 def sampled_cells(tiles, *, tables, mpp, config, baseline):
     """The cells of some tissue tiles as the workflow would see them: nucleus, type, pattern.
 
     Cells are typed with the darkness reference of all the tiles' nuclei (the slide's, see
-    :func:`cxcr4score.celltype.darkness_reference`) and selected as for scoring (config
-    ``tumour_cells``), so that with the default CXCR4-positive lymphocytes typed immune, whose
+    :func:`cxcr4score.celltype.darkness_reference`) and selected as for scoring by morphology
+    (:data:`TUMOUR_CELLS`), so that CXCR4-positive lymphocytes typed immune, whose
     stained rim is mostly nucleus at this scale, do not count. (On generated slides whose only
     stained cells are lymphocytes many of them are typed tumour, and the slide still reads
     nuclear: method.md section 6.)
@@ -37,7 +43,7 @@ def sampled_cells(tiles, *, tables, mpp, config, baseline):
         :func:`cxcr4score.stains.concentration_tables` of the slide.
     mpp : float
     config : dict
-        Effective configuration (nuclei, compartments, thresholds).
+        Effective configuration (nuclei, cell expansion and membrane keys).
     baseline : float
         The slide's nucleus baseline.
 
@@ -62,8 +68,7 @@ def sampled_cells(tiles, *, tables, mpp, config, baseline):
         stats["membrane_exposed_fraction"] = exposed[1 : n + 1]
         stats["nucleus_area_um2"] = nucleus_px[1:] * mpp**2
         stats["nucleus_axis_ratio"] = axis_ratio[1:]
-        stats["pattern"] = score.staining_pattern(stats, threshold=config["thresholds"][0],
-                                                  exposed_max=config["membrane_exposed_max"])
+        stats["pattern"] = score.staining_pattern(stats, threshold=STAINED_OD, exposed_max=EXPOSED_MAX)
         tables_of_tiles.append(stats[list(_SAMPLED_COLUMNS)].reset_index(drop=True))
     if not tables_of_tiles:
         empty = pd.DataFrame({c: pd.Series(dtype=object if c == "pattern" else float) for c in _SAMPLED_COLUMNS})
@@ -71,7 +76,7 @@ def sampled_cells(tiles, *, tables, mpp, config, baseline):
     sampled = pd.concat(tables_of_tiles, ignore_index=True)
     types = celltype.classify_cell_types(sampled)
     sampled["scored"], _ = celltype.scored_cells(types, np.ones(len(sampled), bool),
-                                                 tumour_cells=config["tumour_cells"])
+                                                 tumour_cells=TUMOUR_CELLS)
     return sampled
 
 

@@ -188,6 +188,29 @@ def test_threshold_change_reruns_no_pixel_work(demo_copy):
     assert "measure_chunk" not in jobs and "slide_info" not in jobs and "validate_inputs" not in jobs
 
 
+@pytest.mark.parametrize(
+    ("override", "reruns", "keeps"),
+    [
+        ("cell_expansion_um=6", {"slide_info"}, {"validate_inputs"}),  # the chunk halo grows with it
+        ("nuclei={threshold: 0.06}", {"slide_info"}, {"validate_inputs"}),
+        ("membrane_exposed_max=0.6", {"merge_slide"}, {"slide_info", "measure_chunk"}),
+        ("patient_rule=any_slide", {"eligibility", "report"}, {"merge_slide", "qc_slide"}),
+    ],
+)
+def test_a_key_change_reruns_the_rules_that_read_it(demo_copy, override, reruns, keeps):
+    """Scripts read only their rule's params, so each key reruns exactly the rules that use it."""
+    jobs = snakemake(demo_copy, "-n", "--config", f"outdir={DEMO_OUTDIR}", override).stdout
+    assert all(re.search(rf"\b{rule}\b", jobs) for rule in reruns), jobs[-2000:]
+    assert not any(re.search(rf"\b{rule}\b", jobs) for rule in keeps), jobs[-2000:]
+
+
+def test_workflow_scripts_read_only_their_params():
+    """Reading snakemake.config in a script would let an undeclared key change its output
+    without a rerun (issue 22: slide_info read the scoring thresholds that way)."""
+    for script in (REPO / "workflow" / "scripts").glob("*.py"):
+        assert "snakemake.config" not in script.read_text(), script.name
+
+
 def test_calibration_record_clears_the_flag_and_reruns_only_the_calls(demo_copy):
     """`cxcr4score calibrate` on the demo's results, scored by a "pathologist" who gave our own
     h_score: its measure at the configured thresholds is eligibility.csv's (reference), the fit

@@ -62,6 +62,8 @@ wildcard_constraints:
 SLIDE_INFO_KEYS = ("analysis_mpp", "default_mpp", "default_i0", "stains", "stain_estimation", "tissue", "nuclei",
                    "cell_expansion_um", "membrane_band_um", "membrane_capture_um", "chunk_mpix")
 PIXEL_KEYS = SLIDE_INFO_KEYS + ("intervals.block_um", "roi_classes")
+# The QC picture outlines the tissue and the ROI's annotations of roi_classes.
+QC_PICTURE_KEYS = SLIDE_INFO_KEYS + ("roi_classes",)
 CLASS_KEYS = ("thresholds", "class_rule", "compartments", "membrane_exposed_max", "tumour_cells",
               "eligibility.threshold_tolerance", "pixel_hematoxylin_min", "qc")
 CALL_KEYS = ("eligibility", "intervals", "patient_rule", "pixel_thresholds", "calibrated", "calibration",

@@ -13,6 +13,8 @@ rule eligibility:
         call_config=config_subset(CALL_KEYS),
         collected=SLIDES["collected"].to_dict(),
         listed_criteria=listed_criteria_param(),
+        # written to config.effective.yaml: any key changed rewrites it
+        effective_config=json.dumps(config),
         version=cxcr4score.__version__,
     conda:
         "../envs/cxcr4score.yaml"

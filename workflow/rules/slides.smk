@@ -94,6 +94,7 @@ rule merge_slide:
     params:
         class_config=config_subset(CLASS_KEYS),
         geojson_compress_above=config["geojson_compress_above"],
+        on_bad_slide=config["on_bad_slide"],
         version=cxcr4score.__version__,
     conda:
         "../envs/cxcr4score.yaml"
@@ -116,7 +117,7 @@ rule qc_slide:
     output:
         report(out("qc/{slide}.png"), caption="../report/qc.rst", category="QC pictures"),
     params:
-        slide_config=config_subset(SLIDE_INFO_KEYS),
+        qc_config=config_subset(QC_PICTURE_KEYS),
         version=cxcr4score.__version__,
     conda:
         "../envs/cxcr4score.yaml"

@@ -1,4 +1,4 @@
-"""Shared start of every workflow script: log to snakemake.log, threads, effective config."""
+"""Shared start of every workflow script: log to snakemake.log, threads, the rule's config."""
 
 import json
 import logging
@@ -27,6 +27,24 @@ def fail(message):
     """Report a problem in the log and on the console, then stop the job."""
     warn(message)
     raise SystemExit(1)
+
+
+def rule_config(*params):
+    """The configuration a rule passes in its params (``config_subset`` JSON, dotted keys for one
+    key of a mapping), nested again as the effective config is.
+
+    Scripts read only this, never the whole config: a key a rule does not declare then
+    cannot change its output without rerunning it (a missing key is a KeyError, not a stale file).
+    """
+    config = {}
+    for text in params:
+        for key, value in json.loads(text).items():
+            *parents, last = key.split(".")
+            node = config
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+    return config
 
 
 def read_json(path):

@@ -4,7 +4,7 @@ protocol criteria when a patients sheet is given, plus the effective config."""
 import json
 
 import pandas as pd
-from _common import fail, read_json, start, warn
+from _common import fail, read_json, rule_config, start, warn
 
 log = start(snakemake)  # noqa: F821
 
@@ -14,7 +14,7 @@ from cxcr4score.errors import InputError  # noqa: E402
 from cxcr4score.sheets import read_patients  # noqa: E402
 from cxcr4score.tables import write_table, write_yaml  # noqa: E402
 
-config = snakemake.config  # noqa: F821 (the effective config, coerced in common.smk)
+config = rule_config(snakemake.params.call_config)  # noqa: F821
 slides = pd.DataFrame([read_json(p) for p in snakemake.input.summaries])  # noqa: F821
 slides["collected"] = slides["slide_id"].map(snakemake.params.collected).fillna("")  # noqa: F821
 blocks = pd.concat([pd.read_parquet(p) for p in snakemake.input.blocks], ignore_index=True)  # noqa: F821
@@ -33,4 +33,4 @@ for sheet in snakemake.input.patients:  # noqa: F821 (at most one: config patien
         warn(f"warning: {sheet}: {len(unlisted)} patient(s) without slides left out: {', '.join(unlisted)}")
 write_table(pipeline.slides_table(slides, blocks, config), snakemake.output.slides)  # noqa: F821
 write_table(calls, snakemake.output.eligibility)  # noqa: F821
-write_yaml(dict(snakemake.config), snakemake.output.config)  # noqa: F821
+write_yaml(json.loads(snakemake.params.effective_config), snakemake.output.config)  # noqa: F821

@@ -3,7 +3,7 @@
 import io
 
 import numpy as np
-from _common import fail, read_json, start
+from _common import read_json, rule_config, start, warn
 
 log = start(snakemake)  # noqa: F821
 
@@ -13,17 +13,15 @@ from cxcr4score.slide_info import SlideInfo  # noqa: E402
 from cxcr4score.tables import write_bytes, write_table  # noqa: E402
 
 info = SlideInfo.from_json(read_json(snakemake.input.info))  # noqa: F821
-config = snakemake.config  # noqa: F821 (the effective config, coerced in common.smk)
+config = rule_config(snakemake.params.pixel_config)  # noqa: F821
 try:
     cells, hist = pipeline.measure_chunk(info, snakemake.wildcards.chunk, config=config)  # noqa: F821
 except InputError as err:  # a corrupt tile that neither validate_inputs nor slide_info read
     problem = f"chunk {snakemake.wildcards.chunk}: {err}"  # noqa: F821
-    # on_bad_slide is read from the config, not a rule param: it changes no measurement, so
-    # changing it must not rerun the chunks that worked.
-    if config["on_bad_slide"] == "stop":
-        fail(f"slide {info.slide_id}, {problem}\n  (the slide is damaged where only this chunk reads it; "
-             "remove it from the sheet or re-export it, or set on_bad_slide: skip)")
-    log.error("%s: %s; the slide will be failed", info.slide_id, problem)
+    # The chunk records the problem and merge_slide acts on it by on_bad_slide (its param, not
+    # this rule's: switching stop / skip must not rerun the chunks that worked).
+    warn(f"slide {info.slide_id}, {problem}\n  (merge_slide will stop the run, or fail the slide with "
+         "on_bad_slide: skip)")
     cells, hist = pipeline.empty_measurements(), measure.empty_histogram()
     cells.attrs[pipeline.CHUNK_ERROR] = problem
 log.info("%s chunk %s (%d chunks in the slide): %d cells", info.slide_id, snakemake.wildcards.chunk,  # noqa: F821

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pandas as pd
-from _common import read_json, start
+from _common import fail, read_json, rule_config, start
 
 log = start(snakemake)  # noqa: F821
 
@@ -11,10 +11,13 @@ from cxcr4score.slide_info import SlideInfo  # noqa: E402
 from cxcr4score.tables import write_json, write_table  # noqa: E402
 
 info = SlideInfo.from_json(read_json(snakemake.input.info))  # noqa: F821
-config = snakemake.config  # noqa: F821 (the effective config, coerced in common.smk)
+config = rule_config(snakemake.params.class_config)  # noqa: F821
 tables = [pd.read_parquet(p) for p in snakemake.input.tables]  # noqa: F821
 hists = [np.load(p) for p in snakemake.input.hists]  # noqa: F821
 errors = [t.attrs[pipeline.CHUNK_ERROR] for t in tables if pipeline.CHUNK_ERROR in t.attrs]
+if errors and snakemake.params.on_bad_slide == "stop":  # noqa: F821
+    fail(f"slide {info.slide_id}, {'; '.join(errors)}\n  (the slide is damaged where only this chunk reads it; "
+         "remove it from the sheet or re-export it, or set on_bad_slide: skip)")
 if errors:  # on_bad_slide: skip, and a chunk could not be read: the slide fails as a whole
     info = SlideInfo.failed(slide_id=info.slide_id, patient_id=info.patient_id, path=info.path, roi_path=info.roi,
                             message=f"cannot be read where {'; '.join(errors)}")
@@ -28,7 +31,7 @@ write_table(cells, snakemake.output.cells)  # noqa: F821
 # the declared output (not one itself: whether it is written depends on the cell count), which
 # then holds a note pointing at it.
 qupath_file = roi.write_cells_geojson(cells, snakemake.output.geojson, slide_id=info.slide_id,  # noqa: F821
-                                      compress_above=config["geojson_compress_above"])
+                                      compress_above=snakemake.params.geojson_compress_above)  # noqa: F821
 log.info("%s: cells for QuPath in %s", info.slide_id, qupath_file)
 write_table(blocks, snakemake.output.blocks)  # noqa: F821
 write_json(summary, snakemake.output.summary)  # noqa: F821

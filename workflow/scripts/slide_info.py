@@ -1,6 +1,6 @@
 """Slide metadata, pixel size, tissue area, background I0 and the chunk list (checkpoint)."""
 
-from _common import fail, read_json, start
+from _common import fail, read_json, rule_config, start
 
 log = start(snakemake)  # noqa: F821
 
@@ -9,7 +9,7 @@ from cxcr4score.slide_info import SlideInfo, describe_slide  # noqa: E402
 from cxcr4score.tables import write_json  # noqa: E402
 
 slide = snakemake.params.slide  # noqa: F821
-config = snakemake.config  # noqa: F821 (the effective config, coerced in common.smk)
+config = rule_config(snakemake.params.slide_config)  # noqa: F821
 problems = read_json(snakemake.input.validation)["problems"].get(slide["slide_id"])  # noqa: F821
 identity = dict(slide_id=slide["slide_id"], patient_id=slide["patient_id"], path=slide["path"], roi_path=slide["roi"])
 if problems:
