@@ -41,8 +41,9 @@ _LISTED_NOTE = ("listed_criteria_met checks only the listed protocol criteria gi
                 "(HER2 status, ECOG performance status): it is not a trial eligibility determination.")
 #: Order in which calls are listed: the ones a pathologist must look at first.
 _CALL_ORDER = {"indeterminate": 0, "inadequate": 1}
-#: JPEG quality of the embedded QC pictures: the lossless PNGs (MBs each) would make a cohort's
-#: page too heavy to mail (about 0.5 MB a slide at 85); the class-coloured outlines stay crisp.
+#: JPEG quality of the embedded QC pictures: the lossless PNGs (about 3 MB each) would make a
+#: cohort's page too heavy to mail (about 0.7 MB a slide at 85); the class-coloured outlines
+#: stay crisp.
 _JPEG_QUALITY = 85
 
 
@@ -70,7 +71,7 @@ def _text(value):
     return html.escape(str(value))
 
 
-def _table(frame, columns, *, link=None):
+def _table(frame, columns, *, anchors=None, link=None):
     columns = [c for c in columns if c in frame.columns]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     rows = []
@@ -79,7 +80,7 @@ def _table(frame, columns, *, link=None):
         for c in columns:
             text = _text(row[c])
             if c == link:
-                text = f"<a href='#{_anchor(row[c])}'>{text}</a>"
+                text = f"<a href='#{anchors[row[c]]}'>{text}</a>"
             elif c == "call":
                 text = _badge(row[c])
             cells.append(f"<td>{text}</td>")
@@ -87,8 +88,11 @@ def _table(frame, columns, *, link=None):
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def _anchor(patient_id):
-    return "patient-" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(patient_id))
+def _anchors(patient_ids):
+    """A unique HTML id per patient: its position (ids such as 'P 1' and 'P_1' would clash)
+    and, for a readable address, its id's safe characters."""
+    return {p: f"patient-{k}-" + "".join(ch for ch in str(p) if ch.isalnum() or ch in "-_.")
+            for k, p in enumerate(patient_ids, start=1)}
 
 
 def _badge(call):
@@ -147,8 +151,8 @@ def _slide_section(slide, *, qc_png, dab, config):
     return "".join(parts)
 
 
-def _patient_section(patient, slides, *, qc_pictures, cell_dab, config):
-    parts = [f"<section class='patient' id='{_anchor(patient['patient_id'])}'>",
+def _patient_section(patient, slides, *, anchor, load_qc_picture, load_cell_dab, config):
+    parts = [f"<section class='patient' id='{anchor}'>",
              f"<h3>Patient {html.escape(str(patient['patient_id']))} {_badge(patient['call'])}</h3>",
              f"<p>{html.escape(str(patient['reason']))}</p>"]
     if str(patient["review_required"]).lower() == "true":
@@ -158,22 +162,24 @@ def _patient_section(patient, slides, *, qc_pictures, cell_dab, config):
                      f"({_text(patient[LISTED_CRITERIA_COLUMNS[1]])})</p>")
     for _, slide in slides.iterrows():
         slide_id = slide["slide_id"]
-        parts.append(_slide_section(slide, qc_png=qc_pictures.get(slide_id), dab=cell_dab.get(slide_id), config=config))
+        parts.append(_slide_section(slide, qc_png=load_qc_picture(slide_id), dab=load_cell_dab(slide_id),
+                                    config=config))
     return "".join(parts) + "</section>"
 
 
-def render_report(eligibility, slides, *, qc_pictures, cell_dab, config, version, calibration=""):
+def render_report(eligibility, slides, *, load_qc_picture, load_cell_dab, config, version, calibration=""):
     """HTML text of the self-contained report.
 
     Parameters
     ----------
     eligibility, slides : pandas.DataFrame
         The contents of eligibility.csv and slides.csv.
-    qc_pictures : dict
-        slide_id -> the QC picture's PNG bytes (re-encoded as JPEG in the page).
-    cell_dab : dict
+    load_qc_picture : callable
+        slide_id -> the QC picture's PNG bytes (re-encoded as JPEG in the page), or None.
+    load_cell_dab : callable
         slide_id -> the slide's scored cells, with a ``dab_{compartment}`` column per
-        compartment of ``config["compartments"]``.
+        compartment of ``config["compartments"]``, or None. Called one slide at a time, so
+        that a cohort's pictures and cells are never all in memory at once.
     config : dict
         The effective configuration (thresholds, compartments, QC levels, assay, the rest shown).
     version : str
@@ -189,9 +195,11 @@ def render_report(eligibility, slides, *, qc_pictures, cell_dab, config, version
     columns = (*_PATIENT_COLUMNS, *[c for c in LISTED_CRITERIA_COLUMNS if c in eligibility.columns])
     listed_note = (f"<p class='use'>{html.escape(_LISTED_NOTE)}</p>"
                    if LISTED_CRITERIA_COLUMNS[0] in eligibility.columns else "")
+    anchors = _anchors(ordered["patient_id"])
     patients = "".join(
         _patient_section(patient, slides[slides["patient_id"] == patient["patient_id"]],
-                         qc_pictures=qc_pictures, cell_dab=cell_dab, config=config)
+                         anchor=anchors[patient["patient_id"]], load_qc_picture=load_qc_picture,
+                         load_cell_dab=load_cell_dab, config=config)
         for _, patient in ordered.iterrows()
     )
     settings = (f"metric {rule['metric']}, cutoff {rule['cutoff']:g}, at least {rule['min_cells']} scored cells; "
@@ -203,7 +211,7 @@ def render_report(eligibility, slides, *, qc_pictures, cell_dab, config, version
         f"<p class='use'>{html.escape(INTENDED_USE)}</p>"
         f"<p>cxcr4score {html.escape(version)}; assay: {assay}</p>"
         f"<p>{html.escape(calibration)}</p><p>{html.escape(settings)}</p>"
-        f"<h2>Cohort</h2>{cohort}{listed_note}{_table(ordered, columns, link='patient_id')}"
+        f"<h2>Cohort</h2>{cohort}{listed_note}{_table(ordered, columns, anchors=anchors, link='patient_id')}"
         f"<h2>Patients and slides</h2>{patients}"
         f"<h2>Configuration</h2><pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>"
         "</body></html>"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -82,7 +83,7 @@ def cohort_figure(patients, *, metric, cutoff):
     top = np.nanmax(np.concatenate([high, value, [cutoff]]))
     ax.set_xscale("symlog", linthresh=cutoff / 2 if cutoff > 0 else 1.0)
     ax.set_xlim(0, max(top * 1.2, cutoff * 2, 1.0))
-    ax.set_yticks(rows, [str(p) for p in patients["patient_id"]])
+    ax.set_yticks(rows, [str(p) for p in patients["patient_id"]], parse_math=False)  # ids are free text: '$' is no math
     ax.set_ylim(-0.7, n - 0.3)
     for row, v in zip(rows, value):
         if not np.isfinite(v):
@@ -147,14 +148,16 @@ def _class_bars(ax, slide):
     ax.bar_label(bars, labels=[f"{s:.1f}" if np.isfinite(s) else "" for s in shares], fontsize=8)
     ax.set_ylim(0, 110)
     ax.set_ylabel("% of scored cells")
-    ax.set_title(f"class of {int(slide.get('n_cells', 0) or 0):,} scored cells", fontsize=9)
+    n_cells = slide.get("n_cells")
+    ax.set_title(f"class of {int(n_cells):,} scored cells" if pd.notna(n_cells) else "class of the scored cells",
+                 fontsize=9)
 
 
 def _pattern_bars(ax, slide):
     n_positive = slide.get("n_positive", np.nan)
     shares = [float(slide.get(column, np.nan)) for column in PATTERN_COLUMNS]
     ax.set_title("staining pattern of positive cells", fontsize=9)
-    if not np.isfinite(shares).any() or not n_positive:
+    if not np.isfinite(shares).any() or pd.isna(n_positive) or not n_positive:
         ax.text(0.5, 0.5, "no positive cells" if n_positive == 0 else "not measured", ha="center", va="center",
                 transform=ax.transAxes)
         ax.set_axis_off()

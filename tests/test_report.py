@@ -73,7 +73,8 @@ def _render(patients=None, **kwargs):
     rng = np.random.default_rng(0)
     dab = {s: pd.DataFrame({"dab_membrane": rng.gamma(2, 0.1, 200), "dab_cytoplasm": rng.gamma(2, 0.05, 200)})
            for s in slides["slide_id"]}
-    return render_report(patients, slides, qc_pictures={s: _png() for s in slides["slide_id"]}, cell_dab=dab,
+    pictures = {s: _png() for s in slides["slide_id"]}
+    return render_report(patients, slides, load_qc_picture=pictures.get, load_cell_dab=dab.get,
                          config=default_config(), version="9.9", **kwargs)
 
 
@@ -95,7 +96,7 @@ def test_page_embeds_every_figure_and_names_every_patient():
     text = html.unescape(page)
     assert "src='http" not in page and "src=\"" not in page  # nothing outside the page
     for patient in "ABCDE":
-        assert f"Patient {patient}" in text and f"href='#patient-{patient}'" in page
+        assert f"Patient {patient}" in text and re.search(rf"href='#patient-\d+-{patient}'", page)
     assert text.index("Patient D") < text.index("Patient C") < text.index("Patient B")
     assert "Research use only" in text
     # the QC metric that fired is shown with its level
@@ -116,10 +117,14 @@ def test_listed_criteria_shown_with_their_disclaimer_only_when_given():
     assert "listed_criteria_met" in page and "HER2 negative, ECOG 0" in page
 
 
-def test_patient_ids_are_escaped():
-    patients = _patients().assign(patient_id=["<b>x</b>", "A", "C", "D", "E"])
+def test_patient_ids_are_escaped_and_anchored_apart():
+    """Ids are free text: HTML is escaped, '$' is not matplotlib math (it raised), and ids that
+    differ only in unsafe characters still get their own anchor."""
+    patients = _patients().assign(patient_id=["<b>x</b>", "P$_1$x", "P 1", "P_1", "E"])
     page = _render(patients)
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    anchors = re.findall(r"<section class='patient' id='([^']+)'>", page)
+    assert len(anchors) == len(set(anchors)) == 5
 
 
 def test_cohort_figure_draws_a_patient_without_a_value():
@@ -127,6 +132,13 @@ def test_cohort_figure_draws_a_patient_without_a_value():
                                          np.uint8), cv2.IMREAD_COLOR)
     assert picture is not None and picture.shape[0] > 200
     assert picture.std() > 10
+
+
+def test_slide_figure_with_counts_missing():
+    slide = dict(_slides(_patients()).iloc[0].to_dict(), n_cells=np.nan, n_positive=np.nan)
+    dab = pd.DataFrame({"dab_membrane": [0.3, 0.5], "dab_cytoplasm": [0.1, 0.2]})
+    png = slide_figure(dab, slide, thresholds=(0.2, 0.4, 0.6), compartments=("membrane", "cytoplasm"))
+    assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR) is not None
 
 
 def test_slide_figure_without_positive_cells_says_so():

@@ -13,11 +13,13 @@ from cxcr4score.tables import write_text  # noqa: E402
 config = snakemake.params.config  # noqa: F821
 slides = pd.read_csv(snakemake.input.slides, dtype={"patient_id": str, "slide_id": str})  # noqa: F821
 slide_ids = snakemake.params.slide_ids  # noqa: F821 (in the order of the qc and cells inputs)
+qc_paths = dict(zip(slide_ids, snakemake.input.qc))  # noqa: F821
+cells_paths = dict(zip(slide_ids, snakemake.input.cells))  # noqa: F821
 text = render_report(
     pd.read_csv(snakemake.input.eligibility, dtype={"patient_id": str}),  # noqa: F821
     slides,
-    qc_pictures={s: Path(p).read_bytes() for s, p in zip(slide_ids, snakemake.input.qc)},  # noqa: F821
-    cell_dab={s: scored_cell_dab(p, config["compartments"]) for s, p in zip(slide_ids, snakemake.input.cells)},  # noqa: F821
+    load_qc_picture=lambda slide_id: Path(qc_paths[slide_id]).read_bytes(),
+    load_cell_dab=lambda slide_id: scored_cell_dab(cells_paths[slide_id], config["compartments"]),
     config=config,
     version=snakemake.params.version,  # noqa: F821
     calibration=snakemake.params.calibration,  # noqa: F821
