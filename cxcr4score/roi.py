@@ -7,6 +7,7 @@ right, y down, the pixel ``(row i, column j)`` covering ``[j, j + 1) x [i, i + 1
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .tables import write_geojson
+from .tables import write_bytes, write_geojson
 
 __all__ = ["Polygon", "cells_to_geojson", "read_points", "read_roi", "roi_mask", "write_cells_geojson"]
 
@@ -371,25 +372,26 @@ def _cell_features(cells: pd.DataFrame, slide_id: str):
 
 def write_cells_geojson(cells: pd.DataFrame, path: str | os.PathLike, *, slide_id: str = "",
                         compress_above: int | None = None) -> Path:
-    """Write the cells for QuPath: plain GeoJSON, or gzip-compressed for a slide of many cells.
+    """Write the cells for QuPath: gzip-compressed always, and plain unless the slide has many.
 
     Parameters
     ----------
     cells : DataFrame
         As for :func:`cells_to_geojson`.
     path : str or path-like
-        The plain file, ``{slide_id}.geojson``; it is always written.
+        The plain file, ``{slide_id}.geojson``. It and ``path`` + ``.gz`` are always written
+        (both are the workflow's outputs, so Snakemake tracks both); QuPath >= 0.4 imports
+        ``.geojson.gz`` as it does ``.geojson`` (``PathIO.readObjects``).
     slide_id : str
         As for :func:`cells_to_geojson`.
     compress_above : int, optional
-        With more cells than this, the cells go to ``path`` + ``.gz`` (QuPath >= 0.4 imports
-        ``.geojson.gz`` as it does ``.geojson``: ``PathIO.readObjects``) and ``path`` holds
-        a note instead (Notes). None: always plain.
+        With more cells than this, ``path`` holds a note instead of the cells (Notes). None:
+        the cells always.
 
     Returns
     -------
     Path
-        The file that holds the cells: ``path`` or ``path`` + ``.gz``.
+        The plain file when it holds the cells, else ``path`` + ``.gz``.
 
     Notes
     -----
@@ -397,16 +399,16 @@ def write_cells_geojson(cells: pd.DataFrame, path: str | os.PathLike, *, slide_i
     named with the number of cells and the file that holds them, at the centre of the cells;
     so that a pathologist who imports it into QuPath sees where the cells are, not an empty
     slide. Its top-level member ``cxcr4score`` says the same for a script: ``cells_file``
-    (the name of the compressed file), ``n_cells`` and ``note``. When the cells are written
-    plain, a compressed file left beside ``path`` by an earlier run is removed, so the two
-    never disagree. Both files are written atomically, the compressed one first.
+    (the name of the compressed file), ``n_cells`` and ``note``. Both files are written
+    atomically; the compressed one holds the same bytes as a plain file would.
     """
     path = Path(path)
     packed = path.with_name(path.name + ".gz")
     n = len(cells)
     if compress_above is None or n <= compress_above:
         write_geojson(_cell_features(cells, slide_id), path)
-        packed.unlink(missing_ok=True)
+        # mtime 0 and no file name in the header: the same cells give the same bytes
+        write_bytes(gzip.compress(path.read_bytes(), compresslevel=6, mtime=0), packed)
         return path
     write_geojson(_cell_features(cells, slide_id), packed)
     text = (f"{n:,} cells, more than geojson_compress_above ({compress_above:,}): they are in {packed.name} "

@@ -282,9 +282,9 @@ def _outlined_cells(n):
 
 
 def test_write_cells_geojson_switches_to_gzip_above_the_limit(tmp_path):
-    """Up to the limit: the plain file, json.dumps of cells_to_geojson, and no .gz. Above it: the
-    .gz holds the plain file's bytes, the plain file a note that says where the cells are (never
-    an empty result), the two byte-identical on a rerun; back under the limit the .gz goes."""
+    """The .gz always holds the cells (the plain writer's bytes). Up to the limit the plain file
+    does too (json.dumps of cells_to_geojson); above it, a note that says where the cells are
+    (never an empty result); both byte-identical on a rerun."""
     import gzip
 
     from cxcr4score.roi import write_cells_geojson
@@ -293,7 +293,8 @@ def test_write_cells_geojson_switches_to_gzip_above_the_limit(tmp_path):
     path, packed = tmp_path / "S1.geojson", tmp_path / "S1.geojson.gz"
     assert write_cells_geojson(cells, path, slide_id="S1", compress_above=3) == path
     plain = path.read_bytes()
-    assert json.loads(plain) == cells_to_geojson(cells, slide_id="S1") and not packed.exists()
+    assert json.loads(plain) == cells_to_geojson(cells, slide_id="S1")
+    assert gzip.decompress(packed.read_bytes()) == plain
 
     assert write_cells_geojson(cells, path, slide_id="S1", compress_above=2) == packed
     assert gzip.decompress(packed.read_bytes()) == plain  # round trip: the plain writer's bytes
@@ -312,7 +313,7 @@ def test_write_cells_geojson_switches_to_gzip_above_the_limit(tmp_path):
     assert (path.read_bytes(), packed.read_bytes()) == before
 
     write_cells_geojson(cells, path, slide_id="S1", compress_above=100)
-    assert path.read_bytes() == plain and sorted(p.name for p in tmp_path.iterdir()) == ["S1.geojson"]
+    assert path.read_bytes() == plain and gzip.decompress(packed.read_bytes()) == plain
     write_cells_geojson(cells, path, slide_id="S1")  # no limit: plain
     assert path.read_bytes() == plain
 

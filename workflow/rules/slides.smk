@@ -85,10 +85,11 @@ rule merge_slide:
         info=out("slides/{slide}/info.json"),
     output:
         cells=out("cells/{slide}.parquet"),
-        # The same cells as QuPath cell objects (File > Import objects), for a look on the slide.
-        # Beyond geojson_compress_above cells they go to cells/{slide}.geojson.gz (written by
-        # the script, not declared: it exists only for such slides) and this file holds a note.
+        # The same cells as QuPath cell objects (File > Import objects), for a look on the slide;
+        # gzipped always, and plain unless the slide has more than geojson_compress_above
+        # cells (the plain file then holds a note naming the .gz).
         geojson=out("cells/{slide}.geojson"),
+        geojson_gz=out("cells/{slide}.geojson.gz"),
         blocks=out("slides/{slide}/blocks.parquet"),
         summary=out("slides/{slide}/summary.json"),
     params:

@@ -27,9 +27,8 @@ measurements = pd.concat(tables, ignore_index=True) if tables else pipeline.empt
 cells, blocks, summary = pipeline.merge_slide(info, measurements, hists, config=config)
 log.info("%s: %d cells", info.slide_id, len(cells))
 write_table(cells, snakemake.output.cells)  # noqa: F821
-# A slide of more cells than geojson_compress_above: the cells go to {slide}.geojson.gz beside
-# the declared output (not one itself: whether it is written depends on the cell count), which
-# then holds a note pointing at it.
+# The cells for QuPath, gzipped in output.geojson_gz (its name is output.geojson's + ".gz"); the
+# plain file holds them too, or for a slide of more than geojson_compress_above cells a note.
 qupath_file = roi.write_cells_geojson(cells, snakemake.output.geojson, slide_id=info.slide_id,  # noqa: F821
                                       compress_above=snakemake.params.geojson_compress_above)  # noqa: F821
 log.info("%s: cells for QuPath in %s", info.slide_id, qupath_file)
