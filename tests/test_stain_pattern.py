@@ -2,6 +2,7 @@
 config precedence, and drawn nuclear and membrane stains measured as the workflow would."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cxcr4score import config, stain_pattern, stains
@@ -64,14 +65,24 @@ def test_nucleus_dab_threshold_never_when_turned_off():
 def test_drawn_stains_read_as_drawn(stain, nuclear):
     """Half the cells stained, in the nucleus or on the outline: the stained cells read nuclear
     or membranous, and only the nuclear stain gets nuclei on DAB."""
-    settings = config.merge(CONFIG, {"tumour_cells": "all"})
-    sampled = stain_pattern.sampled_cells([_draw(stain)], tables=TABLES, mpp=0.5, config=settings, baseline=0.0)
-    assert sampled["scored"].all()  # tumour_cells: all
-    n_stained, pct = stain_pattern.nuclear_share(sampled["pattern"])
+    sampled = stain_pattern.sampled_cells([_draw(stain)], tables=TABLES, mpp=0.5, config=CONFIG, baseline=0.0)
+    n_stained, pct = stain_pattern.nuclear_share(sampled.loc[sampled["scored"], "pattern"])
     assert 20 <= n_stained <= 40, n_stained
     assert (pct > 90) if nuclear else (pct < 10), pct
-    expected = settings["nuclei"]["dab_threshold_nuclear_stain"] if nuclear else 0.0
-    assert stain_pattern.nucleus_dab_threshold(settings, n_stained, pct) == expected
+    expected = CONFIG["nuclei"]["dab_threshold_nuclear_stain"] if nuclear else 0.0
+    assert stain_pattern.nucleus_dab_threshold(CONFIG, n_stained, pct) == expected
+
+
+def test_the_stain_check_ignores_the_scoring_keys():
+    """It decides how nuclei are found (pixel work), which a change of thresholds, class keys or
+    tumour_cells does not rerun: other scoring keys must give the same sampled cells."""
+    scoring = config.merge(CONFIG, {"thresholds": [0.05, 0.5, 0.9], "membrane_exposed_max": 0.9,
+                                    "tumour_cells": "all"})
+    for stain in ("nuclear", "membrane"):
+        tile = _draw(stain)
+        default = stain_pattern.sampled_cells([tile], tables=TABLES, mpp=0.5, config=CONFIG, baseline=0.0)
+        other = stain_pattern.sampled_cells([tile], tables=TABLES, mpp=0.5, config=scoring, baseline=0.0)
+        pd.testing.assert_frame_equal(default, other)
 
 
 def test_sampled_cells_of_no_tile_is_an_empty_table():
