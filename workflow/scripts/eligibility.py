@@ -26,7 +26,7 @@ for sheet in snakemake.input.patients:  # noqa: F821 (at most one: config patien
         patients = read_patients(sheet)
     except InputError as err:
         fail(f"cannot use patients {sheet!r}:\n{err}")
-    criteria = json.loads(snakemake.params.listed_criteria)["listed_criteria"]  # noqa: F821
+    criteria = rule_config(snakemake.params.listed_criteria)["listed_criteria"]  # noqa: F821
     calls = listed_criteria.append_listed_criteria(calls, patients, criteria)
     unlisted = listed_criteria.patients_not_in_cohort(patients, calls["patient_id"])
     if unlisted:
