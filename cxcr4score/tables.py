@@ -3,6 +3,8 @@ resumed after a kill, never sees a half-written file."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
 import itertools
 import json
@@ -107,7 +109,9 @@ def write_geojson(features, path: str | os.PathLike, *, members: dict | None = N
 
     def write(temp):
         nonlocal count
-        with open(temp, "wb") as raw:
+        # The features are acyclic lists and dicts, hundreds of thousands a batch: without the
+        # pause the cyclic collector rescans them again and again (about a third of the time).
+        with _collector_paused(), open(temp, "wb") as raw:
             stream = raw
             if name.endswith(".gz"):  # level 6: level 9 takes 9 times as long for 1% less
                 stream = gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=raw, mtime=0)
@@ -123,6 +127,17 @@ def write_geojson(features, path: str | os.PathLike, *, members: dict | None = N
 
     _write_atomic(path, write)
     return count
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:
