@@ -2,7 +2,7 @@
 # End-to-end SLURM test: run the demo cohort (config/slides.tsv -> sample_slides/) through real
 # sbatch jobs on a one-node SLURM cluster started on this machine, run it again locally
 # (snakemake --cores 2), and check that eligibility.csv, slides.csv and every cells/*.parquet are
-# byte for byte the same. Exit 0 and a last line "PASS: ..." on success, "FAIL: ..." and non-zero
+# byte for byte the same (SLURM: every slide in its own jobs; locally: several per job). Exit 0 and a last line "PASS: ..." on success, "FAIL: ..." and non-zero
 # otherwise.
 #
 # Needs root on Debian/Ubuntu (apt-get installs slurm-wlm and munge if missing), Python 3.11 and
@@ -208,13 +208,16 @@ tar -C "$REPO" -cf - --exclude=./.git --exclude=./.venv --exclude=./.snakemake -
 cd "$BASE/src"
 
 # --- 5. the demo through SLURM -----------------------------------------------------------------
+# Every slide in its own jobs (small_image_mb=0: slide_info, measure_chunk, ... per slide, as a
+# whole-slide cohort runs), so that the array jobs are exercised; the local run in step 6 scores
+# the demo's small images several per job, and the two must agree byte for byte.
 t=$SECONDS
 log "snakemake --executor slurm (log: $BASE/snakemake-slurm.log)"
 rc=0
 bounded "$SLURM_RUN_LIMIT" "$BASE/snakemake-slurm.log" snakemake --executor slurm --workflow-profile workflow/profiles/default \
     --jobs "$JOBS" --slurm-status-command squeue --slurm-init-seconds-before-status-checks 2 \
     --default-resources slurm_partition=debug runtime=10 "${ARRAY_ARGS[@]}" \
-    --config outdir="$BASE/out-slurm" || rc=$?
+    --config outdir="$BASE/out-slurm" small_image_mb=0 || rc=$?
 T_SLURM=$((SECONDS - t))
 if [ "$rc" != 0 ]; then
     tail -n 60 "$BASE/snakemake-slurm.log"

@@ -177,31 +177,70 @@ def test_folder_input_gives_the_sheet_slide_ids(workdir, tmp_path):
     result = snakemake(workdir, "-n", "--config", "slides=sample_slides", f"outdir={tmp_path / 'r'}")
     sheet = pd.read_csv(REPO / "config" / "slides.tsv", sep="\t", dtype=str)
     for slide_id in sheet["slide_id"]:
-        assert f"slide={slide_id}" in result.stdout
+        assert f"/cells/{slide_id}.parquet" in result.stdout
 
 
-def test_threshold_change_reruns_no_pixel_work(demo_copy):
-    """measure_chunk holds no scoring threshold: a new threshold reruns no pixel stage."""
-    result = snakemake(demo_copy, "-n", "--config", f"outdir={DEMO_OUTDIR}", "thresholds=[0.25,0.5,0.75]")
-    jobs = result.stdout
-    assert "merge_slide" in jobs and "eligibility" in jobs
-    assert "measure_chunk" not in jobs and "slide_info" not in jobs and "validate_inputs" not in jobs
+#: The rules of each stage: the demo's images are small and run several per job (the
+#: "batched" rules); small_image_mb=0 runs every slide through the per-slide ones.
+STAGE_RULES = {
+    "batched": {"pixels": ("measure_small_images_1",), "scoring": ("score_small_images_1",)},
+    "per_slide": {"pixels": ("slide_info", "measure_chunk"), "scoring": ("merge_slide", "qc_slide")},
+}
+#: The per-slide demo run (stage_run): every slide in its own jobs, in chunks of 512^2 px.
+PER_SLIDE_CONFIG = ("small_image_mb=0", "chunk_mpix=0.25")
 
 
+def _rules_run(output):
+    """The rules of the jobs a snakemake log (or dry-run) lists."""
+    return set(re.findall(r"^(?:localrule|rule|checkpoint|localcheckpoint) (\w+):", output, flags=re.M))
+
+
+@pytest.fixture(scope="module")
+def stage_run(demo_run, tmp_path_factory):
+    """A copy of the demo rerun with every slide in its own jobs (PER_SLIDE_CONFIG), measure_chunk
+    on 1 thread in place of 2 (read only; a rerun goes to a copy)."""
+    workdir = shutil.copytree(demo_run, tmp_path_factory.mktemp("per_slide") / "checkout", symlinks=True)
+    result = snakemake(workdir, "--forceall", "--set-threads", "measure_chunk=1",
+                       "--config", f"outdir={DEMO_OUTDIR}", *PER_SLIDE_CONFIG)
+    return workdir, result.stdout + result.stderr
+
+
+def _run_of(path, demo_run, stage_run, tmp_path):
+    """(a copy of the working folder, its extra --config) for the batched or the per-slide demo."""
+    source, extra = (demo_run, ()) if path == "batched" else (stage_run[0], PER_SLIDE_CONFIG)
+    return shutil.copytree(source, tmp_path / "copy", symlinks=True), extra
+
+
+@pytest.mark.parametrize("path", ["batched", "per_slide"])
+def test_threshold_change_reruns_no_pixel_work(demo_run, stage_run, tmp_path, path):
+    """The pixel stages hold no scoring threshold: a new threshold reruns no pixel stage."""
+    workdir, extra = _run_of(path, demo_run, stage_run, tmp_path)
+    jobs = _rules_run(snakemake(workdir, "-n", "--config", f"outdir={DEMO_OUTDIR}", *extra,
+                                "thresholds=[0.25,0.5,0.75]").stdout)
+    rules = STAGE_RULES[path]
+    assert set(rules["scoring"]) <= jobs and "eligibility" in jobs
+    assert not jobs & {*rules["pixels"], "validate_inputs"}
+
+
+@pytest.mark.parametrize("path", ["batched", "per_slide"])
 @pytest.mark.parametrize(
     ("override", "reruns", "keeps"),
     [
-        ("cell_expansion_um=6", {"slide_info"}, {"validate_inputs"}),  # the chunk halo grows with it
-        ("nuclei={threshold: 0.06}", {"slide_info"}, {"validate_inputs"}),
-        ("membrane_exposed_max=0.6", {"merge_slide"}, {"slide_info", "measure_chunk"}),
-        ("patient_rule=any_slide", {"eligibility", "report"}, {"merge_slide", "qc_slide"}),
+        ("cell_expansion_um=6", {"pixels"}, {"validate_inputs"}),  # the chunk halo grows with it
+        ("nuclei={threshold: 0.06}", {"pixels"}, {"validate_inputs"}),
+        ("membrane_exposed_max=0.6", {"scoring"}, {"pixels"}),
+        ("patient_rule=any_slide", {"eligibility", "report"}, {"pixels", "scoring"}),
     ],
 )
-def test_a_key_change_reruns_the_rules_that_read_it(demo_copy, override, reruns, keeps):
+def test_a_key_change_reruns_the_rules_that_read_it(demo_run, stage_run, tmp_path, path, override, reruns, keeps):
     """Scripts read only their rule's params, so each key reruns exactly the rules that use it."""
-    jobs = snakemake(demo_copy, "-n", "--config", f"outdir={DEMO_OUTDIR}", override).stdout
-    assert all(re.search(rf"\b{rule}\b", jobs) for rule in reruns), jobs[-2000:]
-    assert not any(re.search(rf"\b{rule}\b", jobs) for rule in keeps), jobs[-2000:]
+    workdir, extra = _run_of(path, demo_run, stage_run, tmp_path)
+    output = snakemake(workdir, "-n", "--config", f"outdir={DEMO_OUTDIR}", *extra, override).stdout
+    jobs = _rules_run(output)
+    names = STAGE_RULES[path]
+    # A stage's first rule: a dry run cannot list the jobs after a checkpoint that reruns.
+    assert {names.get(r, (r,))[0] for r in reruns} <= jobs, output[-2000:]
+    assert not jobs & set().union(*(names.get(r, (r,)) for r in keeps)), output[-2000:]
 
 
 def test_workflow_scripts_read_only_their_params():
@@ -233,7 +272,7 @@ def test_calibration_record_clears_the_flag_and_reruns_only_the_calls(demo_copy)
     assert f"calibration: {record}" in result.stdout
 
     rerun = snakemake(demo_copy, "--config", f"outdir={DEMO_OUTDIR}", f"calibration={record}")
-    assert not re.search(r"rule (slide_info|measure_chunk|merge_slide):", rerun.stdout + rerun.stderr)
+    assert not re.search(r"rule (slide_info|measure_chunk|merge_slide|\w+_small_images_\d+):", rerun.stdout + rerun.stderr)
     calibrated = read_calls(out)
     assert calibrated["call"].tolist() == calls["call"].tolist()
     assert not calibrated["review_reasons"].fillna("").str.contains("thresholds not calibrated").any()
@@ -245,32 +284,36 @@ def test_calibration_record_clears_the_flag_and_reruns_only_the_calls(demo_copy)
     assert moved.returncode != 0 and "are not the calibrated" in moved.stdout + moved.stderr
 
 
-def test_rerun_on_one_thread_in_smaller_chunks_gives_identical_bytes(demo_run, demo_copy):
-    """Every pixel stage rerun with measure_chunk on 1 thread in place of 2 and in chunks of
-    512^2 px in place of 2048^2: eligibility.csv, slides.csv and every cells table and GeoJSON
-    are byte for byte the demo's (integer sums and slide-wide cell order, DESIGN 6)."""
-    rerun = snakemake(demo_copy, "--forceall", "--set-threads", "measure_chunk=1",
-                      "--config", f"outdir={DEMO_OUTDIR}", "chunk_mpix=0.25")
-    first, again = demo_run / DEMO_OUTDIR, demo_copy / DEMO_OUTDIR
-    assert len(re.findall(r"rule measure_chunk:", rerun.stdout + rerun.stderr)) > 2 * len(list((first / "cells").glob("*.parquet")))
+def test_per_slide_jobs_on_one_thread_in_smaller_chunks_give_identical_bytes(demo_run, stage_run):
+    """Every slide rerun in its own jobs (not several small images per job), with measure_chunk
+    on 1 thread in place of 2 and in chunks of 512^2 px in place of 2048^2: eligibility.csv,
+    slides.csv, every cells table, GeoJSON and QC picture are byte for byte the demo's
+    (integer sums and slide-wide cell order, DESIGN 6)."""
+    workdir, log = stage_run
+    first, again = demo_run / DEMO_OUTDIR, workdir / DEMO_OUTDIR
+    assert (first / "benchmarks" / "measure_small_images" / "1.tsv").is_file()  # the demo ran batched
+    assert "small_images" not in log
+    assert len(re.findall(r"rule measure_chunk:", log)) > 2 * len(list((first / "cells").glob("*.parquet")))
     names = ["eligibility.csv", "slides.csv"] + sorted(f"cells/{p.name}" for p in (first / "cells").glob("*.parquet"))
-    names += sorted(f"cells/{p.name}" for p in (first / "cells").glob("*.geojson"))
+    names += sorted(f"cells/{p.name}" for p in (first / "cells").glob("*.geojson*"))
+    names += sorted(f"qc/{p.name}" for p in (first / "qc").glob("*.png"))
     assert len(names) > 2
     for name in names:
         assert (again / name).read_bytes() == (first / name).read_bytes(), name
 
 
 def test_killed_run_resumes_to_the_same_bytes(demo_run, workdir):
-    """SIGKILL to snakemake and its jobs once the first chunk is measured; `snakemake --unlock`
-    and the same command again: the run finishes, and its calls, slides and cells tables are
-    byte for byte the uninterrupted run's (outputs are written under a temporary name and
-    renamed; Snakemake reruns the jobs it did not finish)."""
+    """SIGKILL to snakemake and its jobs once the first images are measured; `snakemake --unlock`
+    and the same command with --rerun-incomplete (as the README says): the run finishes, and
+    its calls, slides and cells tables are byte for byte the uninterrupted run's (a job's
+    outputs are written under temporary names and moved in place together at its end;
+    Snakemake reruns the jobs it did not see finish)."""
     command = [str(SNAKEMAKE), "--cores", "2", "--config", f"outdir={DEMO_OUTDIR}"]
     with open(workdir / "killed.log", "w") as log:
         process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 600
         while process.poll() is None and time.monotonic() < deadline:
-            if any((workdir / DEMO_OUTDIR / "slides").glob("*/chunks/*.parquet")):
+            if any((workdir / DEMO_OUTDIR / "slides").glob("*/measurements.parquet")):
                 break
             time.sleep(0.1)
         os.killpg(process.pid, signal.SIGKILL)
@@ -278,7 +321,7 @@ def test_killed_run_resumes_to_the_same_bytes(demo_run, workdir):
     out = workdir / DEMO_OUTDIR
     assert not (out / "eligibility.csv").exists()  # stopped mid-way
     snakemake(workdir, "--unlock", "--config", f"outdir={DEMO_OUTDIR}")
-    snakemake(workdir, "--config", f"outdir={DEMO_OUTDIR}")
+    snakemake(workdir, "--rerun-incomplete", "--config", f"outdir={DEMO_OUTDIR}")
     first = demo_run / DEMO_OUTDIR
     names = ["eligibility.csv", "slides.csv"] + sorted(f"cells/{p.name}" for p in (first / "cells").glob("*.parquet"))
     for name in names:
@@ -299,7 +342,8 @@ def test_config_override_reaches_the_calls(demo_copy, override, column, value):
     """Each documented --config key, through the real command line (reruns a copy of the demo)."""
     result = snakemake(demo_copy, "--config", f"outdir={DEMO_OUTDIR}", override)
     # The copy is the demo run elsewhere: no override here reaches a pixel stage, so none reruns.
-    assert not re.search(r"rule (validate_inputs|slide_info|measure_chunk):", result.stdout + result.stderr)
+    assert not re.search(r"rule (validate_inputs|slide_info|measure_chunk|measure_small_images_\d+):",
+                         result.stdout + result.stderr)
     out = demo_copy / DEMO_OUTDIR
     calls = read_calls(out)
     assert value in str(calls.set_index("patient_id").loc["P01", column])
@@ -320,7 +364,8 @@ def test_patients_sheet_appends_listed_criteria_and_reruns_only_the_calls(demo_c
         "P04,,1,MRN-444\nP05,LOW,0,MRN-555\nX99,negative,0,MRN-999\n")
     result = snakemake(demo_copy, "--config", f"outdir={DEMO_OUTDIR}", "patients=patients.csv")
     log = result.stdout + result.stderr
-    assert not re.search(r"rule (validate_inputs|slide_info|measure_chunk|merge_slide|qc_slide):", log)
+    assert not re.search(r"rule (validate_inputs|slide_info|measure_chunk|merge_slide|qc_slide|\w+_small_images_\d+):",
+                         log)
     assert "rule eligibility:" in log and "rule report:" in log
     assert "1 patient(s) without slides left out: X99" in log
     listed = pd.read_csv(out / "eligibility.csv", dtype=str)
@@ -402,17 +447,20 @@ def _pyramid_damaged_in_level0(path):
     return path
 
 
+@pytest.mark.parametrize(("small_image_mb", "measured_by"), [("64", "measure_small_images_1"), ("0", "measure_chunk")])
 @pytest.mark.parametrize("on_bad_slide", ["stop", "skip"])
-def test_slide_damaged_where_only_a_chunk_reads_it(workdir, tmp_path, on_bad_slide):
+def test_slide_damaged_where_only_a_chunk_reads_it(workdir, tmp_path, on_bad_slide, small_image_mb, measured_by):
     """stop: the run stops naming slide, chunk and decoder error, no traceback; skip: that slide
-    fails with the reason and the other patient's result is complete."""
+    fails with the reason and the other patient's result is complete. The same with the two
+    slides measured in one job (small images) as in their own jobs."""
     damaged = _pyramid_damaged_in_level0(tmp_path / "pyramid.tif")
     sheet = _sheet(tmp_path / "s.tsv", [("A", "A1", str(SMALL_SLIDE)), ("B", "B1", str(damaged))])
     out = tmp_path / "r"
     result = snakemake(workdir, "--config", f"slides={sheet}", f"outdir={out}", f"on_bad_slide={on_bad_slide}",
-                       check=False)
+                       f"small_image_mb={small_image_mb}", check=False)
     output = result.stdout + result.stderr
     assert "Traceback" not in output
+    assert f"rule {measured_by}:" in output
     if on_bad_slide == "stop":
         assert result.returncode != 0
         assert "slide B1, chunk" in output and "pyramid.tif: cannot read the image (DeflateError" in output

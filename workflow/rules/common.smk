@@ -1,6 +1,7 @@
 # Sheet loading, typed --config coercion, and the get_* input functions.
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import cxcr4score
 from cxcr4score import config as cx_config
 from cxcr4score.calibration_record import describe as describe_calibration
 from cxcr4score.errors import InputError
+from cxcr4score.job_batches import small_image_batches
 from cxcr4score.sheets import load_slides, read_patients
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -50,6 +52,14 @@ if _sheet_problems:
     raise WorkflowError("\n".join(_sheet_problems))
 validate(SLIDES, "../schemas/slides.schema.yaml")
 SLIDES = SLIDES.set_index("slide_id", drop=False)
+
+# Small images are measured several per job, and scored several per job (one start-up each);
+# every other slide goes through slide_info, measure_chunk per chunk, merge_slide and qc_slide.
+BATCHES = small_image_batches(SLIDES["path"].to_dict(), max_mb=config["small_image_mb"],
+                              per_job=config["small_images_per_job"])
+_BATCHED = {slide for slides in BATCHES.values() for slide in slides}
+# The per-slide rules' {slide}: any slide not in a batch ("(?!)" matches nothing).
+PER_SLIDE = "|".join(re.escape(s) for s in SLIDES.index if s not in _BATCHED) or "(?!)"
 
 wildcard_constraints:
     slide=r"[A-Za-z0-9._-]+",

@@ -1,5 +1,6 @@
 # Per-slide stages: validate all inputs, slide metadata (checkpoint), pixel measurements per
-# chunk, merge with thresholds, QC picture.
+# chunk, merge with thresholds, QC picture. Small images (BATCHES, common.smk) go through the
+# same stages several per job: measure_small_images_{batch}, then score_small_images_{batch}.
 
 
 localrules:
@@ -31,6 +32,8 @@ rule validate_inputs:
 
 
 checkpoint slide_info:
+    wildcard_constraints:
+        slide=PER_SLIDE,
     input:
         unpack(get_slide_inputs),
         validation=out("validation.json"),
@@ -55,6 +58,8 @@ checkpoint slide_info:
 
 
 rule measure_chunk:
+    wildcard_constraints:
+        slide=PER_SLIDE,
     input:
         unpack(get_slide_inputs),
         info=out("slides/{slide}/info.json"),
@@ -80,6 +85,8 @@ rule measure_chunk:
 
 
 rule merge_slide:
+    wildcard_constraints:
+        slide=PER_SLIDE,
     input:
         unpack(get_chunk_measurements),
         info=out("slides/{slide}/info.json"),
@@ -111,6 +118,8 @@ rule merge_slide:
 
 
 rule qc_slide:
+    wildcard_constraints:
+        slide=PER_SLIDE,
     input:
         unpack(get_slide_inputs),
         info=out("slides/{slide}/info.json"),
@@ -131,3 +140,80 @@ rule qc_slide:
         mem_mb=2000,
     script:
         "../scripts/qc_slide.py"
+
+
+def _batch_files(slides, pattern):
+    return [out(pattern.format(slide=slide)) for slide in slides]
+
+
+def _batch_inputs(slides):
+    """The batch's images and ROI files: editing one reruns the batch."""
+    return {"images": [SLIDES.loc[s, "path"] for s in slides],
+            "rois": [SLIDES.loc[s, "roi"] for s in slides if SLIDES.loc[s, "roi"]]}
+
+
+# One pair of rules per batch: Snakemake names every output of a rule, and a batch's are the
+# per-slide files of its slides (the same files the per-slide rules write for other slides).
+for batch, batch_slides in BATCHES.items():
+
+    rule:
+        name:
+            f"measure_small_images_{batch}"
+        input:
+            **_batch_inputs(batch_slides),
+            validation=out("validation.json"),
+        output:
+            info=_batch_files(batch_slides, "slides/{slide}/info.json"),
+            table=_batch_files(batch_slides, "slides/{slide}/measurements.parquet"),
+            hist=_batch_files(batch_slides, "slides/{slide}/measurements.hist.npy"),
+        params:
+            slides=[SLIDES.loc[s].to_dict() for s in batch_slides],
+            pixel_config=config_subset(PIXEL_KEYS),
+            on_bad_slide=config["on_bad_slide"],
+            version=cxcr4score.__version__,
+        conda:
+            "../envs/cxcr4score.yaml"
+        log:
+            out(f"logs/measure_small_images/{batch}.log"),
+        benchmark:
+            out(f"benchmarks/measure_small_images/{batch}.tsv")
+        threads: 2
+        resources:
+            mem_mb=4000,
+        script:
+            "../scripts/measure_small_images.py"
+
+    rule:
+        name:
+            f"score_small_images_{batch}"
+        input:
+            **_batch_inputs(batch_slides),
+            info=_batch_files(batch_slides, "slides/{slide}/info.json"),
+            table=_batch_files(batch_slides, "slides/{slide}/measurements.parquet"),
+            hist=_batch_files(batch_slides, "slides/{slide}/measurements.hist.npy"),
+        output:
+            cells=_batch_files(batch_slides, "cells/{slide}.parquet"),
+            geojson=_batch_files(batch_slides, "cells/{slide}.geojson"),
+            geojson_gz=_batch_files(batch_slides, "cells/{slide}.geojson.gz"),
+            blocks=_batch_files(batch_slides, "slides/{slide}/blocks.parquet"),
+            summary=_batch_files(batch_slides, "slides/{slide}/summary.json"),
+            qc=[report(path, caption="../report/qc.rst", category="QC pictures")
+                for path in _batch_files(batch_slides, "qc/{slide}.png")],
+        params:
+            slide_ids=batch_slides,
+            class_config=config_subset(CLASS_KEYS),
+            qc_config=config_subset(QC_PICTURE_KEYS),
+            geojson_compress_above=config["geojson_compress_above"],
+            on_bad_slide=config["on_bad_slide"],
+            version=cxcr4score.__version__,
+        conda:
+            "../envs/cxcr4score.yaml"
+        log:
+            out(f"logs/score_small_images/{batch}.log"),
+        benchmark:
+            out(f"benchmarks/score_small_images/{batch}.tsv")
+        threads: 1
+        resources:
+            mem_mb=2000,
+        script:
+            "../scripts/score_small_images.py"

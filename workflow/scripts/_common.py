@@ -1,7 +1,9 @@
 """Shared start of every workflow script: log to snakemake.log, threads, the rule's config."""
 
+import contextlib
 import json
 import logging
+import os
 import sys
 
 
@@ -51,3 +53,24 @@ def read_json(path):
     with open(path) as handle:
         return json.load(handle)
 
+
+
+@contextlib.contextmanager
+def staged(outputs):
+    """Stand-in paths for a job's outputs, moved to them only once every one is written.
+
+    Yields a dict from each output path to a path of the same name in a hidden folder of
+    this job's beside it (the same name, so that writers that go by the name, or write it into
+    a file, see the real one). Snakemake takes an output that exists after a killed job for
+    incomplete and will not go on without --rerun-incomplete; a job that writes several
+    outputs one after another (a batch of small images writes dozens) would leave some. Here
+    they appear together at the end, or not at all.
+    """
+    folder = f".staged-{os.getpid()}"
+    paths = {str(p): os.path.join(os.path.dirname(str(p)), folder, os.path.basename(str(p))) for p in outputs}
+    yield paths
+    for path, stand_in in paths.items():
+        os.replace(stand_in, path)
+    for stand_in in paths.values():
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(stand_in))
