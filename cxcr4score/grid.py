@@ -19,6 +19,10 @@ from .pixel_size import MPP_TOLERANCE
 OVERVIEW_PX = 2048
 #: Rows of a level decoded at once while building the overview.
 _BAND_ROWS = 2048
+#: Level pixels per analysis pixel from which :func:`read_box` may read the level at half
+#: resolution: the half-resolution plane then has mpp <= analysis_mpp x (1 + MPP_TOLERANCE),
+#: the rule :func:`choose_grid` applies to pyramid levels.
+_HALF_FROM = 2 / (1 + MPP_TOLERANCE)
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def choose_grid(levels, *, native_mpp, analysis_mpp):
     return Grid(level, shape, level_mpp, effective, out, native_mpp)
 
 
-def read_box(reader, grid, box):
+def read_box(reader, grid, box, *, reduced_decode=True):
     """RGB of an analysis-grid box ``(top, left, bottom, right)``, area-averaged as needed.
 
     Analysis pixel (i, j) is the area average of the level pixels under
@@ -79,6 +83,22 @@ def read_box(reader, grid, box):
     sizes), computed from global indices, so a box equals the same crop of the whole slide:
     tiles agree with the whole image exactly. (OpenCV's INTER_AREA resizes one array as a
     whole, so a tile resized on its own would be sampled on a shifted grid.)
+
+    Parameters
+    ----------
+    reader : slide_reader.SlideReader
+    grid : Grid
+    box : tuple of int
+        ``(top, left, bottom, right)`` in analysis pixels, inside the grid.
+    reduced_decode : bool
+        Where the analysis pixel is at least about twice the level's (``Ly / Gy`` and
+        ``Lx / Gx`` >= 2 / 1.05, the tolerance by which :func:`choose_grid` accepts a level)
+        and the reader can decode the level at half resolution in the codec (JPEG tiles:
+        :meth:`~cxcr4score.slide_reader.SlideReader.half_shape`), read the level at half
+        resolution and area-average that onto the grid (the same rule with ``L / 2``):
+        about 2.4 times faster on 40x slides, and within one grey level of the exact
+        average on average (docs/performance.md). False always averages decoded level
+        pixels.
 
     Returns
     -------
@@ -88,13 +108,21 @@ def read_box(reader, grid, box):
     if grid.level_per_analysis == 1.0:
         return reader.read_region(grid.level, top, left, bottom - top, right - left)
     (level_rows, level_cols), (rows, cols) = grid.level_shape, grid.shape
-    # Level pixels under the box, in integer arithmetic (floor and ceil of k * L / G).
-    l_top, l_left = top * level_rows // rows, left * level_cols // cols
-    l_bottom, l_right = -(-bottom * level_rows // rows), -(-right * level_cols // cols)
-    region = reader.read_region(grid.level, l_top, l_left, l_bottom - l_top, l_right - l_left)
+    half = (reduced_decode and min(level_rows / rows, level_cols / cols) >= _HALF_FROM
+            and reader.half_shape(grid.level) is not None)
+    # The plane read is the level (d = 1) or the level at half resolution (d = 2), whose pixel k
+    # spans level pixels [2k, 2k + 2): analysis pixel i spans [i * L / (d G), (i + 1) * L / (d G)).
+    d = 2 if half else 1
+    read = reader.read_region_half if half else reader.read_region
+    # Plane pixels under the box, in integer arithmetic (floor and ceil of k * L / (d G)).
+    p_top, p_left = top * level_rows // (d * rows), left * level_cols // (d * cols)
+    p_bottom, p_right = -(-bottom * level_rows // (d * rows)), -(-right * level_cols // (d * cols))
+    region = read(grid.level, p_top, p_left, p_bottom - p_top, p_right - p_left)
+    if (level_rows, level_cols) == (d * rows, d * cols):
+        return region  # exactly the grid: area averaging would copy it
     out = np.empty((bottom - top, right - left, 3), np.uint8)
-    area_resize_kernel(np.ascontiguousarray(region), out, top, left, l_top, l_left,
-                       level_rows / rows, level_cols / cols)
+    area_resize_kernel(np.ascontiguousarray(region), out, top, left, p_top, p_left,
+                       level_rows / (d * rows), level_cols / (d * cols))
     return out
 
 

@@ -141,7 +141,57 @@ class SlideReader:
         Only the tiles or strips that overlap the region are decoded.
         """
         level, top, left, height, width = self._checked_region(level, top, left, height, width)
-        rows, cols = self.levels[level].shape
+        return self._region(self.levels[level].shape, self._read_into, level, top, left, height, width)
+
+    def half_shape(self, level: int) -> tuple[int, int] | None:
+        """``(rows, cols)`` of a level read at half resolution by :meth:`read_region_half`.
+
+        Returns
+        -------
+        tuple of int or None
+            ``(ceil(rows / 2), ceil(cols / 2))`` of the level when the reader can decode it at
+            half resolution in the codec (a TIFF level of JPEG tiles of even size); None when
+            it cannot (every other reader and layout), and then :meth:`read_region_half` must
+            not be called.
+        """
+        return None
+
+    def read_region_half(self, level: int, top: int, left: int, height: int, width: int) -> np.ndarray:
+        """Read a rectangle of a level at half resolution, decoded at that scale where possible.
+
+        Parameters
+        ----------
+        level : int
+            A level for which :meth:`half_shape` is not None.
+        top, left, height, width : int
+            As :meth:`read_region`, in half-resolution pixels: pixel (i, j) stands for the
+            level pixels ``[2i, 2i + 2) x [2j, 2j + 2)`` inside the level.
+
+        Returns
+        -------
+        (height, width, 3) ndarray of uint8
+            C-contiguous RGB, white outside. Each pixel is the JPEG decoder's half-scale
+            output (a 4 x 4 inverse DCT per 8 x 8 block, close to the 2 x 2 mean; see
+            :mod:`cxcr4score.jpeg_half`), or the exact mean of the level pixels of its block
+            inside the level where the codec is not used (tiles with an odd number of rows or
+            columns inside the level, streams OpenCV does not decode at that scale).
+
+        Raises
+        ------
+        ValueError
+            As :meth:`read_region`, or a level without a half-resolution decode.
+        InputError
+            As :meth:`read_region`.
+        """
+        level, top, left, height, width = self._checked_region(level, top, left, height, width)
+        shape = self.half_shape(level)
+        if shape is None:
+            raise ValueError(f"{self.path}: level {level} cannot be decoded at half resolution")
+        return self._region(shape, self._read_half_into, level, top, left, height, width)
+
+    def _region(self, shape, read_into, level, top, left, height, width) -> np.ndarray:
+        """White-padded region of a plane of ``shape``, its inside filled by ``read_into``."""
+        rows, cols = shape
         r0, r1 = max(top, 0), min(top + height, rows)
         c0, c1 = max(left, 0), min(left + width, cols)
         inside = (r0, r1, c0, c1) == (top, top + height, left, left + width)
@@ -149,7 +199,7 @@ class SlideReader:
         if r0 >= r1 or c0 >= c1:
             return out
         try:
-            self._read_into(level, r0, r1, c0, c1, out[r0 - top:r1 - top, c0 - left:c1 - left])
+            read_into(level, r0, r1, c0, c1, out[r0 - top:r1 - top, c0 - left:c1 - left])
         except (InputError, MemoryError):
             raise
         except Exception as exc:  # decoding errors surface here, not on open
@@ -158,6 +208,10 @@ class SlideReader:
 
     def _read_into(self, level: int, r0: int, r1: int, c0: int, c1: int, out: np.ndarray) -> None:
         """Write the level's pixels ``[r0:r1, c0:c1]`` (all inside the level) into ``out``."""
+        raise NotImplementedError
+
+    def _read_half_into(self, level: int, r0: int, r1: int, c0: int, c1: int, out: np.ndarray) -> None:
+        """As :meth:`_read_into`, in half-resolution pixels of a level with a :meth:`half_shape`."""
         raise NotImplementedError
 
     def inspect(self) -> dict:
@@ -230,7 +284,9 @@ class TiffReader(SlideReader):
     any other level through a tifffile zarr store opened the first time it is read (level 0 on
     open). Unknown compressions fail on open. Missing (sparse) tiles read as the file's
     no-data value, as in :func:`read_image`. PNG and JPEG files are small: they are decoded
-    once on open with :func:`read_image` and sliced.
+    once on open with :func:`read_image` and sliced. A level of JPEG tiles of even size can
+    also be read at half resolution, decoded at that scale by libjpeg-turbo
+    (:meth:`read_region_half`), which :func:`cxcr4score.grid.read_box` uses on 40x slides.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -241,6 +297,7 @@ class TiffReader(SlideReader):
         self._tiff_levels: list = []  # tifffile level series, finest first
         self._layouts: list = []  # per level: (kept-axis mask, transpose order)
         self._arrays: dict = {}  # level -> zarr array, opened lazily
+        self._half_layouts: dict = {}  # level -> _half_layout(level), found lazily
         self._stores: list = []
         self._lock = threading.Lock()
         raster = self.path.suffix.lower() in RASTER_SUFFIXES
@@ -324,8 +381,6 @@ class TiffReader(SlideReader):
         loop adds about as much time again as the decoding, and it decodes on tifffile's own
         thread count; here decoding uses the job's thread count (Numba's).
         """
-        import numba
-
         page, chunk_rows, chunk_cols, across = self._segment_layouts[level]
         indices = [r * across + c for r in range(r0 // chunk_rows, (r1 - 1) // chunk_rows + 1)
                    for c in range(c0 // chunk_cols, (c1 - 1) // chunk_cols + 1)]
@@ -340,6 +395,13 @@ class TiffReader(SlideReader):
             target = out[ys - r0:ye - r0, xs - c0:xe - c0]
             target[...] = page.nodata if segment is None else segment[0, ys - y:ye - y, xs - x:xe - x]
 
+        self._place_segments(page, indices, place)
+
+    def _place_segments(self, page, indices: list, place) -> None:
+        """Read the segments ``indices`` of a page and call ``place((data, index))`` on each, on
+        the job's thread count (Numba's)."""
+        import numba
+
         segments = page.parent.filehandle.read_segments(
             [page.dataoffsets[i] for i in indices], [page.databytecounts[i] for i in indices], indices,
             lock=self._lock, sort=True)
@@ -351,6 +413,60 @@ class TiffReader(SlideReader):
             with ThreadPoolExecutor(workers) as executor:
                 for _ in executor.map(place, list(segments)):
                     pass
+
+    def half_shape(self, level: int) -> tuple[int, int] | None:
+        if self._half_layout(level) is None:
+            return None
+        rows, cols = self.levels[level].shape
+        return (rows + 1) // 2, (cols + 1) // 2
+
+    def _half_layout(self, level: int) -> tuple | None:
+        """(page, chunk rows, chunk columns, chunks across, RGB-coded) of a level stored as
+        baseline-TIFF JPEG tiles of even size (:meth:`_read_half_into` reads them); else None."""
+        with self._lock:  # is_jfif reads the file
+            if level not in self._half_layouts:
+                layout = self._segment_layouts[level]
+                page = layout[0] if layout is not None else None
+                if (page is None or not page.is_tiled or page.compression != 7 or page.photometric not in (2, 6)
+                        or page.jpegheader is not None or layout[1] % 2 or layout[2] % 2):
+                    self._half_layouts[level] = None
+                else:
+                    self._half_layouts[level] = (*layout, page.photometric == 2 and not page.is_jfif)
+            return self._half_layouts[level]
+
+    def _read_half_into(self, level: int, r0: int, r1: int, c0: int, c1: int, out: np.ndarray) -> None:
+        """Decode the JPEG tiles under a half-resolution region at half scale, straight into ``out``.
+
+        A tile with an odd number of rows or columns inside the level (the last tile row or
+        column of an odd-sized level) is decoded in full and averaged over its pixels inside:
+        at half scale its last half pixel would mix in the tile's padding.
+        """
+        from .jpeg_half import decode_half, half_mean, jpeg_stream
+
+        page, chunk_rows, chunk_cols, across, rgb_coded = self._half_layouts[level]
+        rows, cols = self.levels[level].shape
+        half_rows, half_cols = chunk_rows // 2, chunk_cols // 2
+        indices = [r * across + c for r in range(r0 // half_rows, (r1 - 1) // half_rows + 1)
+                   for c in range(c0 // half_cols, (c1 - 1) // half_cols + 1)]
+        decode, tables = page.decode, page.jpegtables
+
+        def place(data_index):
+            data, index = data_index
+            y, x = index // across * chunk_rows, index % across * chunk_cols
+            inside_rows, inside_cols = min(chunk_rows, rows - y), min(chunk_cols, cols - x)
+            half = None
+            if data is not None and inside_rows % 2 == 0 and inside_cols % 2 == 0:
+                stream = jpeg_stream(data, tables, rgb_coded=rgb_coded)
+                half = None if stream is None else decode_half(stream, (chunk_rows, chunk_cols))
+            if half is None and data is not None:
+                segment, _, _ = decode(data, index, jpegtables=tables, _fullsize=True)
+                half = half_mean(segment[0, :inside_rows, :inside_cols])
+            hy, hx = y // 2, x // 2
+            ys, ye, xs, xe = max(hy, r0), min(hy + half_rows, r1), max(hx, c0), min(hx + half_cols, c1)
+            target = out[ys - r0:ye - r0, xs - c0:xe - c0]
+            target[...] = page.nodata if half is None else half[ys - hy:ye - hy, xs - hx:xe - hx]
+
+        self._place_segments(page, indices, place)
 
     def _read_tiff_pixels(self, level: int, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         array = self._tiff_array(level)
