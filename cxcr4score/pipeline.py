@@ -30,8 +30,8 @@ CELL_COLUMNS = (
     "membrane_completeness", "membrane_exposed_fraction", "class_nucleus", "class_cytoplasm",
     "class_membrane", "class_cell", "class", "cell_type",
 )
-#: A chunk's cell_id = chunk index x this + label within the chunk (unique within a slide until
-#: merge_slide numbers the slide's cells in reading order).
+#: A measured cell's cell_id = tile index x this + label within the tile (unique within a slide
+#: until merge_slide numbers the slide's cells in reading order).
 _CELL_ID_STRIDE = 10_000_000
 
 
@@ -94,11 +94,11 @@ CHUNK_ERROR = "cxcr4score_chunk_error"
 
 
 def _slide_centroid(local, area, offset):
-    """A nucleus centroid in slide pixels from its chunk's, bit-identical whatever the chunk.
+    """A nucleus centroid in slide pixels from its tile's, bit-identical whatever the tile.
 
-    ``local + offset`` rounds differently in different chunks (a last-bit difference moves a
+    ``local + offset`` rounds differently in different tiles (a last-bit difference moves a
     cell in a sorted table and changes the bytes of a rerun with other chunk sizes); the
-    integer pixel-coordinate sum, recovered exactly from the chunk's mean, is shifted instead.
+    integer pixel-coordinate sum, recovered exactly from the tile's mean, is shifted instead.
     """
     return (np.rint(local * area) + offset * area) / area
 
@@ -117,6 +117,9 @@ def in_reading_order(measurements):
 
 def measure_chunk(info, chunk, *, config):
     """Pixels to per-cell measurements for one chunk of a slide (no scoring thresholds).
+
+    The chunk's tiles are read, segmented and measured one after another, so that memory is
+    that of one tile; each cell is measured in the tile whose core holds its nucleus centroid.
 
     Parameters
     ----------
@@ -138,16 +141,24 @@ def measure_chunk(info, chunk, *, config):
         cells typed tumour (see
         :func:`measure.measure_cells`).
     """
-    box = info.chunk(chunk)
-    grid = info.grid
-    with open_slide(info.path) as reader:
-        rgb = grid_module.read_box(reader, grid, box.read)
-    mpp = grid.mpp
     tables = stains.concentration_tables(info.i0, np.asarray(info.stain_matrix))
     # The alternative I0 / stain choice (DESIGN 5): default I0 and the default stain vectors.
     alt_i0 = (float(config["default_i0"]),) * 3
     alt_matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
     alt_dab = stains.concentration_tables(alt_i0, alt_matrix)[stains.DAB]
+    with open_slide(info.path) as reader:
+        parts = [_measure_tile(info, tile, reader, tables=tables, alt_dab=alt_dab, config=config)
+                 for tile in info.tiles(chunk)]
+    if not parts:
+        return empty_measurements(), measure.empty_histogram()
+    return pd.concat([cells for cells, _ in parts], ignore_index=True), np.sum([h for _, h in parts], axis=0)
+
+
+def _measure_tile(info, box, reader, *, tables, alt_dab, config):
+    """:func:`measure_chunk` of one tile (a :class:`cxcr4score.tiling.Tile`)."""
+    grid = info.grid
+    rgb = grid_module.read_box(reader, grid, box.read)
+    mpp = grid.mpp
     hematoxylin, dab = stains.deconvolve(rgb, tables)
     # Cells are not restricted to the tissue mask: pale stroma can fall below the tissue
     # threshold, and a nucleus is found on its own hematoxylin signal anyway.
@@ -156,7 +167,7 @@ def measure_chunk(info, chunk, *, config):
                                                           dab_threshold=info.nucleus_dab_threshold)
     n = int(nuclei.max())
     rows, cols, nucleus_px, axis_ratio = measure.nucleus_shape(nuclei, n)
-    # A cell belongs to the chunk whose core holds its nucleus centroid (DESIGN section 6).
+    # A cell belongs to the tile whose core holds its nucleus centroid (DESIGN section 6).
     owned = np.zeros(n + 1, dtype=bool)
     owned[1:] = tiling.in_core(rows[1:], cols[1:], box)
     in_roi = owned.copy()
@@ -184,7 +195,7 @@ def measure_chunk(info, chunk, *, config):
     # Every cell pixel is in one compartment (the ring pooled into cytoplasm): no bincount pass.
     cell_px = stats[[f"n_{name}" for name in COMPARTMENT_NAMES]].to_numpy().sum(axis=1)
     table = _base_table(
-        cell_id=np.flatnonzero(keep).astype(np.int64) + 1 + int(chunk) * _CELL_ID_STRIDE,
+        cell_id=np.flatnonzero(keep).astype(np.int64) + 1 + box.index * _CELL_ID_STRIDE,
         x=x, y=y, x_um=x_um, y_um=y_um,
         nucleus_area_um2=nucleus_px[1:][keep] * mpp**2,
         nucleus_axis_ratio=axis_ratio[1:][keep],

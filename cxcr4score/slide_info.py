@@ -75,8 +75,10 @@ class SlideInfo:
         QC metrics measured on pixels (:func:`measure_pixel_qc`).
     chunks : list of str
         Chunk ids, one ``measure_chunk`` job each.
-    chunk_boxes : list of dict
-        :meth:`cxcr4score.tiling.Chunk.to_json` of each chunk.
+    chunk_tiles : list of list of int
+        The indices (in ``tile_boxes``) of each chunk's tiles, measured in turn by its job.
+    tile_boxes : list of dict
+        :meth:`cxcr4score.tiling.Tile.to_json` of each tile.
     qc_status, qc_message : str
         QC so far (``ok``, ``warning`` or ``failed``) and why.
     cxcr4score_version : str
@@ -107,7 +109,8 @@ class SlideInfo:
     typing_reference: float | None
     pixel_qc: dict | None
     chunks: list
-    chunk_boxes: list
+    chunk_tiles: list
+    tile_boxes: list
     qc_status: str
     qc_message: str
     cxcr4score_version: str
@@ -121,7 +124,7 @@ class SlideInfo:
             mpp_source="", level=None, level_shape=None, level_mpp=None, analysis_mpp=nan, shape=[0, 0],
             overview_mpp=None, tissue_mm2=0.0, i0=[nan] * 3, i0_source="", stain_matrix=None, stain_vectors="",
             stain_source="", stain_dab_fraction=None, stain_notes="", nucleus_baseline=None, nucleus_dab_threshold=None,
-            typing_reference=None, pixel_qc=None, chunks=[], chunk_boxes=[],
+            typing_reference=None, pixel_qc=None, chunks=[], chunk_tiles=[], tile_boxes=[],
             qc_status="failed", qc_message=message, cxcr4score_version=__version__,
         )
 
@@ -146,11 +149,11 @@ class SlideInfo:
             shape=tuple(self.shape), native_mpp=self.mpp,
         )
 
-    def chunk(self, chunk_id):
-        """The :class:`cxcr4score.tiling.Chunk` of a chunk id; ValueError for an unknown one."""
+    def tiles(self, chunk_id):
+        """The :class:`cxcr4score.tiling.Tile` list of a chunk id; ValueError for an unknown one."""
         if chunk_id not in self.chunks:
             raise ValueError(f"chunk {chunk_id!r} is not one of {self.chunks!r} of slide {self.slide_id}")
-        return tiling.Chunk.from_json(self.chunk_boxes[self.chunks.index(chunk_id)])
+        return [tiling.Tile.from_json(self.tile_boxes[k]) for k in self.chunk_tiles[self.chunks.index(chunk_id)]]
 
 
 def open_grid(path, *, sheet_mpp, config):
@@ -278,8 +281,9 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
     if tissue_mm2 == 0:
         warnings.append("no tissue found")
     halo_px = math.ceil(tiling.halo_um(config) / grid.mpp)
-    chunks = tiling.plan_chunks(grid.shape, halo_px=halo_px, core_px=tiling.core_px(config['chunk_mpix']),
-                                 tissue=mask if tissue_mm2 else None)
+    core_px = tiling.core_px(config["chunk_mpix"])
+    slide_tiles = tiling.plan_tiles(grid.shape, halo_px=halo_px, core_px=core_px, tissue=mask if tissue_mm2 else None)
+    chunk_tiles = tiling.group_tiles(len(slide_tiles), core_px=core_px, chunk_mpix=config["chunk_mpix"])
     estimate = _stain_estimate(overview, mask, background.i0, config)
     tables = stains.concentration_tables(background.i0, estimate.matrix)
     # Nuclei are resolved only at the analysis pixel size: a small image's overview, which is
@@ -332,8 +336,9 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
         typing_reference=_finite_or_none(celltype.darkness_reference(sampled["nucleus_area_um2"],
                                                                      sampled["hematoxylin_nucleus"])),
         pixel_qc=measure_pixel_qc(overview, overview_mpp, mask, focus_tiles, background.i0, estimate, config),
-        chunks=[str(c.index) for c in chunks],
-        chunk_boxes=[c.to_json() for c in chunks],
+        chunks=[str(k) for k in range(len(chunk_tiles))],
+        chunk_tiles=chunk_tiles,
+        tile_boxes=[t.to_json() for t in slide_tiles],
         qc_status="warning" if warnings else "ok",
         qc_message="; ".join(warnings),
         cxcr4score_version=__version__,

@@ -1,9 +1,11 @@
-"""Tiles with a halo, so that a job's memory is bounded by the tile, never by the slide.
+"""Tiles with a halo, so that a job's memory is bounded by the tile, never by the slide, and
+chunks of tiles, so that a slide is a handful of jobs, not hundreds.
 
 The analysis grid (the slide at the analysis pixel size) is cut into square cores; each is
 read with a halo wide enough that every cell whose nucleus centroid lies in the core is
 segmented and measured exactly as on the whole image, and a cell belongs to the tile whose
-core holds its nucleus centroid (DESIGN section 6). Pure geometry: no pixels here.
+core holds its nucleus centroid (DESIGN section 6). A ``measure_chunk`` job measures the
+tiles of one chunk in turn. Pure geometry: no pixels here.
 """
 
 from __future__ import annotations
@@ -19,15 +21,33 @@ from .segment import BROWN_OUTLINE_UM, OUTLINE_WINDOW_UM, RIDGE_REACH_UM
 CORE_STEP_PX = 256
 
 
+#: Most analysis pixels of a tile core, in millions: a job holds one tile at a time, and
+#: 4 Mpix (2048 px) keeps it near 1 GB whatever its chunk_mpix.
+TILE_MPIX = 4
+
+
 def core_px(chunk_mpix):
     """Side of a tile core (analysis pixels) for config ``chunk_mpix``: the square root of that
-    many pixels, to the nearest multiple of :data:`CORE_STEP_PX` (at least one). The default,
-    4 Mpix, gives 2048 px, which keeps a job near 1 GB."""
-    return CORE_STEP_PX * max(1, round(math.sqrt(chunk_mpix * 1e6) / CORE_STEP_PX))
+    many pixels, at most :data:`TILE_MPIX`, to the nearest multiple of :data:`CORE_STEP_PX`
+    (at least one)."""
+    return CORE_STEP_PX * max(1, round(math.sqrt(min(chunk_mpix, TILE_MPIX) * 1e6) / CORE_STEP_PX))
+
+
+def group_tiles(n_tiles, *, core_px, chunk_mpix):
+    """The tiles of each chunk: runs of consecutive tiles (row-major, so strips of the slide)
+    whose cores add up to about ``chunk_mpix`` million pixels (at least one tile).
+
+    Returns
+    -------
+    list of list of int
+        Tile indices per chunk, in order.
+    """
+    per_chunk = max(1, round(chunk_mpix * 1e6 / core_px**2))
+    return [list(range(start, min(start + per_chunk, n_tiles))) for start in range(0, n_tiles, per_chunk)]
 
 
 @dataclass(frozen=True)
-class Chunk:
+class Tile:
     """One tile: its core (owned cells) and the halo-expanded box that is read, in analysis px.
 
     Boxes are ``(top, left, bottom, right)``, bottom/right exclusive; the read box is clipped
@@ -65,7 +85,7 @@ def halo_um(config):
             + RIDGE_REACH_UM + BROWN_OUTLINE_UM)
 
 
-def plan_chunks(shape, *, halo_px, core_px, tissue=None):
+def plan_tiles(shape, *, halo_px, core_px, tissue=None):
     """Tiles covering an analysis grid of ``shape``, skipping those with no tissue.
 
     Parameters
@@ -82,21 +102,21 @@ def plan_chunks(shape, *, halo_px, core_px, tissue=None):
 
     Returns
     -------
-    list of Chunk
+    list of Tile
         Row-major; indices 0..k-1 in that order.
     """
     rows, cols = int(shape[0]), int(shape[1])
     if rows <= 0 or cols <= 0 or core_px <= 0 or halo_px < 0:
         raise ValueError(f"need a positive shape and core and a non-negative halo, got {shape}, {core_px}, {halo_px}")
-    chunks = []
+    tiles = []
     for top in range(0, rows, core_px):
         for left in range(0, cols, core_px):
             core = (top, left, min(top + core_px, rows), min(left + core_px, cols))
             read = (max(0, core[0] - halo_px), max(0, core[1] - halo_px),
                     min(rows, core[2] + halo_px), min(cols, core[3] + halo_px))
             if tissue is None or _has_tissue(tissue, read, (rows, cols)):
-                chunks.append(Chunk(len(chunks), core, read))
-    return chunks
+                tiles.append(Tile(len(tiles), core, read))
+    return tiles
 
 
 def _has_tissue(tissue, box, shape):
@@ -106,9 +126,9 @@ def _has_tissue(tissue, box, shape):
     return bool(np.any(tissue[top:bottom, left:right]))
 
 
-def in_core(rows, cols, chunk):
-    """Which centroids (analysis px, relative to the read box) lie in the chunk's core."""
-    top, left = chunk.core[0] - chunk.read[0], chunk.core[1] - chunk.read[1]
-    bottom, right = chunk.core[2] - chunk.read[0], chunk.core[3] - chunk.read[1]
+def in_core(rows, cols, tile):
+    """Which centroids (analysis px, relative to the read box) lie in the tile's core."""
+    top, left = tile.core[0] - tile.read[0], tile.core[1] - tile.read[1]
+    bottom, right = tile.core[2] - tile.read[0], tile.core[3] - tile.read[1]
     rows, cols = np.asarray(rows), np.asarray(cols)
     return (rows >= top - 0.5) & (rows < bottom - 0.5) & (cols >= left - 0.5) & (cols < right - 0.5)

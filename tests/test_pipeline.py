@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from scipy.spatial import cKDTree
 
-from cxcr4score import config, eligibility, grid, pipeline, segment, stains, synthetic
+from cxcr4score import config, eligibility, grid, pipeline, segment, stains, synthetic, tiling
 from cxcr4score.slide_reader import open_slide
 from cxcr4score.bench import accuracy as bench
 
@@ -163,9 +163,11 @@ def test_roi_classes_choose_the_annotations_that_count(tmp_path):
     assert len(problems) == 1 and "no annotation polygon classified Tumour" in problems[0]
 
 
+@pytest.mark.parametrize("tiles_per_chunk", [1, 4])
 @pytest.mark.parametrize("mpp", [0.5, 0.3])
-def test_tiles_with_halo_give_the_whole_image_result(tmp_path, mpp):
-    """DESIGN 6: totals over tiles = whole image; each cell once, measured as on the whole image.
+def test_tiles_with_halo_give_the_whole_image_result(tmp_path, monkeypatch, mpp, tiles_per_chunk):
+    """DESIGN 6: totals over tiles = whole image; each cell once, measured as on the whole image;
+    the same whether each chunk (one measure_chunk job) holds one tile or several.
 
     At 0.3 um/px every tile is area-averaged by a non-integer factor (0.6 grid px per level px).
     """
@@ -174,9 +176,12 @@ def test_tiles_with_halo_give_the_whole_image_result(tmp_path, mpp):
     path = tmp_path / "t.tif"
     synthetic.write_tile(tile, path)
     _, whole, whole_blocks, whole_summary = pipeline.score_slide(path, slide_id="W", config=CONFIG)
-    info, tiled, tiled_blocks, tiled_summary = pipeline.score_slide(path, slide_id="W",
-                                                                    config={**CONFIG, "chunk_mpix": 0.0625})
-    assert len(info.chunks) == 9
+    # Tiles of 256^2 px; a chunk of 4 of them is 0.25 Mpix.
+    monkeypatch.setattr(tiling, "TILE_MPIX", 0.0625)
+    info, tiled, tiled_blocks, tiled_summary = pipeline.score_slide(
+        path, slide_id="W", config={**CONFIG, "chunk_mpix": 0.0625 * tiles_per_chunk})
+    assert len(info.tile_boxes) == 9
+    assert [len(tiles) for tiles in info.chunk_tiles] == ([1] * 9 if tiles_per_chunk == 1 else [4, 4, 1])
     # the same cells, ids and order, every value bit for bit (DESIGN 6: integer sums)
     pd.testing.assert_frame_equal(whole, tiled, check_exact=True)
     assert tiled["cell_id"].tolist() == list(range(1, len(tiled) + 1))
