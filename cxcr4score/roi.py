@@ -15,10 +15,11 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from .errors import InputError
-from .tables import write_bytes, write_geojson
+from .tables import GZIP_LEVEL, write_bytes, write_geojson
 
 __all__ = ["Polygon", "cells_to_geojson", "read_points", "read_roi", "roi_mask", "write_cells_geojson"]
 
@@ -333,11 +334,14 @@ def cells_to_geojson(cells: pd.DataFrame, *, slide_id: str = "") -> dict:
     >>> feature["geometry"], feature["properties"]["classification"]["name"]
     ({'type': 'Point', 'coordinates': [10.0, 20.0]}, '2+')
     """
-    return {"type": "FeatureCollection", "features": list(_cell_features(cells, slide_id))}
+    # The features hold their rings as arrays (written as they are by write_geojson); as lists here.
+    features = orjson.loads(orjson.dumps(list(_cell_features(cells, slide_id)), option=orjson.OPT_SERIALIZE_NUMPY))
+    return {"type": "FeatureCollection", "features": features}
 
 
 def _cell_features(cells: pd.DataFrame, slide_id: str):
-    """Yield the features of :func:`cells_to_geojson` one by one (checked at the first)."""
+    """Yield the features of :func:`cells_to_geojson` one by one (checked at the first), polygon
+    rings as (k, 2) float64 arrays."""
     missing = [c for c in ("x", "y") if c not in cells.columns]
     if missing:
         raise ValueError(f"cells table lacks column(s) {missing}; it has {list(cells.columns)}")
@@ -349,11 +353,12 @@ def _cell_features(cells: pd.DataFrame, slide_id: str):
     scored = cells["scored"].tolist() if "scored" in cells.columns else [True] * n
     types = cells["cell_type"].tolist() if "cell_type" in cells.columns else [None] * n
     ids = cells["cell_id"].tolist() if "cell_id" in cells.columns else list(range(n))
-    outlines = [cells[c].tolist() if c in cells.columns else [None] * n for c in ("cell_outline", "nucleus_outline")]
+    outlines = [_closed_rings(cells[c].tolist()) if c in cells.columns else [None] * n
+                for c in ("cell_outline", "nucleus_outline")]
     columns = [c for c in _MEASUREMENTS if c in cells.columns]
     for i, values in enumerate(cells[columns].itertuples(index=False, name=None)):
         feature = {"type": "Feature", "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"cxcr4score:{slide_id}:{ids[i]}"))}
-        cell, nucleus = (_polygon(o[i]) for o in outlines)
+        cell, nucleus = ({"type": "Polygon", "coordinates": [o[i]]} if o[i] is not None else None for o in outlines)
         if cell is not None:
             feature["geometry"] = cell
             if nucleus is not None:
@@ -408,7 +413,7 @@ def write_cells_geojson(cells: pd.DataFrame, path: str | os.PathLike, *, slide_i
     if compress_above is None or n <= compress_above:
         write_geojson(_cell_features(cells, slide_id), path)
         # mtime 0 and no file name in the header: the same cells give the same bytes
-        write_bytes(gzip.compress(path.read_bytes(), compresslevel=6, mtime=0), packed)
+        write_bytes(gzip.compress(path.read_bytes(), compresslevel=GZIP_LEVEL, mtime=0), packed)
         return path
     write_geojson(_cell_features(cells, slide_id), packed)
     text = (f"{n:,} cells, more than geojson_compress_above ({compress_above:,}): they are in {packed.name} "
@@ -422,12 +427,26 @@ def write_cells_geojson(cells: pd.DataFrame, path: str | os.PathLike, *, slide_i
     return packed
 
 
-def _polygon(flat) -> dict | None:
-    """A closed GeoJSON Polygon from flat x, y (None for a missing or degenerate outline)."""
-    if flat is None or (not isinstance(flat, (list, np.ndarray))) or len(flat) < 6:
-        return None
-    points = np.asarray(flat, dtype=np.float64).reshape(-1, 2).round(2).tolist()
-    return {"type": "Polygon", "coordinates": [points + [points[0]]]}
+def _closed_rings(flats) -> list:
+    """Each flat x, y outline as a closed ring: a (k + 1, 2) float64 array rounded to 0.01 px,
+    its first vertex repeated last; None for a missing or degenerate outline (< 3 vertices).
+
+    One rounding and one gather for the whole slide: per outline, numpy's call overhead was most
+    of the time of writing a slide's cells.
+    """
+    flats = [np.asarray(f).ravel() if isinstance(f, (list, np.ndarray)) and len(f) >= 6 else None for f in flats]
+    kept = [f for f in flats if f is not None]
+    if not kept:
+        return flats
+    vertices = np.concatenate(kept).astype(np.float64).reshape(-1, 2).round(2)
+    sizes = np.array([len(f) // 2 for f in kept])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    closed_sizes = sizes + 1
+    ring = np.repeat(np.arange(len(kept)), closed_sizes)
+    position = np.arange(closed_sizes.sum()) - np.repeat(np.cumsum(closed_sizes) - closed_sizes, closed_sizes)
+    position[position == sizes[ring]] = 0  # the closing vertex is the first
+    rings = iter(np.split(vertices[starts[ring] + position], np.cumsum(closed_sizes)[:-1]))
+    return [None if f is None else next(rings) for f in flats]
 
 
 def _classification(cls, scored, cell_type) -> dict | None:

@@ -12,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import orjson
 import pandas as pd
 import yaml
 
@@ -71,6 +72,10 @@ def write_json(data, path: str | os.PathLike, *, indent: int | None = 1) -> None
     _write_atomic(Path(path), lambda temp: Path(temp).write_text(text))
 
 
+#: gzip level of compressed GeoJSON (see :func:`write_geojson`).
+GZIP_LEVEL = 1
+
+
 def write_geojson(features, path: str | os.PathLike, *, members: dict | None = None) -> int:
     """Write a GeoJSON FeatureCollection feature by feature, atomically; gzip for ``.gz``.
 
@@ -96,15 +101,18 @@ def write_geojson(features, path: str | os.PathLike, *, members: dict | None = N
 
     Notes
     -----
-    The bytes, uncompressed, are those of ``json.dumps({"type": "FeatureCollection",
-    "features": [...], **members})``. The gzip header holds no file name and time 0, so the
-    same features give the same file byte for byte.
+    The bytes, uncompressed, are those of ``orjson.dumps({"type": "FeatureCollection",
+    "features": [...], **members}, option=orjson.OPT_SERIALIZE_NUMPY)``: compact JSON (a third
+    smaller than ``json.dumps``'s, and several times faster to write), numpy arrays as nested
+    lists, floats in their shortest round-trip form. gzip level 1: level
+    6 took as long as everything else for 20% less; the header holds no file name and time 0,
+    so the same features give the same file byte for byte.
     """
     path = Path(path)
     name = path.name.lower()
     if not name.endswith((".geojson", ".geojson.gz")):
         raise ValueError(f"GeoJSON path must end in .geojson or .geojson.gz, got {str(path)!r}")
-    tail = "".join(f", {json.dumps(k)}: {json.dumps(v)}" for k, v in (members or {}).items())
+    tail = b"".join(b"," + orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in (members or {}).items())
     count = 0
 
     def write(temp):
@@ -113,15 +121,15 @@ def write_geojson(features, path: str | os.PathLike, *, members: dict | None = N
         # pause the cyclic collector rescans them again and again (about a third of the time).
         with _collector_paused(), open(temp, "wb") as raw:
             stream = raw
-            if name.endswith(".gz"):  # level 6: level 9 takes 9 times as long for 1% less
-                stream = gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=raw, mtime=0)
-            stream.write(b'{"type": "FeatureCollection", "features": [')
+            if name.endswith(".gz"):
+                stream = gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=raw, mtime=0)
+            stream.write(b'{"type":"FeatureCollection","features":[')
             iterator = iter(features)
             while batch := list(itertools.islice(iterator, 1000)):
-                text = ", ".join(json.dumps(f, allow_nan=True) for f in batch)
-                stream.write(((", " if count else "") + text).encode())
+                text = b",".join(orjson.dumps(f, option=orjson.OPT_SERIALIZE_NUMPY) for f in batch)
+                stream.write((b"," if count else b"") + text)
                 count += len(batch)
-            stream.write(f"]{tail}}}".encode())
+            stream.write(b"]" + tail + b"}")
             if stream is not raw:
                 stream.close()  # writes the gzip trailer; closing it leaves raw open
 

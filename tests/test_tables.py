@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pandas as pd
+import numpy as np
 import pytest
 
 from cxcr4score import tables
@@ -72,20 +73,26 @@ def test_outputs_are_readable_by_others_as_any_new_file(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".geojson", ".geojson.gz"])
-def test_write_geojson_streams_the_bytes_json_dumps_gives(tmp_path, suffix):
-    """Reference: json.dumps of the whole FeatureCollection. More features than one batch (1000),
-    from a generator; gzip with a fixed header, so a rerun is byte-identical; no temporary file."""
+def test_write_geojson_streams_the_bytes_orjson_gives(tmp_path, suffix):
+    """Reference: orjson.dumps of the whole FeatureCollection (numpy rings as lists, the values
+    json reads back). More features than one batch (1000), from a generator; gzip with a fixed
+    header, so a rerun is byte-identical; no temporary file."""
     import gzip
     import json
 
-    features = [{"type": "Feature", "id": str(i), "geometry": {"type": "Point", "coordinates": [i, 0.5]},
+    import orjson
+
+    features = [{"type": "Feature", "id": str(i),
+                 "geometry": {"type": "Polygon", "coordinates": [np.array([[i, 0.5], [i + 1.25, 0.5], [i, 2.0], [i, 0.5]])]},
                  "properties": {"name": "é"}} for i in range(2500)]
     members = {"note": {"n": 2500}}
     path = tmp_path / f"cells{suffix}"
     assert tables.write_geojson((f for f in features), path, members=members) == 2500
     first = path.read_bytes()
     body = gzip.decompress(first) if suffix.endswith(".gz") else first
-    assert body == json.dumps({"type": "FeatureCollection", "features": features, **members}).encode()
+    expected = {"type": "FeatureCollection", "features": features, **members}
+    assert body == orjson.dumps(expected, option=orjson.OPT_SERIALIZE_NUMPY)
+    assert json.loads(body)["features"][3]["geometry"]["coordinates"] == [[[3, 0.5], [4.25, 0.5], [3, 2], [3, 0.5]]]
     tables.write_geojson(iter(features), path, members=members)
     assert path.read_bytes() == first
     if suffix.endswith(".gz"):  # RFC 1952 header: no FNAME flag, MTIME 0
