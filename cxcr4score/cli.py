@@ -57,13 +57,15 @@ def get_arg_parser():
                                 "[%(default)s, HER2 ASCO/CAP]")
     calibrate.add_argument("--json", type=Path, metavar="FILE", help="also write the record as JSON")
 
-    bench = commands.add_parser("bench", help="speed, accuracy, concordance and real-image benchmarks")
-    bench.add_argument("kind", choices=("speed", "accuracy", "concordance", "real"))
+    bench = commands.add_parser("bench", help="speed, accuracy, concordance, real-image and whole-slide benchmarks")
+    bench.add_argument("kind", choices=("speed", "accuracy", "concordance", "real", "slide"))
     bench.add_argument("--size", type=int, metavar="PIXELS",
-                       help="tile side [speed 4096; accuracy 1024, at 0.5 um/px]")
+                       help="tile side [speed 4096; accuracy 1024, at 0.5 um/px]; "
+                            "slide: level-0 side of the generated slide [32768, at 0.25 um/px]")
     bench.add_argument("--repeats", type=int, default=3, metavar="N", help="speed: timing repeats (median) [%(default)s]")
-    bench.add_argument("--threads", type=int, default=1, metavar="N",
-                       help="speed: also time our stages at N threads (speed-up per stage) [%(default)s]")
+    bench.add_argument("--threads", "--cores", type=int, default=1, metavar="N",
+                       help="speed: also time our stages at N threads (speed-up per stage); "
+                            "slide: snakemake --cores [%(default)s]")
     bench.add_argument("--tiles", type=int, default=2, metavar="N", help="accuracy: tiles per patient [%(default)s]")
     bench.add_argument("--patients", type=int, default=6, metavar="N",
                        help="accuracy: patients per generator configuration [%(default)s]")
@@ -80,6 +82,9 @@ def get_arg_parser():
                             "GeoJSON files {slide_id}.geojson")
     bench.add_argument("--config", type=Path, metavar="YAML", help="real: configuration overrides")
     bench.add_argument("--out", type=Path, metavar="DIR", help="real: write QC pictures and matched points here")
+    bench.add_argument("--workdir", type=Path, metavar="DIR",
+                       help="slide: cache of the generated slide and the workflow's temporary folder "
+                            "[~/.cache/cxcr4score/bench_slide]")
     bench.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     return parser
 
@@ -170,7 +175,7 @@ def run_synth(args):
     return 0
 
 
-_BENCH_SIZE = {"speed": 4096, "accuracy": 1024}
+_BENCH_SIZE = {"speed": 4096, "accuracy": 1024, "slide": 32768}
 
 
 def _synth_configuration(args):

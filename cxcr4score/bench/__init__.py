@@ -1,4 +1,4 @@
-"""Benchmarks: ``cxcr4score bench speed|accuracy|concordance|real`` (one module per kind)."""
+"""Benchmarks: ``cxcr4score bench speed|accuracy|concordance|real|slide`` (one module per kind)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from .. import synthetic_cohort
 from . import accuracy as accuracy_bench
 from . import concordance as concordance_bench
 from . import real as real_bench
+from . import slide as slide_bench
 from . import speed as speed_bench
 
 
@@ -23,6 +24,13 @@ def main(args):
             print(f"cxcr4score bench speed: {err}", file=sys.stderr)
             return 2
         print(speed_bench.format_report(result))
+    elif args.kind == "slide":
+        try:
+            result = slide_bench.slide_bench(size=args.size, cores=args.threads, workdir=args.workdir)
+        except (speed_bench.NeedsSourceCheckout, slide_bench.WorkflowFailed) as err:
+            print(f"cxcr4score bench slide: {err}", file=sys.stderr)
+            return 2
+        print(slide_bench.format_report(result))
     elif args.kind == "concordance":
         result = concordance_bench.run(args.truth, args.results)
         print(concordance_bench.format_report(result))
