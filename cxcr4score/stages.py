@@ -130,16 +130,19 @@ def measure_slide(info, *, config):
     return table, hist
 
 
-def write_slide_results(info, cells, blocks, summary, *, cells_path, geojson_path, blocks_path, summary_path,
-                        compress_above):
-    """Write a merged slide: the cells table, the cells for QuPath, the block counts and the summary.
-
-    The QuPath cells go to ``geojson_path + ".gz"`` always, and to ``geojson_path`` too unless
-    the slide has more than ``compress_above`` cells (that file then holds a note naming the
-    ``.gz``). Returns the file QuPath should import.
-    """
+def write_slide_results(cells, blocks, summary, *, cells_path, blocks_path, summary_path):
+    """Write a merged slide: the cells table, the block counts and the summary."""
     write_table(cells, cells_path)
-    qupath_file = roi.write_cells_geojson(cells, geojson_path, slide_id=info.slide_id, compress_above=compress_above)
     write_table(blocks, blocks_path)
     write_json(summary, summary_path)
-    return qupath_file
+
+
+def write_qupath_cells(cells_path, geojson_path, *, slide_id, compress_above):
+    """The cells table written by :func:`write_slide_results` as QuPath cell objects.
+
+    They go to ``geojson_path + ".gz"`` always, and to ``geojson_path`` too unless the slide has
+    more than ``compress_above`` cells (that file then holds a note naming the ``.gz``).
+    Returns the file QuPath should import.
+    """
+    return roi.write_cells_geojson(pd.read_parquet(cells_path), geojson_path, slide_id=slide_id,
+                                   compress_above=compress_above)

@@ -146,4 +146,5 @@ def get_final_output():
         out("slides.csv"),
         out("report.html"),
         *[out(f"qc/{s}.png") for s in SLIDES.index],
+        *[out(f"cells/{s}.{suffix}") for s in SLIDES.index for suffix in ("geojson", "geojson.gz")],
     ]

@@ -1,7 +1,5 @@
 """Apply thresholds: the per-cell table, block class counts per variant, the slide summary."""
 
-from pathlib import Path
-
 from _common import fail, read_json, rule_config, staged, start
 
 log = start(snakemake)  # noqa: F821
@@ -23,8 +21,5 @@ if info.qc_status == "failed":
 log.info("%s: %d cells", info.slide_id, len(cells))
 output = snakemake.output  # noqa: F821
 with staged(output) as path:  # all outputs appear at the end, or none
-    qupath_file = stages.write_slide_results(
-        info, cells, blocks, summary, cells_path=path[output.cells], geojson_path=path[output.geojson],
-        blocks_path=path[output.blocks], summary_path=path[output.summary],
-        compress_above=snakemake.params.geojson_compress_above)  # noqa: F821
-log.info("%s: cells for QuPath in %s", info.slide_id, Path(qupath_file).name)
+    stages.write_slide_results(cells, blocks, summary, cells_path=path[output.cells], blocks_path=path[output.blocks],
+                               summary_path=path[output.summary])

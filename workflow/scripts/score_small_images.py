@@ -29,12 +29,12 @@ with staged(output) as path:  # all outputs appear at the end, or none
             fail(str(err))
         if info.qc_status == "failed":
             log.error("%s: %s", info.slide_id, info.qc_message)
-        qupath_file = stages.write_slide_results(
-            info, cells, blocks, summary, cells_path=path[output.cells[k]], geojson_path=path[output.geojson[k]],
-            blocks_path=path[output.blocks[k]], summary_path=path[output.summary[k]],
-            compress_above=snakemake.params.geojson_compress_above)  # noqa: F821
+        stages.write_slide_results(cells, blocks, summary, cells_path=path[output.cells[k]],
+                                   blocks_path=path[output.blocks[k]], summary_path=path[output.summary[k]])
+        # As cells_geojson and qc_slide do it: from the cells table as written.
+        qupath_file = stages.write_qupath_cells(path[output.cells[k]], path[output.geojson[k]], slide_id=slide_id,
+                                                compress_above=snakemake.params.geojson_compress_above)  # noqa: F821
         log.info("%s (%d of %d): %d cells; cells for QuPath in %s", slide_id, k + 1, len(slide_ids), len(cells),
                  os.path.basename(qupath_file))
-        # As qc_slide draws it: from the slide's measured info and the cells table as written.
         picture = pipeline.qc_slide(measured, pd.read_parquet(path[output.cells[k]]), config=qc_config)
         qc.write_png(picture, path[output.qc[k]])
