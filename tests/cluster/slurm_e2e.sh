@@ -6,7 +6,7 @@
 # otherwise.
 #
 # Needs root on Debian/Ubuntu (apt-get installs slurm-wlm and munge if missing), Python 3.11 and
-# at least 2 CPUs (measure_chunk asks for 2 threads). Self-contained and idempotent: the cluster's
+# at least 2 CPUs (the local run uses --cores 2). Self-contained and idempotent: the cluster's
 # config, state and logs, a copy of the checkout and both result folders live in one
 # `mktemp -d` folder, removed on success (kept on failure, for the logs); the checkout gets no
 # results/ or .snakemake/. The only lasting changes: the packages, the SLURM executor plugin in the
@@ -45,7 +45,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || fail "run as root (installs packages, starts the slurm daemons)"
 NCPU=$(nproc)
-[ "$NCPU" -ge 2 ] || fail "needs at least 2 CPUs (measure_chunk asks for 2 threads); this machine has $NCPU"
+[ "$NCPU" -ge 2 ] || fail "needs at least 2 CPUs (the local run uses --cores 2); this machine has $NCPU"
 if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; then
     fail "a slurmctld or slurmd is already running; this test starts and stops its own cluster"
 fi

@@ -198,9 +198,9 @@ def _rules_run(output):
 @pytest.fixture(scope="module")
 def stage_run(demo_run, tmp_path_factory):
     """A copy of the demo rerun with every slide in its own jobs (PER_SLIDE_CONFIG), measure_chunk
-    on 1 thread in place of 2 (read only; a rerun goes to a copy)."""
+    on 2 threads in place of 1 (read only; a rerun goes to a copy)."""
     workdir = shutil.copytree(demo_run, tmp_path_factory.mktemp("per_slide") / "checkout", symlinks=True)
-    result = snakemake(workdir, "--forceall", "--set-threads", "measure_chunk=1",
+    result = snakemake(workdir, "--forceall", "--set-threads", "measure_chunk=2",
                        "--config", f"outdir={DEMO_OUTDIR}", *PER_SLIDE_CONFIG)
     return workdir, result.stdout + result.stderr
 
@@ -286,7 +286,7 @@ def test_calibration_record_clears_the_flag_and_reruns_only_the_calls(demo_copy)
 
 def test_per_slide_jobs_on_one_thread_in_smaller_chunks_give_identical_bytes(demo_run, stage_run):
     """Every slide rerun in its own jobs (not several small images per job), with measure_chunk
-    on 1 thread in place of 2 and in chunks of 512^2 px in place of 2048^2: eligibility.csv,
+    on 2 threads in place of 1 and in chunks of 512^2 px in place of 2048^2: eligibility.csv,
     slides.csv, every cells table, GeoJSON and QC picture are byte for byte the demo's
     (integer sums and slide-wide cell order, DESIGN 6)."""
     workdir, log = stage_run
