@@ -11,12 +11,13 @@ Inputs
     errors          InputError: every bad input named in plain words
     images          one image file: format, layout checks, level 0 read whole
     slide_reader    regions of pyramid levels, decoding only the tiles touched
+    jpeg_half       JPEG tiles decoded at half resolution (40x slides onto the 0.5 um grid)
     pixel_size      pixel size from metadata, else the sheet, else the default
     roi             QuPath GeoJSON annotations in (ROIs), cells out
 Per slide (the workflow's rules call these through ``pipeline``)
     slide_info      SlideInfo: pixel size, grid, tissue, I0, stains, pixel QC, chunks
     grid            the analysis grid and the overview of a slide
-    tiling          chunks with a halo; a cell belongs to the chunk holding its centroid
+    tiling          tiles with a halo (a cell belongs to the tile holding its centroid), chunks of tiles
     stains          stain vectors, I0, OD tables and colour deconvolution
     stain_estimation  per-slide stain directions (Macenko) with guards
     tissue          tissue mask
@@ -26,6 +27,8 @@ Per slide (the workflow's rules call these through ``pipeline``)
     score           classes, H-scores, % positive, Allred, IRS, block-bootstrap intervals
     qc_metrics      slide QC metrics and their levels
     pipeline        the per-slide stages: validate, measure a chunk, merge, QC picture
+    stages          what a workflow job does per stage, bad input included, and its files
+    job_batches     which small images the workflow scores several per job
 Per patient and outputs
     eligibility     sensitivity variants, per-slide scores, the per-patient call and reasons
     listed_criteria HER2 status and ECOG against the listed protocol criteria (not eligibility)
@@ -41,7 +44,7 @@ Shared
     runtime         threads, memory reuse, compiling kernels before parallel jobs
 Tools
     synthetic, synthetic_cohort   generated tiles with per-cell truth (self-consistency only)
-    bench           ``cxcr4score bench speed | accuracy | concordance | real``
+    bench           ``cxcr4score bench speed | accuracy | concordance | real | slide``
     cli             the ``cxcr4score`` command
 """
 
