@@ -13,7 +13,7 @@ import io
 import numpy as np
 import pandas as pd
 
-from . import pipeline, roi
+from . import pipeline
 from .measure import empty_histogram
 from .errors import InputError
 from .slide_info import SlideInfo, describe_slide
@@ -131,18 +131,11 @@ def measure_slide(info, *, config):
 
 
 def write_slide_results(cells, blocks, summary, *, cells_path, blocks_path, summary_path):
-    """Write a merged slide: the cells table, the block counts and the summary."""
+    """Write a merged slide: the cells table, the block counts and the summary.
+
+    The QuPath cells and the QC picture are drawn from the cells table as written
+    (:func:`cxcr4score.roi.write_cells_geojson`, :func:`cxcr4score.pipeline.qc_slide`).
+    """
     write_table(cells, cells_path)
     write_table(blocks, blocks_path)
     write_json(summary, summary_path)
-
-
-def write_qupath_cells(cells_path, geojson_path, *, slide_id, compress_above):
-    """The cells table written by :func:`write_slide_results` as QuPath cell objects.
-
-    They go to ``geojson_path + ".gz"`` always, and to ``geojson_path`` too unless the slide has
-    more than ``compress_above`` cells (that file then holds a note naming the ``.gz``).
-    Returns the file QuPath should import.
-    """
-    return roi.write_cells_geojson(pd.read_parquet(cells_path), geojson_path, slide_id=slide_id,
-                                   compress_above=compress_above)

@@ -10,7 +10,7 @@ from _common import fail, read_json, rule_config, staged, start
 
 log = start(snakemake)  # noqa: F821
 
-from cxcr4score import pipeline, qc, stages  # noqa: E402
+from cxcr4score import pipeline, qc, roi, stages  # noqa: E402
 from cxcr4score.errors import InputError  # noqa: E402
 from cxcr4score.slide_info import SlideInfo  # noqa: E402
 
@@ -31,10 +31,12 @@ with staged(output) as path:  # all outputs appear at the end, or none
             log.error("%s: %s", info.slide_id, info.qc_message)
         stages.write_slide_results(cells, blocks, summary, cells_path=path[output.cells[k]],
                                    blocks_path=path[output.blocks[k]], summary_path=path[output.summary[k]])
-        # As cells_geojson and qc_slide do it: from the cells table as written.
-        qupath_file = stages.write_qupath_cells(path[output.cells[k]], path[output.geojson[k]], slide_id=slide_id,
-                                                compress_above=snakemake.params.geojson_compress_above)  # noqa: F821
+        # As cells_geojson and qc_slide do it: from the cells table as written, read once.
+        written = pd.read_parquet(path[output.cells[k]])
+        qupath_file = roi.write_cells_geojson(written, path[output.geojson[k]], slide_id=slide_id,
+                                              compress_above=snakemake.params.geojson_compress_above)  # noqa: F821
         log.info("%s (%d of %d): %d cells; cells for QuPath in %s", slide_id, k + 1, len(slide_ids), len(cells),
                  os.path.basename(qupath_file))
-        picture = pipeline.qc_slide(measured, pd.read_parquet(path[output.cells[k]]), config=qc_config)
+        # As qc_slide draws it, from the slide's measured info.
+        picture = pipeline.qc_slide(measured, written, config=qc_config)
         qc.write_png(picture, path[output.qc[k]])
