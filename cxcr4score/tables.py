@@ -9,11 +9,14 @@ import gzip
 import itertools
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 
@@ -26,7 +29,7 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+def write_table(df: pd.DataFrame, path: str | os.PathLike, *, part_rows: int | None = None) -> None:
     """Write a table atomically as CSV or Parquet, chosen by the file suffix.
 
     Parameters
@@ -35,6 +38,9 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
         Written without its index.
     path : str or path-like
         Ends in ``.csv`` or ``.parquet``; parent folders are created.
+    part_rows : int, optional
+        Parquet: rows per row group, so that :func:`read_parts` holds no more than that many
+        decoded at a time (pyarrow decodes a whole row group to give a part of it).
 
     Raises
     ------
@@ -54,7 +60,74 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     if suffix == ".csv":
         _write_atomic(path, lambda temp: df.to_csv(temp, index=False))
     else:
-        _write_atomic(path, lambda temp: df.to_parquet(temp, index=False, engine="pyarrow"))
+        _write_atomic(path, lambda temp: df.to_parquet(temp, index=False, engine="pyarrow", row_group_size=part_rows))
+
+
+#: Rows per part of a cells table as it is written and read (:func:`read_parts`): about 25 MB
+#: of it in memory with its outlines, and several times that as GeoJSON features.
+PART_ROWS = 10_000
+
+
+@contextlib.contextmanager
+def parquet_parts(path: str | os.PathLike):
+    """Write a Parquet table part by part, atomically, so that the whole table is never in memory.
+
+    Yields ``write(df)``, which appends a DataFrame as the next row group; every part has the
+    first part's columns, and its types are cast to the first part's (a later part without
+    rows adds nothing). The file appears at
+    ``path`` when the block ends (at least one part written), and not at all if it raises.
+
+    Raises
+    ------
+    ValueError
+        If no part was written (a table needs its columns, which only a part gives).
+    """
+    path = Path(path)
+    with _atomic(path) as temp:
+        writer = None
+
+        def write(df):
+            nonlocal writer
+            if writer is None:
+                table = pa.Table.from_pandas(df, preserve_index=False)
+                writer = pq.ParquetWriter(temp, table.schema)
+            elif not len(df):  # nothing to add, and its empty object columns have no type to cast
+                return
+            else:
+                table = pa.Table.from_pandas(df, schema=writer.schema, preserve_index=False)
+            writer.write_table(table)
+
+        try:
+            yield write
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise ValueError(f"{path}: no part written")
+
+
+def read_parts(path: str | os.PathLike, columns=None, *, rows: int = PART_ROWS):
+    """Yield a Parquet table as DataFrames of at most ``rows`` rows each (no part spans two row
+    groups), in order.
+
+    Together they equal ``pd.read_parquet(path, columns=columns)``; one part is in memory at a
+    time. A table without rows gives one empty part, so that its columns are still seen.
+    """
+    file = pq.ParquetFile(path)
+    if file.metadata.num_rows == 0:
+        yield file.schema_arrow.empty_table().select(columns or file.schema_arrow.names).to_pandas()
+        return
+    # Row group by row group: ParquetFile.iter_batches kept what it had read (pyarrow 26).
+    for group in range(file.num_row_groups):
+        table = file.read_row_group(group, columns=columns)
+        for start in range(0, table.num_rows, rows):
+            yield table.slice(start, rows).to_pandas()
+
+
+def table_attrs(path: str | os.PathLike) -> dict:
+    """The ``attrs`` a DataFrame written with :func:`write_table` carried, read without its rows."""
+    metadata = pq.read_schema(path).metadata or {}
+    return json.loads(metadata.get(b"PANDAS_ATTRS", b"{}"))
 
 
 def write_yaml(data, path: str | os.PathLike, *, header: str = "") -> None:
@@ -148,6 +221,14 @@ def _collector_paused():
             gc.enable()
 
 
+def write_gunzipped(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Write the content of the gzip file ``source`` to ``path``, atomically, a block at a time."""
+    def write(temp):
+        with gzip.open(source, "rb") as packed, open(temp, "wb") as plain:
+            shutil.copyfileobj(packed, plain, 1 << 20)
+    _write_atomic(Path(path), write)
+
+
 def write_text(text: str, path: str | os.PathLike) -> None:
     """Write text (UTF-8), atomically."""
     _write_atomic(Path(path), lambda temp: Path(temp).write_text(text, encoding="utf-8"))
@@ -160,11 +241,19 @@ def write_bytes(data: bytes, path: str | os.PathLike) -> None:
 
 def _write_atomic(path, write):
     """Call ``write(temp)`` on a hidden temporary file beside ``path``, then rename it to ``path``."""
+    with _atomic(path) as temp:
+        write(temp)
+
+
+@contextlib.contextmanager
+def _atomic(path):
+    """A hidden temporary file beside ``path`` to write; renamed to ``path`` when the block ends
+    without an error, removed when it raises."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
-        write(temp)
+        yield temp
         # mkstemp makes the file private (0600); give it the permissions of any new file here,
         # so that a results folder on a shared drive stays readable.
         os.chmod(temp, 0o666 & ~_UMASK)

@@ -103,3 +103,70 @@ def test_write_geojson_streams_the_bytes_orjson_gives(tmp_path, suffix):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
     with pytest.raises(ValueError, match="geojson.gz"):
         tables.write_geojson([], tmp_path / "cells.json.zip")
+
+
+def _cells(n, start=0):
+    """A table like a cells table: numbers, strings and per-row float32 outline arrays."""
+    return pd.DataFrame({"cell_id": np.arange(start, start + n), "x": np.linspace(0, 1, n),
+                         "cell_type": ["tumour", "stroma"] * (n // 2) + ["immune"] * (n % 2),
+                         "cell_outline": [np.arange(k % 5 + 3, dtype=np.float32) for k in range(n)]})
+
+
+def test_parquet_parts_read_back_as_one_table(tmp_path):
+    """Parts written one after another read back as their concatenation (pd.read_parquet), and
+    read_parts gives the same rows in parts of at most ``rows``."""
+    path = tmp_path / "c.parquet"
+    parts = [_cells(5), _cells(0, 5), _cells(8, 5)]
+    with tables.parquet_parts(path) as write:
+        for part in parts:
+            write(part)
+    expected = pd.concat([parts[0], parts[2]], ignore_index=True)  # a part without rows adds nothing
+    pd.testing.assert_frame_equal(pd.read_parquet(path), expected)
+    read = list(tables.read_parts(path, rows=4))
+    assert sum(map(len, read)) == 13 and max(map(len, read)) <= 4
+    pd.testing.assert_frame_equal(pd.concat(read, ignore_index=True), expected)
+    x = pd.concat(tables.read_parts(path, columns=["x"], rows=100), ignore_index=True)
+    assert list(x.columns) == ["x"] and x["x"].tolist() == expected["x"].tolist()
+    assert [p.name for p in tmp_path.iterdir()] == ["c.parquet"]
+
+
+def test_parquet_parts_of_no_rows_keep_their_columns(tmp_path):
+    path = tmp_path / "c.parquet"
+    with tables.parquet_parts(path) as write:
+        write(_cells(0))
+    (part,) = tables.read_parts(path)
+    assert len(part) == 0 and list(part.columns) == ["cell_id", "x", "cell_type", "cell_outline"]
+
+
+def test_parquet_parts_failure_leaves_old_file_and_no_temp(tmp_path):
+    """A writer that raises midway leaves the old table as it was; writing nothing is an error."""
+    path = tmp_path / "c.parquet"
+    tables.write_table(_cells(3), path)
+    with pytest.raises(RuntimeError):
+        with tables.parquet_parts(path) as write:
+            write(_cells(4))
+            raise RuntimeError("killed")
+    with pytest.raises(ValueError, match="no part written"):
+        with tables.parquet_parts(path):
+            pass
+    pd.testing.assert_frame_equal(pd.read_parquet(path), _cells(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.parquet"]
+
+
+def test_table_attrs_read_without_rows(tmp_path):
+    path = tmp_path / "t.parquet"
+    table = _cells(3)
+    table.attrs = {"cxcr4score_chunk_error": "chunk 2: cannot decode"}
+    tables.write_table(table, path)
+    assert tables.table_attrs(path) == table.attrs
+    tables.write_table(_cells(3), path)
+    assert tables.table_attrs(path) == {}
+
+
+def test_write_gunzipped(tmp_path):
+    import gzip
+
+    data = bytes(range(256)) * 5000
+    (tmp_path / "a.gz").write_bytes(gzip.compress(data))
+    tables.write_gunzipped(tmp_path / "a.gz", tmp_path / "a")
+    assert (tmp_path / "a").read_bytes() == data
