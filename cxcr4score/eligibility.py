@@ -174,6 +174,21 @@ def variant_block_counts(measurements, classified, scored, *, config, alt_differ
     return pd.concat(parts, ignore_index=True)
 
 
+def combine_block_counts(parts):
+    """The block counts of a whole slide from those of parts of it (:func:`variant_block_counts`).
+
+    A block can hold cells of several parts; its counts are summed. Rows come in the order
+    :func:`variant_block_counts` gives them for the whole slide: nominal measures in
+    :data:`MEASURES` order, then the variants in :data:`VARIANTS` order, blocks ascending.
+    """
+    key = ["variant", "measure", "block_id"]
+    counts = pd.concat(parts, ignore_index=True).groupby(key, sort=False, as_index=False).sum()
+    variant_rank = counts["variant"].map({v: k for k, v in enumerate((NOMINAL, *VARIANTS))}).to_numpy()
+    measure_rank = counts["measure"].map({m: k for k, m in enumerate(MEASURES)}).to_numpy()
+    order = np.lexsort([counts["block_id"].to_numpy(), measure_rank, variant_rank])
+    return counts.iloc[order].reset_index(drop=True)
+
+
 def _count_rows(classes, blocks, *, variant, measure):
     counts = count_classes(classes, blocks).rename_axis("block_id").reset_index()
     counts.insert(0, "measure", measure)

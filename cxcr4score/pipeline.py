@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import celltype, eligibility, measure, outlines, qc, qc_metrics, roi, score, segment, stain_pattern, stains, tiling
+from . import (celltype, eligibility, measure, outlines, qc, qc_metrics, reading_order, roi, score, segment,
+               stain_pattern, stains, tiling)
 from . import grid as grid_module
 from .constants import COMPARTMENT_NAMES, SECTOR_COLUMNS
 from .errors import InputError
 from .slide_info import describe_slide, tissue_of
 from .slide_reader import inspect_slide, open_slide
+from .tables import PART_ROWS
 
 #: Columns of the per-cell table that DESIGN section 4 fixes, in order.
 CELL_COLUMNS = (
@@ -103,18 +105,6 @@ def _slide_centroid(local, area, offset):
     return (np.rint(local * area) + offset * area) / area
 
 
-def in_reading_order(measurements):
-    """A slide's cells sorted top to bottom, left to right, with ``cell_id`` 1..n in that order.
-
-    The chunks' own ids and order depend on how the slide was cut into chunks; this order and
-    these ids do not, so a slide measured in other chunks gives the same tables, byte for byte.
-    """
-    order = np.lexsort([measurements[c].to_numpy() for c in ("cell_area_um2", "nucleus_area_um2", "x", "y")])
-    ordered = measurements.iloc[order].reset_index(drop=True)
-    ordered["cell_id"] = np.arange(1, len(ordered) + 1, dtype=np.int64)
-    return ordered
-
-
 def measure_chunk(info, chunk, *, config):
     """Pixels to per-cell measurements for one chunk of a slide (no scoring thresholds).
 
@@ -133,8 +123,9 @@ def measure_chunk(info, chunk, *, config):
     Returns
     -------
     cells : pandas.DataFrame
-        One row per cell: identifiers, positions, areas, compartment DAB means (and SDs
-        and alternative-background twins), sector means, exposed fraction, ``block_id``,
+        One row per cell, in reading order (:func:`cxcr4score.reading_order.sort_cells`):
+        identifiers, positions, areas, compartment DAB means (and SDs and
+        alternative-background twins), sector means, exposed fraction, ``block_id``,
         ``in_roi``.
     hist : (2, 200, 800) ndarray of int64
         Joint hematoxylin x DAB histograms of the pixels of the region's cells and of its
@@ -149,8 +140,9 @@ def measure_chunk(info, chunk, *, config):
     with open_slide(info.path) as reader:
         parts = [_measure_tile(info, tile, reader, tables=tables, alt_dab=alt_dab, config=config)
                  for tile in info.tiles(chunk)]
-    # A chunk has at least one tile (tiling.group_tiles).
-    return pd.concat([cells for cells, _ in parts], ignore_index=True), np.sum([h for _, h in parts], axis=0)
+    # A chunk has at least one tile (tiling.group_tiles). Sorted, so that the merge reads it in parts.
+    return (reading_order.sort_cells(pd.concat([cells for cells, _ in parts], ignore_index=True)),
+            np.sum([h for _, h in parts], axis=0))
 
 
 def _measure_tile(info, box, reader, *, tables, alt_dab, config):
@@ -240,17 +232,16 @@ def empty_measurements():
 
 
 def merge_slide(info, measurements, hists, *, config):
-    """Apply thresholds: per-cell classes and types, block class counts per variant, QC, summary.
+    """Apply thresholds to a slide's cells held in memory (see :func:`merge_slide_parts`).
 
     Parameters
     ----------
     info : SlideInfo
         From :func:`cxcr4score.slide_info.describe_slide`.
     measurements : pandas.DataFrame
-        Concatenated outputs of :func:`measure_chunk` for the slide's chunks.
+        Concatenated outputs of :func:`measure_chunk` for the slide's chunks, in any order.
     hists : sequence of (2, 200, 800) ndarray
-        Pixel histograms of the chunks; the pixel H-score reads the tumour cells' with
-        ``tumour_cells: morphology``, the region's with ``all``.
+        Pixel histograms of the chunks.
     config : dict
 
     Returns
@@ -258,28 +249,77 @@ def merge_slide(info, measurements, hists, *, config):
     cells : pandas.DataFrame
         The per-cell table of DESIGN section 4 (contract columns first).
     blocks : pandas.DataFrame
+    summary : dict
+        As :func:`merge_slide_parts`.
+    """
+    parts = []
+    blocks, summary = merge_slide_parts(info, [reading_order.SortedFrame(reading_order.sort_cells(measurements))],
+                                        hists, config=config, write_cells=parts.append)
+    return pd.concat(parts, ignore_index=True), blocks, summary
+
+
+def merge_slide_parts(info, tables, hists, *, config, write_cells):
+    """Apply thresholds: per-cell classes and types, block class counts per variant, QC, summary.
+
+    The chunks are read part by part and merged in reading order
+    (:func:`cxcr4score.reading_order.merge_sorted`), and the cells go out in parts of
+    ``PART_ROWS``, so that a slide of millions of cells is never held at once: classes, types
+    and block counts are per cell, and the slide's statistics come from a few narrow columns
+    kept for every cell.
+
+    Parameters
+    ----------
+    info : SlideInfo
+        From :func:`cxcr4score.slide_info.describe_slide`.
+    tables : sequence
+        The slide's chunk tables (:func:`measure_chunk`, sorted) as sources for
+        :func:`cxcr4score.reading_order.merge_sorted`: ``first_y`` and ``parts(columns=None)``.
+        A slide whose sampled tiles held no nucleus (``info.typing_reference`` None) reads their
+        nucleus columns first, for the reference of all its nuclei.
+    hists : iterable of (2, 200, 800) ndarray
+        Pixel histograms of the chunks; the pixel H-score reads the tumour cells' with
+        ``tumour_cells: morphology``, the region's with ``all``.
+    config : dict
+    write_cells : callable
+        Called with each part of the per-cell table of DESIGN section 4 (contract columns
+        first), in reading order with ``cell_id`` 1..n: ``PART_ROWS`` cells a part, the last
+        part the rest; one part without rows for a slide without cells.
+
+    Returns
+    -------
+    blocks : pandas.DataFrame
         Long table ``slide_id, variant, measure, block_id, n0..n3`` of scored cells.
     summary : dict
         The slide's row for :mod:`cxcr4score.eligibility` (the pixel histogram in
         ``summary["pixel_hist"]`` as nested lists).
     """
-    measurements = in_reading_order(measurements)
-    classified = score.classify_cells(measurements, config)
-    classified["cell_type"] = celltype.classify_cell_types(measurements, reference=info.typing_reference)
-    in_region = classified["in_roi"].to_numpy(bool)
-    scored, immune = celltype.scored_cells(classified["cell_type"].to_numpy(), in_region,
-                                           tumour_cells=config["tumour_cells"])
-    classified["scored"] = scored
-    classified["pattern"] = score.staining_pattern(measurements, threshold=config["thresholds"][0],
-                                                   exposed_max=config["membrane_exposed_max"])
+    reference = info.typing_reference
+    if reference is None:  # the reference of the whole slide's nuclei, as a chunk's would be of its own
+        columns = ("nucleus_area_um2", "hematoxylin_nucleus")
+        nuclei = [p for t in tables for p in t.parts(columns)]
+        reference = celltype.darkness_reference(*(np.concatenate([p[c].to_numpy(float) for p in nuclei] + [[]])
+                                                  for c in columns))
     alt_differs = info.i0_source != "default" or info.stain_source == "estimated"
-    blocks = eligibility.variant_block_counts(measurements, classified, scored, config=config, alt_differs=alt_differs,
-                                              typing_scored=_typing_variants(measurements, in_region, config,
-                                                                             info.typing_reference))
+    block_parts, slide_columns, n_cells = [], [], 0
+
+    def merge_part(measurements):
+        cells, blocks, kept = _merge_cells(measurements, config=config, reference=reference, alt_differs=alt_differs)
+        write_cells(cells)
+        block_parts.append(blocks)
+        slide_columns.append(kept)
+
+    for part in reading_order.merge_sorted(tables, size=PART_ROWS):
+        # ids 1..n in reading order: the chunks' own depend on how the slide was cut into chunks
+        part["cell_id"] = np.arange(n_cells + 1, n_cells + 1 + len(part), dtype=np.int64)
+        n_cells += len(part)
+        merge_part(part)
+    if not n_cells:
+        merge_part(empty_measurements())
+    blocks = eligibility.combine_block_counts(block_parts)
     blocks.insert(0, "slide_id", info.slide_id)
-    extra = [c for c in classified.columns if c not in CELL_COLUMNS and c not in SECTOR_COLUMNS]
-    cells = classified[list(CELL_COLUMNS) + extra]
-    hist = measure.slide_histogram(hists, config["pixel_hematoxylin_min"],
+    classified = pd.concat(slide_columns, ignore_index=True)
+    in_region, scored, immune = (classified[c].to_numpy(bool) for c in ("in_roi", "scored", "immune"))
+    hist = measure.slide_histogram([sum(hists, measure.empty_histogram())], config["pixel_hematoxylin_min"],
                                    tumour_only=config["tumour_cells"] == "morphology")
     qc_status, qc_messages, metrics = _slide_qc(info, classified, in_region, scored, config)
     immune_classes = classified["class"].to_numpy()[immune]
@@ -292,7 +332,7 @@ def merge_slide(info, measurements, hists, *, config):
         "i0_source": info.i0_source,
         "has_roi": bool(info.roi),
         "tumour_source": celltype.tumour_source(has_roi=bool(info.roi), tumour_cells=config["tumour_cells"]),
-        "n_cells_detected": int(len(cells)),
+        "n_cells_detected": int(n_cells),
         # CXCR4 on lymphocytes, reported apart from the tumour score
         "n_immune_cells": int(immune.sum()),
         "pct_immune_positive": float(100 * np.mean(immune_classes >= 1)) if immune.any() else float("nan"),
@@ -303,7 +343,32 @@ def merge_slide(info, measurements, hists, *, config):
         "stain_dab_fraction": "" if info.stain_dab_fraction is None else info.stain_dab_fraction,
         "stain_notes": info.stain_notes,
     }
-    return cells, blocks, summary
+    return blocks, summary
+
+
+#: The per-cell columns :func:`merge_slide_parts` keeps for every cell of a slide, for its
+#: statistics (pattern shares, immune cells, QC metrics).
+_SLIDE_COLUMNS = ("class", "scored", "immune", "in_roi", "pattern", "cell_type", "dab_cell")
+
+
+def _merge_cells(measurements, *, config, reference, alt_differs):
+    """:func:`merge_slide_parts` of some of a slide's cells: their rows of the cells table, their
+    block counts and the columns of :data:`_SLIDE_COLUMNS`."""
+    classified = score.classify_cells(measurements, config)
+    classified["cell_type"] = celltype.classify_cell_types(measurements, reference=reference)
+    in_region = classified["in_roi"].to_numpy(bool)
+    scored, immune = celltype.scored_cells(classified["cell_type"].to_numpy(), in_region,
+                                           tumour_cells=config["tumour_cells"])
+    classified["scored"] = scored
+    classified["pattern"] = score.staining_pattern(measurements, threshold=config["thresholds"][0],
+                                                   exposed_max=config["membrane_exposed_max"])
+    blocks = eligibility.variant_block_counts(measurements, classified, scored, config=config, alt_differs=alt_differs,
+                                              typing_scored=_typing_variants(measurements, in_region, config,
+                                                                             reference))
+    extra = [c for c in classified.columns if c not in CELL_COLUMNS and c not in SECTOR_COLUMNS]
+    # A copy: a selection of columns is a view that would keep every column of the part alive.
+    kept = classified[[c for c in _SLIDE_COLUMNS if c != "immune"]].assign(immune=immune).copy()
+    return classified[list(CELL_COLUMNS) + extra], blocks, kept
 
 
 def _typing_variants(measurements, in_region, config, reference):
@@ -350,8 +415,20 @@ def _slide_qc(info, classified, in_region, scored, config):
     return qc_metrics.worst_status(qc_status, metric_status), qc_messages + metric_messages, metrics
 
 
-def qc_slide(info, cells, *, config):
-    """The QC picture of a slide (see :func:`cxcr4score.qc.qc_picture`)."""
+def qc_slide(info, cells, *, config, outline_parts=None):
+    """The QC picture of a slide (see :func:`cxcr4score.qc.qc_picture`).
+
+    Parameters
+    ----------
+    info : SlideInfo
+    cells : pandas.DataFrame
+        The slide's cells table (``x``, ``y``, ``scored``, ``class``; and the outline columns
+        when ``outline_parts`` is None).
+    config : dict
+    outline_parts : iterable of pandas.DataFrame, optional
+        The outline columns of the same cells in the same order, part after part (a large
+        slide's table read a part at a time): only the outlines in the crop are kept.
+    """
     title = f"{info.slide_id}  QC {info.qc_status}"
     if info.qc_message:
         title += f": {info.qc_message}"
@@ -369,10 +446,8 @@ def qc_slide(info, cells, *, config):
         overview, overview_mpp = grid_module.read_overview(reader, grid)
         crop = grid_module.read_box(reader, grid, crop_box)
     inside = qc.in_box(x, y, (top, left), crop.shape)
-    cell_outlines, nucleus_outlines = (
-        [np.reshape(o, (-1, 2)) / f - 0.5 if keep else _NO_OUTLINE for o, keep in zip(cells[c], inside)]
-        for c in OUTLINE_COLUMNS
-    )
+    cell_outlines, nucleus_outlines = _outlines_inside(
+        [cells[list(OUTLINE_COLUMNS)]] if outline_parts is None else outline_parts, inside, f)
     overview_box = (0, 0, *overview.shape[:2])
     return qc.qc_picture(
         overview, overview_scale=overview_mpp / grid.mpp, crop=crop, crop_origin=(top, left),
@@ -382,6 +457,18 @@ def qc_slide(info, cells, *, config):
         roi_mask=_roi_mask(info, overview_box, overview_mpp / grid.native_mpp, config["roi_classes"]),
         title=title,
     )
+
+
+def _outlines_inside(parts, inside, to_level0):
+    """The cell and nucleus outlines (analysis px, (k, 2)) of the cells marked ``inside``, an
+    empty one for every other cell; ``parts`` hold the outline columns of all the cells in order."""
+    outlines, start = ([], []), 0
+    for part in parts:
+        keep = inside[start:start + len(part)]
+        start += len(part)
+        for column, kept in zip(OUTLINE_COLUMNS, outlines):
+            kept.extend(np.reshape(o, (-1, 2)) / to_level0 - 0.5 if k else _NO_OUTLINE for o, k in zip(part[column], keep))
+    return outlines
 
 
 def score_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", config, on_chunk=None):

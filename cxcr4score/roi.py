@@ -7,7 +7,6 @@ right, y down, the pixel ``(row i, column j)`` covering ``[j, j + 1) x [i, i + 1
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
@@ -19,7 +18,7 @@ import orjson
 import pandas as pd
 
 from .errors import InputError
-from .tables import GZIP_LEVEL, write_bytes, write_geojson
+from .tables import write_geojson, write_gunzipped
 
 __all__ = ["Polygon", "cells_to_geojson", "read_points", "read_roi", "roi_mask", "write_cells_geojson"]
 
@@ -375,14 +374,16 @@ def _cell_features(cells: pd.DataFrame, slide_id: str):
         yield feature
 
 
-def write_cells_geojson(cells: pd.DataFrame, path: str | os.PathLike, *, slide_id: str = "",
+def write_cells_geojson(cells, path: str | os.PathLike, *, slide_id: str = "",
                         compress_above: int | None = None) -> Path:
     """Write the cells for QuPath: gzip-compressed always, and plain unless the slide has many.
 
     Parameters
     ----------
-    cells : DataFrame
-        As for :func:`cells_to_geojson`.
+    cells : DataFrame or iterable of DataFrame
+        As for :func:`cells_to_geojson`; or the parts of such a table in order (e.g.
+        :func:`cxcr4score.tables.read_parts`), written one after another so that a slide of
+        millions of cells is never held at once.
     path : str or path-like
         The plain file, ``{slide_id}.geojson``. It and ``path`` + ``.gz`` are always written
         (both are the workflow's outputs, so Snakemake tracks both); QuPath >= 0.4 imports
@@ -405,26 +406,34 @@ def write_cells_geojson(cells: pd.DataFrame, path: str | os.PathLike, *, slide_i
     so that a pathologist who imports it into QuPath sees where the cells are, not an empty
     slide. Its top-level member ``cxcr4score`` says the same for a script: ``cells_file``
     (the name of the compressed file), ``n_cells`` and ``note``. Both files are written
-    atomically; the compressed one holds the same bytes as a plain file would.
+    atomically; the plain one holds the bytes the compressed one decompresses to.
     """
     path = Path(path)
     packed = path.with_name(path.name + ".gz")
-    n = len(cells)
+    parts = [cells] if isinstance(cells, pd.DataFrame) else cells
+    extents = []  # per part: x min, x max, y min, y max
+    n = write_geojson(_features_of_parts(parts, slide_id, extents), packed)
     if compress_above is None or n <= compress_above:
-        write_geojson(_cell_features(cells, slide_id), path)
-        # mtime 0 and no file name in the header: the same cells give the same bytes
-        write_bytes(gzip.compress(path.read_bytes(), compresslevel=GZIP_LEVEL, mtime=0), packed)
+        write_gunzipped(packed, path)
         return path
-    write_geojson(_cell_features(cells, slide_id), packed)
     text = (f"{n:,} cells, more than geojson_compress_above ({compress_above:,}): they are in {packed.name} "
             f"(QuPath 0.4 or later: File > Import objects, or drag it onto the image); this file holds only this note")
-    x, y = (float(np.nanmin(cells[c]) + np.nanmax(cells[c])) / 2 for c in ("x", "y"))
+    low, high = np.nanmin(extents, axis=0), np.nanmax(extents, axis=0)
+    x, y = (float(low[k] + high[k + 1]) / 2 for k in (0, 2))
     note = {"type": "Feature", "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"cxcr4score:{slide_id}:note")),
             "geometry": {"type": "Point", "coordinates": [round(x, 2), round(y, 2)]},
             "properties": {"objectType": "annotation", "name": f"{n:,} cells are in {packed.name}: import that file",
                            "isLocked": True}}
     write_geojson([note], path, members={"cxcr4score": {"cells_file": packed.name, "n_cells": n, "note": text}})
     return packed
+
+
+def _features_of_parts(parts, slide_id, extents):
+    """The features of every part in turn; each part's x and y range appended to ``extents``."""
+    for part in parts:
+        if len(part):
+            extents.append([np.nanmin(part["x"]), np.nanmax(part["x"]), np.nanmin(part["y"]), np.nanmax(part["y"])])
+        yield from _cell_features(part, slide_id)
 
 
 def _closed_rings(flats) -> list:

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from scipy.spatial import cKDTree
 
-from cxcr4score import config, eligibility, grid, pipeline, segment, stains, synthetic, tiling
+from cxcr4score import config, eligibility, grid, pipeline, reading_order, segment, stains, synthetic, tiling
 from cxcr4score.slide_reader import open_slide
 from cxcr4score.bench import accuracy as bench
 
@@ -242,3 +242,88 @@ def test_internal_control_fires_when_the_stain_is_off(tmp_path, lymphocytes_stai
     assert "nominal call not_eligible" in calls["reason"].item() or calls["call"].item() == "not_eligible"
     assert calls["call"].item() == "not_eligible" if not lymphocytes_stained else calls["call"].item() != "eligible"
     assert ("internal control negative" in calls["review_reasons"].item()) is not lymphocytes_stained
+
+
+@pytest.fixture(scope="module")
+def nine_tiles(tmp_path_factory):
+    """A generated image cut into 9 tiles in chunks of 4, 4 and 1: its info and measured chunks."""
+    tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(350.0, 350.0), positive_fraction=0.5), seed=24)
+    path = tmp_path_factory.mktemp("nine") / "t.tif"
+    synthetic.write_tile(tile, path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tiling, "TILE_MPIX", 0.0625)
+        settings = {**CONFIG, "chunk_mpix": 0.25}
+        info, cells, blocks, summary = pipeline.score_slide(path, slide_id="N", config=settings)
+    chunks = [pipeline.measure_chunk(info, chunk, config=settings) for chunk in info.chunks]
+    assert [len(tiles) for tiles in info.chunk_tiles] == [4, 4, 1]
+    return info, chunks, (cells, blocks, summary)
+
+
+def test_merge_by_parts_equals_the_merge_in_memory(nine_tiles, tmp_path, monkeypatch):
+    """A slide merged from its sorted chunks part by part and written in parts of PART_ROWS
+    cells (as the workflow merges a slide of millions of cells) gives the table, block counts
+    and summary of the merge of all its cells at once (score_slide), bit for bit."""
+    info, chunks, (cells, blocks, summary) = nine_tiles
+    monkeypatch.setattr(pipeline, "PART_ROWS", 37)
+    parts = []
+    part_blocks, part_summary = pipeline.merge_slide_parts(info, [reading_order.SortedFrame(c) for c, _ in chunks],
+                                                           (h for _, h in chunks), config=CONFIG,
+                                                           write_cells=parts.append)
+    assert len(parts) > len(info.tile_boxes) and {len(p) for p in parts[:-1]} == {37} and len(parts[-1]) <= 37
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), cells, check_exact=True)
+    pd.testing.assert_frame_equal(part_blocks, blocks, check_exact=True)
+    assert json.dumps(part_summary) == json.dumps(summary)
+
+
+def test_merge_files_writes_what_the_merge_in_memory_gives(nine_tiles, tmp_path):
+    """The merge_slide job's files (stages.merge_files, chunk tables read from disk one at a
+    time) hold the in-memory merge's cells, block counts and summary."""
+    from cxcr4score import stages
+
+    info, chunks, (cells, blocks, summary) = nine_tiles
+    tables, hists = [], []
+    for k, (table, hist) in enumerate(chunks):
+        tables.append(tmp_path / f"{k}.parquet")
+        hists.append(tmp_path / f"{k}.hist.npy")
+        stages.write_measurements(table, hist, table_path=tables[-1], hist_path=hists[-1])
+    out = {name: tmp_path / "out" / name for name in ("cells.parquet", "blocks.parquet", "summary.json")}
+    _, n_cells = stages.merge_files(info, tables, hists, config=CONFIG, on_bad_slide="stop",
+                                    cells_path=out["cells.parquet"], blocks_path=out["blocks.parquet"],
+                                    summary_path=out["summary.json"])
+    assert n_cells == len(cells)
+    pd.testing.assert_frame_equal(pd.read_parquet(out["cells.parquet"]), cells, check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(out["blocks.parquet"]), blocks.reset_index(drop=True), check_exact=True)
+    assert json.loads(out["summary.json"].read_text())["pixel_hist"] == summary["pixel_hist"]
+
+
+def test_merge_without_a_slide_reference_types_by_all_the_slides_nuclei(nine_tiles, monkeypatch):
+    """A slide whose sampled tiles held no nucleus (typing_reference None) types its cells by
+    the darkness reference of all its nuclei, whether merged at once or by parts."""
+    import dataclasses
+
+    from cxcr4score import celltype
+
+    info, chunks, _ = nine_tiles
+    info = dataclasses.replace(info, typing_reference=None)
+    every = pd.concat([c for c, _ in chunks], ignore_index=True)
+    reference = celltype.darkness_reference(every["nucleus_area_um2"], every["hematoxylin_nucleus"])
+    monkeypatch.setattr(pipeline, "PART_ROWS", 37)
+    parts = []
+    pipeline.merge_slide_parts(info, [reading_order.SortedFrame(c) for c, _ in chunks], [h for _, h in chunks],
+                               config=CONFIG, write_cells=parts.append)
+    merged = pd.concat(parts, ignore_index=True)
+    expected = celltype.classify_cell_types(reading_order.sort_cells(every), reference=reference)
+    assert merged["cell_type"].tolist() == list(expected)
+
+
+def test_qc_picture_from_outlines_read_in_parts(nine_tiles):
+    """The QC picture drawn from every cell's position and class, with the outlines read part
+    by part (as qc_slide reads a large slide's table), is the picture of the whole table."""
+    info, _, (cells, _, _) = nine_tiles
+    whole = pipeline.qc_slide(info, cells, config=CONFIG)
+    outlines = cells[list(pipeline.OUTLINE_COLUMNS)]
+    parts = [outlines.iloc[k:k + 50] for k in range(0, len(cells), 50)]
+    light = cells[["x", "y", "scored", "class"]]
+    np.testing.assert_array_equal(pipeline.qc_slide(info, light, config=CONFIG, outline_parts=iter(parts)), whole)
+    with pytest.raises(KeyError):  # without outline_parts the table must hold the outlines
+        pipeline.qc_slide(info, light, config=CONFIG)

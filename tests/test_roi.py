@@ -338,3 +338,18 @@ def test_compressed_cells_are_qupath_cells(tmp_path):
         assert feature["properties"]["objectType"] == "cell"
         assert feature["properties"]["classification"]["name"] == ("Negative", "1+", "2+", "3+")[i % 4]
         assert feature["properties"]["measurements"] == {"dab_membrane": pytest.approx(0.1 + 0.15 * i)}
+
+
+@pytest.mark.parametrize("compress_above", [None, 4])
+def test_cells_written_part_by_part_give_the_same_files(tmp_path, compress_above):
+    """A cells table given in parts (as a slide of millions is read) writes the same two files,
+    byte for byte, as the table given whole, the note's centre included."""
+    from cxcr4score.roi import write_cells_geojson
+
+    cells = _outlined_cells(7)
+    whole, split = tmp_path / "whole" / "S.geojson", tmp_path / "split" / "S.geojson"
+    write_cells_geojson(cells, whole, slide_id="S", compress_above=compress_above)
+    parts = iter([cells.iloc[:3], cells.iloc[3:3], cells.iloc[3:]])  # an empty part too; read once
+    write_cells_geojson(parts, split, slide_id="S", compress_above=compress_above)
+    for name in ("S.geojson", "S.geojson.gz"):
+        assert (split.parent / name).read_bytes() == (whole.parent / name).read_bytes()

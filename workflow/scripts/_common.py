@@ -68,9 +68,13 @@ def staged(outputs):
     """
     folder = f".staged-{os.getpid()}"
     paths = {str(p): os.path.join(os.path.dirname(str(p)), folder, os.path.basename(str(p))) for p in outputs}
-    yield paths
-    for path, stand_in in paths.items():
-        os.replace(stand_in, path)
-    for stand_in in paths.values():
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.dirname(stand_in))
+    try:
+        yield paths
+        for path, stand_in in paths.items():
+            os.replace(stand_in, path)
+    finally:  # a failed job leaves no hidden folder behind
+        for stand_in in paths.values():
+            with contextlib.suppress(OSError):
+                os.remove(stand_in)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(stand_in))

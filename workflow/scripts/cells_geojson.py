@@ -6,13 +6,10 @@ from _common import staged, start
 
 log = start(snakemake)  # noqa: F821
 
-import pandas as pd  # noqa: E402
-
-from cxcr4score import roi  # noqa: E402
+from cxcr4score import stages  # noqa: E402
 
 output, slide_id = snakemake.output, snakemake.wildcards.slide  # noqa: F821
 with staged(output) as path:  # both files appear at the end, or neither
-    qupath_file = roi.write_cells_geojson(pd.read_parquet(snakemake.input.cells), path[output.geojson],  # noqa: F821
-                                          slide_id=slide_id,
-                                          compress_above=snakemake.params.geojson_compress_above)  # noqa: F821
+    qupath_file = stages.geojson_from_table(snakemake.input.cells, path[output.geojson], slide_id=slide_id,  # noqa: F821
+                                            compress_above=snakemake.params.geojson_compress_above)  # noqa: F821
 log.info("%s: cells for QuPath in %s", slide_id, Path(qupath_file).name)

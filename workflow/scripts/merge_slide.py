@@ -9,17 +9,16 @@ from cxcr4score.errors import InputError  # noqa: E402
 from cxcr4score.slide_info import SlideInfo  # noqa: E402
 
 info = SlideInfo.from_json(read_json(snakemake.input.info))  # noqa: F821
-tables, hists = stages.read_measurements(snakemake.input.tables, snakemake.input.hists)  # noqa: F821
-try:
-    info, cells, blocks, summary = stages.merge(info, tables, hists,
-                                                config=rule_config(snakemake.params.class_config),  # noqa: F821
-                                                on_bad_slide=snakemake.params.on_bad_slide)  # noqa: F821
-except InputError as err:
-    fail(str(err))
-if info.qc_status == "failed":
-    log.error("%s: %s", info.slide_id, info.qc_message)
-log.info("%s: %d cells", info.slide_id, len(cells))
 output = snakemake.output  # noqa: F821
 with staged(output) as path:  # all outputs appear at the end, or none
-    stages.write_slide_results(cells, blocks, summary, cells_path=path[output.cells], blocks_path=path[output.blocks],
-                               summary_path=path[output.summary])
+    try:
+        info, n_cells = stages.merge_files(info, snakemake.input.tables, snakemake.input.hists,  # noqa: F821
+                                           config=rule_config(snakemake.params.class_config),  # noqa: F821
+                                           on_bad_slide=snakemake.params.on_bad_slide,  # noqa: F821
+                                           cells_path=path[output.cells], blocks_path=path[output.blocks],
+                                           summary_path=path[output.summary])
+    except InputError as err:
+        fail(str(err))
+if info.qc_status == "failed":
+    log.error("%s: %s", info.slide_id, info.qc_message)
+log.info("%s: %d cells", info.slide_id, n_cells)
