@@ -57,8 +57,9 @@ def get_arg_parser():
                                 "[%(default)s, HER2 ASCO/CAP]")
     calibrate.add_argument("--json", type=Path, metavar="FILE", help="also write the record as JSON")
 
-    bench = commands.add_parser("bench", help="speed, accuracy, concordance, real-image and whole-slide benchmarks")
-    bench.add_argument("kind", choices=("speed", "accuracy", "concordance", "real", "slide"))
+    bench = commands.add_parser("bench", help="speed, accuracy, concordance, real-image, whole-slide and merge-memory "
+                                              "benchmarks")
+    bench.add_argument("kind", choices=("speed", "accuracy", "concordance", "real", "slide", "merge"))
     bench.add_argument("--size", type=int, metavar="PIXELS",
                        help="tile side [speed 4096; accuracy 1024, at 0.5 um/px]; "
                             "slide: level-0 side of the generated slide [32768, at 0.25 um/px]")
@@ -83,8 +84,11 @@ def get_arg_parser():
     bench.add_argument("--config", type=Path, metavar="YAML", help="real: configuration overrides")
     bench.add_argument("--out", type=Path, metavar="DIR", help="real: write QC pictures and matched points here")
     bench.add_argument("--workdir", type=Path, metavar="DIR",
-                       help="slide: cache of the generated slide and the workflow's temporary folder "
+                       help="slide: cache of the generated slide and the workflow's temporary folder; "
+                            "merge: also the kept workflow run and the dense chunk set "
                             "[~/.cache/cxcr4score/bench_slide]")
+    bench.add_argument("--cells", type=int, default=2_000_000, metavar="N",
+                       help="merge: cells of the dense slide whose merge, GeoJSON and QC are measured [%(default)s]")
     bench.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     return parser
 

@@ -1,4 +1,4 @@
-"""Benchmarks: ``cxcr4score bench speed|accuracy|concordance|real|slide`` (one module per kind)."""
+"""Benchmarks: ``cxcr4score bench speed|accuracy|concordance|real|slide|merge`` (one module per kind)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from .. import config as cx_config
 from .. import synthetic_cohort
 from . import accuracy as accuracy_bench
 from . import concordance as concordance_bench
+from . import merge as merge_bench
 from . import real as real_bench
 from . import slide as slide_bench
 from . import speed as speed_bench
@@ -31,6 +32,13 @@ def main(args):
             print(f"cxcr4score bench slide: {err}", file=sys.stderr)
             return 2
         print(slide_bench.format_report(result))
+    elif args.kind == "merge":
+        try:
+            result = merge_bench.merge_bench(cells=args.cells, workdir=args.workdir)
+        except (speed_bench.NeedsSourceCheckout, merge_bench.StageFailed) as err:
+            print(f"cxcr4score bench merge: {err}", file=sys.stderr)
+            return 2
+        print(merge_bench.format_report(result))
     elif args.kind == "concordance":
         result = concordance_bench.run(args.truth, args.results)
         print(concordance_bench.format_report(result))
