@@ -47,7 +47,8 @@ class SlideInfo:
     shape : list of int
         Rows and columns of the analysis grid.
     overview_mpp : float
-        Pixel size of the overview the tissue mask, I0 and stains come from.
+        Pixel size of the overview the tissue mask and I0 come from, and the stain directions
+        up to ``STAIN_OVERVIEW_MAX_MPP`` (else tissue tiles at the analysis pixel size).
     tissue_mm2 : float
     i0 : list of float
         Background intensity per channel.
@@ -59,7 +60,7 @@ class SlideInfo:
         Hematoxylin and DAB directions as text (slides.csv).
     stain_source, stain_notes : str
     stain_dab_fraction : float
-        Share of stained pixels that are DAB-like.
+        Share of the stained pixels the directions were estimated on that are DAB-like.
     nucleus_baseline : float
         Level of the nucleus signal between nuclei (:func:`cxcr4score.segment.signal_baseline`);
         nuclei are thresholded at this plus config ``nuclei.threshold``.
@@ -199,17 +200,30 @@ def _mask_on_box(mask, box, overview_scale):
     return mask[np.ix_(rows, cols)]
 
 
+#: Stain directions are estimated on the overview up to this pixel size (um): a pixel then
+#: is a fraction of a nucleus, and the overview holds all the tissue. A coarser overview (a
+#: whole slide's, 4-20 um/px) mixes hematoxylin and DAB in one pixel, and Macenko's extremes
+#: move towards each other (docs/method.md section 4).
+STAIN_OVERVIEW_MAX_MPP = 1.0
+#: Else the directions come from up to this many tissue tiles of ``qc_metrics.FOCUS_TILE_PX``
+#: (128 um) spread over the tissue: 4 Mpix at the analysis pixel size.
+STAIN_TILES = 64
+
+
 def _vector_text(vectors):
     return ";".join(",".join(f"{v:.5f}" for v in row) for row in vectors)
 
 
-def _stain_estimate(overview, mask, i0, config):
-    """The slide's stain matrix: estimated directions where trustworthy, else the default."""
+def _stain_estimate(images, masks, i0, config):
+    """The slide's stain matrix from the tissue pixels of ``images`` (an overview that resolves
+    the stains, or tissue tiles at the analysis pixel size): estimated directions where
+    trustworthy, else the default."""
     settings, reference = config["stain_estimation"], config["stains"]
     if not settings["enabled"]:
         matrix = stains.stain_matrix(reference["hematoxylin"], reference["dab"])
         return stain_estimation.StainEstimate(matrix, "default")
-    od = stain_estimation.stained_od(overview, mask, i0, od_floor=settings["od_floor"])
+    od = np.concatenate([stain_estimation.stained_od(image, mask, i0, od_floor=settings["od_floor"])
+                         for image, mask in zip(images, masks)] + [np.empty((0, 3))])
     try:
         return stain_estimation.estimate_stains(
             od, hematoxylin=reference["hematoxylin"], dab=reference["dab"], max_angle_deg=settings["max_angle_deg"],
@@ -269,6 +283,9 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
         mask = tissue_of(overview, overview_mpp, config)
         focus_boxes = qc_metrics.focus_tiles(mask, overview_scale=overview_mpp / grid.mpp, shape=grid.shape)
         focus_tiles = [grid_module.read_box(reader, grid, b) for b in focus_boxes]
+        stain_boxes = [] if overview_mpp <= STAIN_OVERVIEW_MAX_MPP else qc_metrics.focus_tiles(
+            mask, overview_scale=overview_mpp / grid.mpp, shape=grid.shape, max_tiles=STAIN_TILES)
+        stain_tiles = [grid_module.read_box(reader, grid, b) for b in stain_boxes]
     background = stains.measure_background(
         overview, _glass(mask, overview_mpp),
         default_i0=config["default_i0"], min_glass_fraction=config["tissue"]["min_glass_fraction"],
@@ -284,7 +301,13 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
     core_px = tiling.core_px(config["chunk_mpix"])
     slide_tiles = tiling.plan_tiles(grid.shape, halo_px=halo_px, core_px=core_px, tissue=mask if tissue_mm2 else None)
     chunk_tiles = tiling.group_tiles(len(slide_tiles), core_px=core_px, chunk_mpix=config["chunk_mpix"])
-    estimate = _stain_estimate(overview, mask, background.i0, config)
+    # Stains are unmixed on the overview where it resolves them, else on tissue tiles at the
+    # analysis pixel size (their tissue pixels only).
+    if stain_boxes:
+        estimate = _stain_estimate(stain_tiles, [_mask_on_box(mask, box, overview_mpp / grid.mpp)
+                                                 for box in stain_boxes], background.i0, config)
+    else:
+        estimate = _stain_estimate([overview], [mask], background.i0, config)
     tables = stains.concentration_tables(background.i0, estimate.matrix)
     # Nuclei are resolved only at the analysis pixel size: a small image's overview, which is
     # then the whole analysis image (its every nucleus: the typing reference is then the

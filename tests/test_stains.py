@@ -149,3 +149,30 @@ def test_eosin_like_second_stain_becomes_the_third_vector():
     inverse = np.linalg.inv(estimate.matrix)
     for pixel in (eosin, 0.5 * eosin + 0.4 * stains.stain_matrix()[stains.HEMATOXYLIN]):
         assert abs((pixel @ inverse)[stains.DAB]) < 0.05
+
+
+def test_a_whole_slide_estimates_its_stains_at_the_analysis_pixel_size(tmp_path, monkeypatch):
+    """Reference: the generator's true vectors (8 deg from QuPath's). A slide whose overview is
+    coarse (here 4 um/px: the overview capped at 128 px for a 1024 px slide, as a 40x slide's
+    2048 px overview is) estimates them on tissue tiles at 0.5 um/px, not on the overview,
+    where hematoxylin and DAB mix in one pixel and the DAB direction is pulled off."""
+    import functools
+
+    from cxcr4score import grid, slide_info
+
+    tile = synthetic.generate_tile(synthetic.TileSpec(size_um=(512.0, 512.0), stain_angle_deg=8.0,
+                                                      positive_fraction=0.6, glass_fraction=0.0), seed=5)
+    path = tmp_path / "slide.tif"
+    synthetic.write_tile(tile, path)
+    monkeypatch.setattr(slide_info.grid_module, "read_overview", functools.partial(grid.read_overview, max_px=128))
+    info = slide_info.describe_slide(path, slide_id="S", config=CONFIG)
+    assert info.overview_mpp == pytest.approx(4.0) and info.stain_source == "estimated"
+    on_tiles = np.asarray(info.stain_matrix)
+    with slide_info.open_slide(path) as reader:
+        overview, mpp = grid.read_overview(reader, info.grid, max_px=128)
+    on_overview = _estimate(overview, slide_info.tissue_of(overview, mpp, CONFIG), info.i0).matrix
+    truth_dab = tile.stain_vectors[stains.DAB]
+    assert stain_estimation.angle_deg(on_tiles[stains.DAB], truth_dab) < 3.0
+    assert stain_estimation.angle_deg(on_tiles[stains.DAB], truth_dab) < stain_estimation.angle_deg(
+        on_overview[stains.DAB], truth_dab)
+    assert stain_estimation.angle_deg(on_tiles[stains.HEMATOXYLIN], tile.stain_vectors[stains.HEMATOXYLIN]) < 3.0
