@@ -28,12 +28,13 @@ Per slide (the workflow's rules call these through ``pipeline``)
     qc_metrics      slide QC metrics and their levels
     pipeline        the per-slide stages: validate, measure a chunk, merge, QC picture
     stages          what a workflow job does per stage, bad input included, and its files
+    reading_order   a slide's cells in reading order, merged part by part from sorted chunks
     job_batches     which small images the workflow scores several per job
 Per patient and outputs
     eligibility     sensitivity variants, per-slide scores, the per-patient call and reasons
     listed_criteria HER2 status and ECOG against the listed protocol criteria (not eligibility)
     qc, report      QC pictures; the HTML report
-    tables          atomic table and YAML writing
+    tables          atomic writing of tables, YAML, JSON and GeoJSON; tables part by part
 Calibration
     calibration     thresholds fitted to a pathologist's scores, cross-validated
     calibration_record  the record a config references to be calibrated; its checks
@@ -44,7 +45,7 @@ Shared
     runtime         threads, memory reuse, compiling kernels before parallel jobs
 Tools
     synthetic, synthetic_cohort   generated tiles with per-cell truth (self-consistency only)
-    bench           ``cxcr4score bench speed | accuracy | concordance | real | slide``
+    bench           ``cxcr4score bench speed | accuracy | concordance | real | slide | merge``
     cli             the ``cxcr4score`` command
 """
 

@@ -111,7 +111,7 @@ def run_score(args):
     from . import pipeline, qc, runtime
     from .errors import InputError
     from .sheets import image_stem, sanitise_id
-    from .tables import write_table, write_yaml
+    from .tables import PART_ROWS, write_table, write_yaml
 
     runtime.keep_freed_memory()
     config = cx_config.from_file(args.config)
@@ -142,7 +142,7 @@ def run_score(args):
                 print(f"error: {err}", file=sys.stderr)
                 failed += 1
                 continue
-        write_table(cells, out / "cells" / f"{slide_id}.parquet")
+        write_table(cells, out / "cells" / f"{slide_id}.parquet", part_rows=PART_ROWS)  # as the workflow writes it
         qc.write_png(pipeline.qc_slide(info, cells, config=config), out / "qc" / f"{slide_id}.png")
         rows.append(summary)
         blocks.append(block_table)

@@ -175,11 +175,19 @@ def variant_block_counts(measurements, classified, scored, *, config, alt_differ
 
 
 def combine_block_counts(parts):
-    """The block counts of a whole slide from those of parts of it (:func:`variant_block_counts`).
+    """The block counts of a whole slide from those of parts of it.
 
-    A block can hold cells of several parts; its counts are summed. Rows come in the order
-    :func:`variant_block_counts` gives them for the whole slide: nominal measures in
-    :data:`MEASURES` order, then the variants in :data:`VARIANTS` order, blocks ascending.
+    Parameters
+    ----------
+    parts : sequence of pandas.DataFrame
+        :func:`variant_block_counts` of each part of the slide's cells (at least one).
+
+    Returns
+    -------
+    pandas.DataFrame
+        What :func:`variant_block_counts` gives for all the cells at once: a block holding
+        cells of several parts has their counts summed; nominal measures in :data:`MEASURES`
+        order, then the variants in :data:`VARIANTS` order, blocks ascending.
     """
     key = ["variant", "measure", "block_id"]
     counts = pd.concat(parts, ignore_index=True).groupby(key, sort=False, as_index=False).sum()

@@ -294,11 +294,8 @@ def merge_slide_parts(info, tables, hists, *, config, write_cells):
         ``summary["pixel_hist"]`` as nested lists).
     """
     reference = info.typing_reference
-    if reference is None:  # the reference of the whole slide's nuclei, as a chunk's would be of its own
-        columns = ("nucleus_area_um2", "hematoxylin_nucleus")
-        nuclei = [p for t in tables for p in t.parts(columns)]
-        reference = celltype.darkness_reference(*(np.concatenate([p[c].to_numpy(float) for p in nuclei] + [[]])
-                                                  for c in columns))
+    if reference is None:
+        reference = _darkness_reference(tables)
     alt_differs = info.i0_source != "default" or info.stain_source == "estimated"
     block_parts, slide_columns, n_cells = [], [], 0
 
@@ -318,6 +315,7 @@ def merge_slide_parts(info, tables, hists, *, config, write_cells):
     blocks = eligibility.combine_block_counts(block_parts)
     blocks.insert(0, "slide_id", info.slide_id)
     classified = pd.concat(slide_columns, ignore_index=True)
+    del slide_columns[:]  # held once, not twice, from here on
     in_region, scored, immune = (classified[c].to_numpy(bool) for c in ("in_roi", "scored", "immune"))
     hist = measure.slide_histogram([sum(hists, measure.empty_histogram())], config["pixel_hematoxylin_min"],
                                    tumour_only=config["tumour_cells"] == "morphology")
@@ -349,6 +347,15 @@ def merge_slide_parts(info, tables, hists, *, config, write_cells):
 #: The per-cell columns :func:`merge_slide_parts` keeps for every cell of a slide, for its
 #: statistics (pattern shares, immune cells, QC metrics).
 _SLIDE_COLUMNS = ("class", "scored", "immune", "in_roi", "pattern", "cell_type", "dab_cell")
+
+
+def _darkness_reference(tables):
+    """The typing reference of all the slide's nuclei (for a slide whose sampled tiles held
+    none), as a chunk's would be of its own; only two columns are read."""
+    columns = ("nucleus_area_um2", "hematoxylin_nucleus")
+    nuclei = [p for t in tables for p in t.parts(columns)]
+    return celltype.darkness_reference(*(np.concatenate([p[c].to_numpy(float) for p in nuclei] + [[]])
+                                         for c in columns))
 
 
 def _merge_cells(measurements, *, config, reference, alt_differs):
@@ -408,7 +415,8 @@ def _slide_qc(info, classified, in_region, scored, config):
     if info.pixel_qc is None:  # a slide that could not be read
         return qc_status, qc_messages, {}
     metrics = qc_metrics.slide_metrics(
-        info.pixel_qc, tissue_mm2=info.tissue_mm2, tumour_cells=int(scored.sum()), region_cells=classified[in_region],
+        info.pixel_qc, tissue_mm2=info.tissue_mm2, tumour_cells=int(scored.sum()),
+        region_cells=classified.loc[in_region, ["cell_type", "dab_cell"]],
         min_sharpness=config["qc"]["focus_min_sharpness"],
     )
     metric_status, metric_messages = qc_metrics.evaluate(metrics, config["qc"])

@@ -23,11 +23,16 @@ def sort_cells(cells):
     return cells.iloc[order].reset_index(drop=True)
 
 
+class NotInReadingOrder(ValueError):
+    """A table given to :func:`merge_sorted` is not sorted by :data:`KEY` (or has a missing key)."""
+
+
 class SortedFrame:
     """A table in memory, sorted by :data:`KEY`, as a source for :func:`merge_sorted`."""
 
-    def __init__(self, cells):
+    def __init__(self, cells, name="a table in memory"):
         self.cells = cells
+        self.name = name
         self.first_y = float(cells["y"].iat[0]) if len(cells) else None
 
     def parts(self, columns=None):
@@ -42,9 +47,10 @@ def merge_sorted(tables, *, size):
     ----------
     tables : sequence
         Each sorted by :data:`KEY`, with ``first_y`` (its first cell's ``y``, None without
-        cells) and ``parts()`` (an iterator of its rows in order, part by part, read only
-        as it is advanced): :class:`SortedFrame`, or a table read from disk.
+        cells), ``parts()`` (an iterator of its rows in order, part by part, read only as it
+        is advanced) and ``name`` (for errors): :class:`SortedFrame`, or a table read from disk.
     size : int
+        Cells per part given out.
 
     Yields
     ------
@@ -53,8 +59,8 @@ def merge_sorted(tables, *, size):
 
     Raises
     ------
-    ValueError
-        If a table is not sorted by :data:`KEY`.
+    NotInReadingOrder
+        If a table is not sorted by :data:`KEY`, holds a cell twice, or a key is NaN.
 
     Notes
     -----
@@ -91,6 +97,7 @@ class _Run:
 
     def __init__(self, table):
         self.parts = table.parts()
+        self.name = table.name
         self.last = None
         self._advance()
 
@@ -99,11 +106,14 @@ class _Run:
         if self.part is None:
             return
         keys = [self.part[c].to_numpy() for c in KEY]
+        if not all(np.isfinite(k).all() for k in keys):
+            raise NotInReadingOrder(f"{self.name}: a cell without {' / '.join(KEY)} (NaN)")
         ordered = _after([k[1:] for k in keys], [k[:-1] for k in keys])
         if self.last is not None:
             ordered = np.concatenate([_after([k[:1] for k in keys], self.last), ordered])
         if not ordered.all():
-            raise ValueError(f"cells not in reading order ({', '.join(KEY)})")
+            raise NotInReadingOrder(f"{self.name}: cells not in reading order ({', '.join(KEY)} ascending, "
+                                    "each cell once)")
         self.last = tuple(k[-1] for k in keys)
 
     def take(self, cut):

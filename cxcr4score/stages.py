@@ -12,6 +12,7 @@ import io
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from . import pipeline, qc, reading_order, roi
 from .measure import empty_histogram
@@ -75,10 +76,10 @@ def merge_files(info, table_paths, hist_paths, *, config, on_bad_slide, cells_pa
     """Apply thresholds to a slide's measured chunks and write its cells table, block counts and
     summary (:func:`cxcr4score.pipeline.merge_slide_parts`).
 
-    The chunk tables are read one at a time and the cells table is written a row of tiles at a
-    time, so that memory stays that of a few chunks whatever the slide's cell count. A chunk
-    that could not be read stops the run (``on_bad_slide: stop``) or fails the slide as a whole
-    (``skip``).
+    The chunk tables are read a row group at a time, only those the merge has reached, and the
+    cells table is written ``PART_ROWS`` cells at a time, so that memory does not grow with the
+    slide's cell count. A chunk that could not be measured stops the run
+    (``on_bad_slide: stop``) or fails the slide as a whole (``skip``).
 
     Parameters
     ----------
@@ -99,9 +100,12 @@ def merge_files(info, table_paths, hist_paths, *, config, on_bad_slide, cells_pa
     Raises
     ------
     InputError
-        With ``on_bad_slide: stop``, naming the slide and the chunks that could not be read.
+        With ``on_bad_slide: stop``, naming the slide and the chunks that could not be read; and
+        naming a chunk table that cannot be read or is not in reading order (damaged, or
+        written by cxcr4score < 0.8.0), whatever ``on_bad_slide``.
     """
-    errors = [problem for problem in (table_attrs(path).get(pipeline.CHUNK_ERROR) for path in table_paths) if problem]
+    errors = [problem for problem in (_read(table_attrs, path).get(pipeline.CHUNK_ERROR) for path in table_paths)
+              if problem]
     if errors and on_bad_slide == "stop":
         raise InputError([f"slide {info.slide_id}, {'; '.join(errors)}\n  (the slide is damaged where only this "
                           "chunk reads it; remove it from the sheet or re-export it, or set on_bad_slide: skip)"])
@@ -109,9 +113,14 @@ def merge_files(info, table_paths, hist_paths, *, config, on_bad_slide, cells_pa
         info = SlideInfo.failed(slide_id=info.slide_id, patient_id=info.patient_id, path=info.path,
                                 roi_path=info.roi, message=f"cannot be read where {'; '.join(errors)}")
         table_paths, hist_paths = [], []
-    with parquet_parts(cells_path) as write_cells:
-        blocks, summary = pipeline.merge_slide_parts(info, [_SortedFile(p) for p in table_paths],
-                                                     map(np.load, hist_paths), config=config, write_cells=write_cells)
+    try:
+        with parquet_parts(cells_path) as write_cells:
+            blocks, summary = pipeline.merge_slide_parts(info, [_SortedFile(p) for p in table_paths],
+                                                         map(np.load, hist_paths), config=config,
+                                                         write_cells=write_cells)
+    except reading_order.NotInReadingOrder as err:
+        raise InputError([f"slide {info.slide_id}: {err}: the measurements are damaged or were written by "
+                          "cxcr4score < 0.8.0; measure again (snakemake --forcerun measure_chunk)"]) from None
     write_table(blocks, blocks_path)
     write_json(summary, summary_path)
     return info, summary["n_cells_detected"]
@@ -122,13 +131,22 @@ class _SortedFile:
     :func:`cxcr4score.reading_order.merge_sorted`: read part by part, only when needed."""
 
     def __init__(self, path):
-        self.path = path
-        first = next(read_parts(path, columns=["y"], rows=1))
+        self.path = self.name = str(path)
+        first = _read(lambda p: next(read_parts(p, columns=["y"], rows=1)), path)
         self.first_y = float(first["y"].iat[0]) if len(first) else None
 
     def parts(self, columns=None):
         """The table's rows in order, ``PART_ROWS`` at a time."""
         return read_parts(self.path, columns=None if columns is None else list(columns))
+
+
+def _read(read, path):
+    """``read(path)``, an unreadable measurement table an error that names it."""
+    try:
+        return read(path)
+    except (OSError, ValueError, pa.ArrowException) as err:  # pyarrow: no file name in its message
+        raise InputError([f"{path}: cannot read these measurements ({err}); measure again "
+                          "(snakemake --forcerun measure_chunk)"]) from None
 
 
 def geojson_from_table(cells_path, geojson_path, *, slide_id, compress_above):

@@ -72,10 +72,18 @@ PART_ROWS = 10_000
 def parquet_parts(path: str | os.PathLike):
     """Write a Parquet table part by part, atomically, so that the whole table is never in memory.
 
-    Yields ``write(df)``, which appends a DataFrame as the next row group; every part has the
-    first part's columns, and its types are cast to the first part's (a later part without
-    rows adds nothing). The file appears at
-    ``path`` when the block ends (at least one part written), and not at all if it raises.
+    Parameters
+    ----------
+    path : str or path-like
+        Where the table goes; parent folders are created.
+
+    Yields
+    ------
+    callable
+        ``write(df)``, which appends a DataFrame as the next row group; every part has the
+        first part's columns, and its types are cast to the first part's (a later part without
+        rows adds nothing). The file appears at ``path`` when the block ends (at least one
+        part written), and not at all if it raises.
 
     Raises
     ------
@@ -107,11 +115,21 @@ def parquet_parts(path: str | os.PathLike):
 
 
 def read_parts(path: str | os.PathLike, columns=None, *, rows: int = PART_ROWS):
-    """Yield a Parquet table as DataFrames of at most ``rows`` rows each (no part spans two row
-    groups), in order.
+    """Yield a Parquet table as DataFrames of at most ``rows`` rows each, in order.
 
-    Together they equal ``pd.read_parquet(path, columns=columns)``; one part is in memory at a
-    time. A table without rows gives one empty part, so that its columns are still seen.
+    Parameters
+    ----------
+    path : str or path-like
+    columns : list of str, optional
+        Only these columns.
+    rows : int
+        Rows per part at most; no part spans two row groups.
+
+    Yields
+    ------
+    pandas.DataFrame
+        Together ``pd.read_parquet(path, columns=columns)``; one row group is in memory at a
+        time. A table without rows gives one empty part, so that its columns are still seen.
     """
     file = pq.ParquetFile(path)
     if file.metadata.num_rows == 0:

@@ -276,8 +276,8 @@ def test_merge_by_parts_equals_the_merge_in_memory(nine_tiles, tmp_path, monkeyp
 
 
 def test_merge_files_writes_what_the_merge_in_memory_gives(nine_tiles, tmp_path):
-    """The merge_slide job's files (stages.merge_files, chunk tables read from disk one at a
-    time) hold the in-memory merge's cells, block counts and summary."""
+    """The merge_slide job's files (stages.merge_files, chunk tables read from disk part by
+    part) hold the in-memory merge's cells, block counts and summary."""
     from cxcr4score import stages
 
     info, chunks, (cells, blocks, summary) = nine_tiles
@@ -327,3 +327,27 @@ def test_qc_picture_from_outlines_read_in_parts(nine_tiles):
     np.testing.assert_array_equal(pipeline.qc_slide(info, light, config=CONFIG, outline_parts=iter(parts)), whole)
     with pytest.raises(KeyError):  # without outline_parts the table must hold the outlines
         pipeline.qc_slide(info, light, config=CONFIG)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "unsorted"])
+def test_damaged_measurements_stop_the_merge_naming_the_file(nine_tiles, tmp_path, damage):
+    """A chunk table cut short, or not in reading order (written by 0.7.0, or damaged), is a
+    one-line InputError naming the file and how to measure again, not a pyarrow traceback."""
+    from cxcr4score import stages
+    from cxcr4score.errors import InputError
+
+    info, chunks, _ = nine_tiles
+    tables, hists = [], []
+    for k, (table, hist) in enumerate(chunks):
+        tables.append(tmp_path / f"{k}.parquet")
+        hists.append(tmp_path / f"{k}.hist.npy")
+        stages.write_measurements(table, hist, table_path=tables[-1], hist_path=hists[-1])
+    if damage == "truncated":
+        tables[1].write_bytes(tables[1].read_bytes()[:500])
+    else:
+        stages.write_measurements(chunks[1][0].iloc[::-1], chunks[1][1], table_path=tables[1], hist_path=hists[1])
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=f"{tables[1]}.*(cannot read|not in reading order).*forcerun measure_chunk"):
+        stages.merge_files(info, tables, hists, config=CONFIG, on_bad_slide="skip", cells_path=out / "c.parquet",
+                           blocks_path=out / "b.parquet", summary_path=out / "s.json")
+    assert not out.exists() or not any(out.iterdir())

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxcr4score.reading_order import KEY, SortedFrame, merge_sorted, sort_cells
+from cxcr4score.reading_order import KEY, NotInReadingOrder, SortedFrame, merge_sorted, sort_cells
 
 
 def _cells(n, seed):
@@ -18,8 +18,8 @@ def _cells(n, seed):
 class _InParts:
     """A sorted table given in parts of ``rows`` (as one read from disk), counting what is read."""
 
-    def __init__(self, cells, rows, reads):
-        self.cells, self.rows, self.reads = cells, rows, reads
+    def __init__(self, cells, rows, reads, name="chunk"):
+        self.cells, self.rows, self.reads, self.name = cells, rows, reads, name
         self.first_y = float(cells["y"].iat[0]) if len(cells) else None
 
     def parts(self, columns=None):
@@ -56,14 +56,22 @@ def test_tables_are_read_only_when_the_merge_reaches_them():
     assert len(pd.concat([*merged])) == len(cells) - 10 * (len(top) // 10 - 1)
 
 
-def test_unsorted_table_is_an_error():
+def test_unsorted_table_is_an_error_that_names_it():
+    """An unsorted table, one sorted only within its parts, a cell given twice and a missing key
+    are each an error naming the table, never cells silently out of order."""
     cells = sort_cells(_cells(50, 2))
-    with pytest.raises(ValueError, match="not in reading order"):
-        list(merge_sorted([SortedFrame(cells.iloc[::-1].reset_index(drop=True))], size=10))
-    reads = []
+    with pytest.raises(NotInReadingOrder, match="backwards: cells not in reading order"):
+        list(merge_sorted([SortedFrame(cells.iloc[::-1].reset_index(drop=True), name="backwards")], size=10))
     swapped = pd.concat([cells.iloc[25:], cells.iloc[:25]], ignore_index=True)  # each part sorted, not the table
-    with pytest.raises(ValueError, match="not in reading order"):
-        list(merge_sorted([_InParts(swapped, 25, reads)], size=10))
+    with pytest.raises(NotInReadingOrder, match="chunk 3: cells not in reading order"):
+        list(merge_sorted([_InParts(swapped, 25, [], name="chunk 3")], size=10))
+    twice = pd.concat([cells.iloc[:10], cells.iloc[9:]], ignore_index=True)
+    with pytest.raises(NotInReadingOrder, match="each cell once"):
+        list(merge_sorted([SortedFrame(twice)], size=10))
+    missing = cells.copy()
+    missing.loc[49, "y"] = np.nan
+    with pytest.raises(NotInReadingOrder, match="NaN"):
+        list(merge_sorted([SortedFrame(missing)], size=10))
 
 
 def test_no_cells_give_no_parts():

@@ -30,6 +30,7 @@ with staged(output) as path:  # all outputs appear at the end, or none
             fail(str(err))
         if info.qc_status == "failed":
             log.error("%s: %s", info.slide_id, info.qc_message)
+        # From the table as written, as the per-slide rules do (read twice: a small image's is small).
         qupath_file = stages.geojson_from_table(cells_path, path[output.geojson[k]], slide_id=slide_id,
                                                 compress_above=snakemake.params.geojson_compress_above)  # noqa: F821
         log.info("%s (%d of %d): %d cells; cells for QuPath in %s", slide_id, k + 1, len(slide_ids), n_cells,
