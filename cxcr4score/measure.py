@@ -304,10 +304,10 @@ def split_by_hematoxylin(hist, hematoxylin_min):
 
 
 def slide_histogram(hists, hematoxylin_min, *, tumour_only):
-    """The chunks' joint histograms (see :func:`measure_cells`) summed, of the region's cells or
-    of its tumour cells only, and split at ``hematoxylin_min`` (see
-    :func:`split_by_hematoxylin`); a slide without chunks gives empty rows."""
-    joint = np.sum(hists, axis=0) if len(hists) else empty_histogram()
+    """The chunks' joint histograms (see :func:`measure_cells`; any iterable, read one at a time)
+    summed, of the region's cells or of its tumour cells only, and split at ``hematoxylin_min``
+    (see :func:`split_by_hematoxylin`); a slide without chunks gives empty rows."""
+    joint = sum(hists, empty_histogram())
     return split_by_hematoxylin(joint[TUMOUR - 1 if tumour_only else REGION - 1], hematoxylin_min)
 
 

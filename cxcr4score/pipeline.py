@@ -317,7 +317,7 @@ def merge_slide_parts(info, tables, hists, *, config, write_cells):
     classified = pd.concat(slide_columns, ignore_index=True)
     del slide_columns[:]  # held once, not twice, from here on
     in_region, scored, immune = (classified[c].to_numpy(bool) for c in ("in_roi", "scored", "immune"))
-    hist = measure.slide_histogram([sum(hists, measure.empty_histogram())], config["pixel_hematoxylin_min"],
+    hist = measure.slide_histogram(hists, config["pixel_hematoxylin_min"],
                                    tumour_only=config["tumour_cells"] == "morphology")
     qc_status, qc_messages, metrics = _slide_qc(info, classified, in_region, scored, config)
     immune_classes = classified["class"].to_numpy()[immune]

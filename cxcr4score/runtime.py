@@ -9,7 +9,9 @@ process, not just this package.
 from __future__ import annotations
 
 import ctypes
+import re
 import sys
+from pathlib import Path
 
 #: glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -32,6 +34,21 @@ def set_threads(n):
     numba.set_num_threads(n)
     cv2.setNumThreads(n)
     return n
+
+
+def own_peak_rss_kib():
+    """This process's peak resident set size in KiB (``VmHWM``), or None without ``/proc``.
+
+    Linux carries ``ru_maxrss`` over ``execve`` from the forked copy of the parent, so a
+    child of a large benchmark process would report the parent's size there; ``VmHWM`` is the
+    peak of the process's own address space.
+    """
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^VmHWM:\s+(\d+)\s+kB", text, re.MULTILINE)
+    return int(found.group(1)) if found else None
 
 
 def keep_freed_memory():

@@ -302,7 +302,8 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
     slide_tiles = tiling.plan_tiles(grid.shape, halo_px=halo_px, core_px=core_px, tissue=mask if tissue_mm2 else None)
     chunk_tiles = tiling.group_tiles(len(slide_tiles), core_px=core_px, chunk_mpix=config["chunk_mpix"])
     # Stains are unmixed on the overview where it resolves them, else on tissue tiles at the
-    # analysis pixel size (their tissue pixels only).
+    # analysis pixel size (their tissue pixels only); on the overview too when no tile is half
+    # tissue.
     if stain_boxes:
         estimate = _stain_estimate(stain_tiles, [_mask_on_box(mask, box, overview_mpp / grid.mpp)
                                                  for box in stain_boxes], background.i0, config)

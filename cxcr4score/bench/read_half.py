@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import grid as grid_module
-from .. import synthetic
+from .. import synthetic, tiling
 from ..slide_reader import open_slide
 
 #: Side of the analysis-grid boxes read at once (a measure_chunk core).
@@ -92,11 +92,6 @@ def write_pyramid(path, size, *, seed=0):
     return path
 
 
-def _boxes(shape):
-    return [(top, left, min(top + BOX_PX, shape[0]), min(left + BOX_PX, shape[1]))
-            for top in range(0, shape[0], BOX_PX) for left in range(0, shape[1], BOX_PX)]
-
-
 def read_bench(workdir, *, size=16384, repeats=3, threads=(1, 2)):
     """Time reading a generated 40x slide's analysis grid with and without the half-scale decode.
 
@@ -126,7 +121,7 @@ def read_bench(workdir, *, size=16384, repeats=3, threads=(1, 2)):
     timings = {}
     with open_slide(path) as reader:
         grid = grid_module.choose_grid(reader.levels, native_mpp=reader.mpp, analysis_mpp=0.5)
-        boxes = _boxes(grid.shape)
+        boxes = [tile.core for tile in tiling.plan_tiles(grid.shape, halo_px=0, core_px=BOX_PX)]
         mpix = grid.shape[0] * grid.shape[1] / 1e6
         abs_sum, signed_sum, histogram = np.zeros(3), np.zeros(3), np.zeros(256, np.int64)
         for box in boxes:  # untimed pass: compilation, file cache, and the difference

@@ -30,7 +30,7 @@ import numpy as np
 import cxcr4score
 
 from .. import config as cx_config
-from .. import segment, stains, synthetic
+from .. import synthetic
 from . import speed
 
 #: Level-0 pixel size of the generated slide (um; a 40x scan).
@@ -430,15 +430,6 @@ def reference_side(size):
     return int(min(REFERENCE_PX, _Section(size).r_min / np.sqrt(2) // 256 * 256))
 
 
-def _nucleus_threshold(rgb, config):
-    """The reference's nucleus threshold as bench speed sets it (a slide's: baseline + threshold)."""
-    matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
-    tables = stains.concentration_tables((float(config["default_i0"]),) * 3, matrix)
-    hematoxylin = segment.hematoxylin_and_ridges(*stains.deconvolve(rgb, tables), mpp=speed.MPP)[0]
-    baseline = segment.signal_baseline([hematoxylin], mpp=speed.MPP, params=segment.NucleusParams(**config["nuclei"]))
-    return baseline + config["nuclei"]["threshold"]
-
-
 def time_reference(path, size, *, config=None):
     """Time the reference pipeline on the centred region of :func:`reference_side`, end to end.
 
@@ -474,7 +465,7 @@ def time_reference(path, size, *, config=None):
         return area_average_2x(read(path, top, left, 2 * side)[0])
 
     rgb = read_stage({})
-    stages = speed.reference_stages(None, config, reference, threshold=_nucleus_threshold(rgb, config))
+    stages = speed.reference_stages(None, config, reference, threshold=speed.nucleus_threshold_of(rgb, config))
     speed.run_pipeline(stages | {"read": lambda state: rgb[:256, :256]})  # imports, untimed
     start = time.perf_counter()
     state = speed.run_pipeline(stages | {"read": read_stage})

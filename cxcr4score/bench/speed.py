@@ -80,11 +80,16 @@ def load_reference(path=None):
 def nucleus_threshold(path, config):
     """The tile's nucleus threshold as the workflow sets a slide's: its signal baseline plus
     config ``nuclei.threshold`` (a per-slide estimate, so it is not timed as a tile stage)."""
-    matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
-    tables = stains.concentration_tables((float(config["default_i0"]),) * 3, matrix)
     reader, grid, _, _ = open_grid(path, sheet_mpp="", config=config)
     with reader:
         rgb = grid_module.read_box(reader, grid, (0, 0, *grid.shape))
+    return nucleus_threshold_of(rgb, config)
+
+
+def nucleus_threshold_of(rgb, config):
+    """:func:`nucleus_threshold` of an RGB image at the analysis pixel size."""
+    matrix = stains.stain_matrix(config["stains"]["hematoxylin"], config["stains"]["dab"])
+    tables = stains.concentration_tables((float(config["default_i0"]),) * 3, matrix)
     baseline = segment.signal_baseline([segment.hematoxylin_and_ridges(*stains.deconvolve(rgb, tables), mpp=MPP)[0]],
                                        mpp=MPP,
                                        params=segment.NucleusParams(**config["nuclei"]))
@@ -249,18 +254,9 @@ def _rss_child(implementation, path, threads):
 
 
 def _peak_rss_kib():
-    """This process's peak resident set size in KiB.
-
-    Linux carries ``ru_maxrss`` over ``execve`` from the forked copy of the parent, so a
-    child of the (large) benchmark process would report the parent's size; ``VmHWM`` is the
-    peak of the process's own address space. ``ru_maxrss`` elsewhere.
-    """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """This process's peak resident set size in KiB (:func:`cxcr4score.runtime.own_peak_rss_kib`;
+    ``ru_maxrss`` where there is no ``/proc``)."""
+    return runtime.own_peak_rss_kib() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _machine():
