@@ -168,9 +168,12 @@ def _measure_tile(info, box, reader, *, tables, alt_dab, config):
     # Typed before they are measured, with the slide's darkness reference and the kernel's own
     # nuclear hematoxylin, as merge_slide types them: the tumour cells' pixels get their own
     # histogram (the pixel H-score counts tumour pixels).
+    # Neighbours from every nucleus of the read box: the halo holds those of the owned cells.
+    neighbours = celltype.neighbour_nucleus_area(rows[1:] * mpp, cols[1:] * mpp, nucleus_px[1:] * mpp**2)
     types = celltype.classify_cell_types(pd.DataFrame({
         "nucleus_area_um2": nucleus_px[1:] * mpp**2, "nucleus_axis_ratio": axis_ratio[1:],
         "hematoxylin_nucleus": measure.nucleus_hematoxylin(hematoxylin, cells, codes, n),
+        "neighbour_nucleus_area_um2": neighbours,
     }), reference=info.typing_reference)
     scope = np.where(in_roi, measure.REGION, 0).astype(np.uint8)
     scope[1:][in_roi[1:] & (types == "tumour")] = measure.TUMOUR
@@ -190,6 +193,7 @@ def _measure_tile(info, box, reader, *, tables, alt_dab, config):
         x=x, y=y, x_um=x_um, y_um=y_um,
         nucleus_area_um2=nucleus_px[1:][keep] * mpp**2,
         nucleus_axis_ratio=axis_ratio[1:][keep],
+        neighbour_nucleus_area_um2=neighbours[keep],
         cell_area_um2=cell_px[keep] * mpp**2,
         membrane_exposed_fraction=exposed[1 : n + 1][keep] if n else np.empty(0),
         block_id=block_ids(x_um, y_um, config["intervals"]["block_um"]),
@@ -216,15 +220,17 @@ def _roi_mask(info, box, to_level0, classes):
 
 def _base_table(**columns):
     return pd.DataFrame({name: columns[name] for name in (
-        "cell_id", "x", "y", "x_um", "y_um", "nucleus_area_um2", "nucleus_axis_ratio", "cell_area_um2",
-        "membrane_exposed_fraction", "block_id", "in_roi", *OUTLINE_COLUMNS)})
+        "cell_id", "x", "y", "x_um", "y_um", "nucleus_area_um2", "nucleus_axis_ratio",
+        "neighbour_nucleus_area_um2", "cell_area_um2", "membrane_exposed_fraction", "block_id", "in_roi",
+        *OUTLINE_COLUMNS)})
 
 
 def empty_measurements():
     """The measurement table of a slide without cells (the columns of :func:`measure_chunk`)."""
     empty = np.empty(0)
     base = _base_table(cell_id=empty.astype(np.int64), x=empty, y=empty, x_um=empty, y_um=empty,
-                       nucleus_area_um2=empty, nucleus_axis_ratio=empty, cell_area_um2=empty,
+                       nucleus_area_um2=empty, nucleus_axis_ratio=empty, neighbour_nucleus_area_um2=empty,
+                       cell_area_um2=empty,
                        membrane_exposed_fraction=empty,
                        block_id=empty.astype(np.int64), in_roi=empty.astype(bool),
                        **{name: pd.Series([], dtype=object) for name in OUTLINE_COLUMNS})
@@ -351,8 +357,8 @@ _SLIDE_COLUMNS = ("class", "scored", "immune", "in_roi", "pattern", "cell_type",
 
 def _darkness_reference(tables):
     """The typing reference of all the slide's nuclei (for a slide whose sampled tiles held
-    none), as a chunk's would be of its own; only two columns are read."""
-    columns = ("nucleus_area_um2", "hematoxylin_nucleus")
+    none), as a chunk's would be of its own; only three columns are read."""
+    columns = ("nucleus_area_um2", "hematoxylin_nucleus", "neighbour_nucleus_area_um2")
     nuclei = [p for t in tables for p in t.parts(columns)]
     return celltype.darkness_reference(*(np.concatenate([p[c].to_numpy(float) for p in nuclei] + [[]])
                                          for c in columns))

@@ -16,7 +16,8 @@ import pandas as pd
 from . import celltype, measure, score, segment, stains
 from .eligibility import NUCLEAR_PATTERN_PCT, PATTERN_MIN_POSITIVE
 
-_SAMPLED_COLUMNS = ("nucleus_area_um2", "nucleus_axis_ratio", "hematoxylin_nucleus", "pattern")
+_SAMPLED_COLUMNS = ("nucleus_area_um2", "nucleus_axis_ratio", "hematoxylin_nucleus", "neighbour_nucleus_area_um2",
+                    "pattern")
 
 #: How the sampled cells' staining is read: DAB-stained at the default 1+ threshold (OD), a
 #: membrane read on cytoplasm above the default exposed share, tumour cells by morphology. Fixed,
@@ -51,7 +52,7 @@ def sampled_cells(tiles, *, tables, mpp, config, baseline):
     -------
     pandas.DataFrame
         One row per cell of any tile: ``nucleus_area_um2``, ``nucleus_axis_ratio``,
-        ``hematoxylin_nucleus``, ``pattern`` (:data:`cxcr4score.score.PATTERNS`) and ``scored``.
+        ``hematoxylin_nucleus``, ``neighbour_nucleus_area_um2`` (among the tile's nuclei), ``pattern`` (:data:`cxcr4score.score.PATTERNS`) and ``scored``.
     """
     tables_of_tiles = []
     for rgb in tiles:
@@ -68,6 +69,8 @@ def sampled_cells(tiles, *, tables, mpp, config, baseline):
         stats["membrane_exposed_fraction"] = exposed[1 : n + 1]
         stats["nucleus_area_um2"] = nucleus_px[1:] * mpp**2
         stats["nucleus_axis_ratio"] = axis_ratio[1:]
+        stats["neighbour_nucleus_area_um2"] = celltype.neighbour_nucleus_area(rows[1:] * mpp, cols[1:] * mpp,
+                                                                            nucleus_px[1:] * mpp**2)
         stats["pattern"] = score.staining_pattern(stats, threshold=STAINED_OD, exposed_max=EXPOSED_MAX)
         tables_of_tiles.append(stats[list(_SAMPLED_COLUMNS)].reset_index(drop=True))
     if not tables_of_tiles:

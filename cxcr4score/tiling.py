@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .celltype import NEIGHBOUR_RADIUS_UM
 from .segment import BROWN_OUTLINE_UM, OUTLINE_WINDOW_UM, RIDGE_REACH_UM
 
 #: Core sides are multiples of this (analysis pixels).
@@ -71,18 +72,21 @@ class Tile:
 def halo_um(config):
     """Halo width (um) from the configuration.
 
-    The largest nucleus kept (diameter of a disc of ``max_area_um2``), the cell expansion and
-    membrane band around it, and the reach of the filters that decide its outline: 3 sigma of
-    the smoothing, twice the background radius (an opening is an erosion then a dilation),
-    the outline window, the reach of DAB ridges into the hematoxylin
-    (``segment.RIDGE_REACH_UM``) and the growth of brown nuclei (``segment.BROWN_OUTLINE_UM``).
-    About 65 um at defaults.
+    The reach of what decides a nucleus's outline: the largest nucleus kept (diameter of a disc
+    of ``max_area_um2``), 3 sigma of the smoothing, twice the background radius (an opening is
+    an erosion then a dilation), the outline window, the reach of DAB ridges into the
+    hematoxylin (``segment.RIDGE_REACH_UM``) and the growth of brown nuclei
+    (``segment.BROWN_OUTLINE_UM``); beyond it, the farther of the cell expansion and membrane
+    band around the nucleus and the neighbours its type is read from
+    (``celltype.NEIGHBOUR_RADIUS_UM``), whose outlines must be whole too. About 84 um at
+    defaults.
     """
     nuclei = config["nuclei"]
     diameter = 2.0 * math.sqrt(nuclei["max_area_um2"] / math.pi)
-    return (diameter + config["cell_expansion_um"] + max(config["membrane_band_um"], config["membrane_capture_um"])
-            + 3.0 * nuclei["sigma_um"] + 2.0 * nuclei["background_radius_um"] + OUTLINE_WINDOW_UM
-            + RIDGE_REACH_UM + BROWN_OUTLINE_UM)
+    nucleus_reach = (diameter + 3.0 * nuclei["sigma_um"] + 2.0 * nuclei["background_radius_um"]
+                     + OUTLINE_WINDOW_UM + RIDGE_REACH_UM + BROWN_OUTLINE_UM)
+    cell_reach = config["cell_expansion_um"] + max(config["membrane_band_um"], config["membrane_capture_um"])
+    return nucleus_reach + max(cell_reach, NEIGHBOUR_RADIUS_UM)
 
 
 def plan_tiles(shape, *, halo_px, core_px, tissue=None):

@@ -6,11 +6,14 @@ import pytest
 
 from cxcr4score import config, pipeline, synthetic
 from cxcr4score.bench import accuracy as bench
-from cxcr4score.celltype import classify_cell_types
+from cxcr4score.celltype import classify_cell_types, darkness_reference, neighbour_nucleus_area
 
 
-def _cells(rows):
-    return pd.DataFrame(rows, columns=["nucleus_area_um2", "nucleus_axis_ratio", "hematoxylin_nucleus"])
+def _cells(rows, neighbour_area=60.0):
+    """Cells from (area, axis ratio, darkness[, neighbour area]) rows; in a nest by default."""
+    rows = [tuple(r) + (neighbour_area,) * (4 - len(r)) for r in rows]
+    return pd.DataFrame(rows, columns=["nucleus_area_um2", "nucleus_axis_ratio", "hematoxylin_nucleus",
+                                       "neighbour_nucleus_area_um2"])
 
 
 def test_hand_made_cells():
@@ -43,6 +46,57 @@ def test_typing_shift_moves_the_limits():
     assert list(nominal) == ["immune", "immune", "tumour", "stroma", "tumour"]
     assert list(more) == ["immune", "tumour", "tumour", "tumour", "tumour"]
     assert list(fewer) == ["immune", "immune", "immune", "stroma", "tumour"]
+
+
+def test_small_nuclei_are_tumour_only_in_nests():
+    """A small nucleus that is neither spindle nor lymphocyte (a fibroblast cut across) is tumour
+    among tumour-sized neighbours and stroma elsewhere or alone; a large one is tumour anywhere."""
+    table = _cells([(60.0, 1.2, 0.5)] * 20 + [
+        (30.0, 1.5, 0.5, 60.0),        # small, in a nest: a small tumour nucleus
+        (30.0, 1.5, 0.5, 28.0),        # small, among small neighbours: stroma
+        (30.0, 1.5, 0.5, float("nan")),  # small and alone: stroma
+        (60.0, 1.2, 0.5, 28.0),        # large among small neighbours: tumour
+        (30.0, 1.5, 0.5, 30.0),        # tumour when the nest limit is shifted 10% towards more tumour
+    ])
+    assert list(classify_cell_types(table)[20:]) == ["tumour", "stroma", "stroma", "tumour", "stroma"]
+    assert list(classify_cell_types(table, shift=0.1)[20:]) == ["tumour", "stroma", "stroma", "tumour", "tumour"]
+
+
+def test_darkness_reference_comes_from_nests():
+    """Pale large nuclei among small ones (stroma) do not set the reference while 20 large
+    nuclei lie in nests; without them, every large nucleus does, then every nucleus."""
+    nest = [(60.0, 1.2, 0.5, 60.0)] * 20
+    stroma = [(45.0, 1.3, 0.3, 28.0)] * 40
+    small = [(25.0, 1.1, 0.9, 25.0)] * 30
+
+    def reference(rows):
+        table = _cells(rows)
+        return darkness_reference(table["nucleus_area_um2"], table["hematoxylin_nucleus"],
+                                  table["neighbour_nucleus_area_um2"])
+
+    assert reference(nest + stroma + small) == 0.5
+    assert reference(nest[:19] + stroma + small) == 0.3
+    assert reference(nest[:19] + small) == 0.9
+    # The tumour nuclei of a stroma-rich slide stay tumour: with the large stromal nuclei as
+    # reference they would read 1.67 times darker, as lymphocytes.
+    assert set(classify_cell_types(_cells(nest + stroma))[:20]) == {"tumour"}
+
+
+def test_neighbour_area_matches_a_plain_reference():
+    """Reference: the median area of the other nuclei of at least 20 um^2 within the radius,
+    one nucleus at a time."""
+    rng = np.random.default_rng(3)
+    row, col, area = rng.uniform(0, 150, 400), rng.uniform(0, 150, 400), rng.uniform(5, 90, 400)
+    row[[5, 9]] = np.nan  # a nucleus without a centroid neighbours nothing
+    col[17], row[17] = 1000.0, 1000.0  # alone
+    expected = np.full(400, np.nan)
+    for i in range(400):
+        near = (np.hypot(row - row[i], col - col[i]) <= 25.0) & (area >= 20.0)
+        near[i] = False
+        if np.isfinite(row[i]) and near.any():
+            expected[i] = np.median(area[near])
+    np.testing.assert_allclose(neighbour_nucleus_area(row, col, area), expected, equal_nan=True)
+    assert np.isnan(neighbour_nucleus_area([1.0], [1.0], [30.0])).all()
 
 
 def test_empty_table():

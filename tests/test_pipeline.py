@@ -306,7 +306,8 @@ def test_merge_without_a_slide_reference_types_by_all_the_slides_nuclei(nine_til
     info, chunks, _ = nine_tiles
     info = dataclasses.replace(info, typing_reference=None)
     every = pd.concat([c for c, _ in chunks], ignore_index=True)
-    reference = celltype.darkness_reference(every["nucleus_area_um2"], every["hematoxylin_nucleus"])
+    reference = celltype.darkness_reference(every["nucleus_area_um2"], every["hematoxylin_nucleus"],
+                                            every["neighbour_nucleus_area_um2"])
     monkeypatch.setattr(pipeline, "PART_ROWS", 37)
     parts = []
     pipeline.merge_slide_parts(info, [reading_order.SortedFrame(c) for c, _ in chunks], [h for _, h in chunks],
