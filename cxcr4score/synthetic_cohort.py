@@ -89,6 +89,10 @@ CONFIGURATIONS = {
         "tumour negative; the only positive cells are lymphocytes",
         {"intratumoral_lymphocyte_fraction": 0.08, "lymphocyte_density_mm2": 3000.0,
          "lymphocyte_positive_fraction": 0.7}, seed_base=6_000_000, positive_fractions=(0.0,)),
+    "sparse_tumour": GeneratorConfig(
+        "tumour nests sparse in stroma (12% of the tissue) with a dense, half CXCR4-positive infiltrate",
+        {"nest_fraction": 0.12, "lymphocyte_density_mm2": 2500.0, "lymphocyte_positive_fraction": 0.5},
+        seed_base=7_000_000),
     # Never used for tuning: its own combination of every difficulty, its own seeds.
     HELD_OUT: GeneratorConfig(
         "held out: all difficulties combined, own parameters and seeds, never tuned on",

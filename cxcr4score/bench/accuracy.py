@@ -36,7 +36,7 @@ TARGETS = (
 #: Columns of the table returned by :func:`accuracy`.
 COLUMNS = (
     "config", "held_out", "tiles", "patients", "tumour_precision", "tumour_recall", "tumour_f1",
-    "class_kappa", "membrane_r", "cytoplasm_r", "h_score_mae", "call_agreement", "wrong_calls",
+    "class_kappa", "membrane_r", "cytoplasm_r", "h_score_mae", "h_score_max_error", "call_agreement", "wrong_calls",
     "wrong_outside_ci", "lymphocyte_only_patients", "lymphocyte_only_eligible",
 )  # fmt: skip
 
@@ -157,6 +157,7 @@ def _config_row(name, counts, pairs, patients):
         "membrane_r": _pearson(pooled["truth_dab_membrane"], pooled["ours_dab_membrane"]),
         "cytoplasm_r": _pearson(pooled["truth_dab_cytoplasm"], pooled["ours_dab_cytoplasm"]),
         "h_score_mae": float(np.mean(np.abs(patients["h_score"] - patients["truth_h_score"]))),
+        "h_score_max_error": float(np.max(np.abs(patients["h_score"] - patients["truth_h_score"]))),
         "call_agreement": float(np.mean(~wrong)),
         "wrong_calls": int((wrong & definite).sum()),
         "wrong_outside_ci": int((wrong & patients["truth_outside_ci"]).sum()),
@@ -188,7 +189,8 @@ def accuracy(*, patients=6, tiles_per_patient=2, size=1024, configs=None, tmp_di
         One row per configuration, columns :data:`COLUMNS`: tumour-cell detection precision,
         recall and F1 (detected cells typed tumour against truth tumour cells, matched within
         4 um), quadratic-weighted kappa of the classes and Pearson r of membrane and cytoplasm
-        DAB means over matched tumour cells, patient H-score MAE (reported vs truth, 0-300),
+        DAB means over matched tumour cells, patient H-score MAE (reported vs truth, 0-300) and
+        the worst patient's absolute error,
         the fraction of patients whose call equals the truth call, definite calls
         (``eligible``/``not_eligible``) that differ from it, wrong calls whose truth value lies
         outside our interval, and patients whose only positive cells are lymphocytes, and how
