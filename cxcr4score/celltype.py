@@ -2,12 +2,13 @@
 
 CXCR4 is also expressed by lymphocytes, so scoring every detected cell can make a
 tumour-negative slide with a positive infiltrate look eligible. These rules use textbook
-nuclear morphology, not a trained model, and run on the merged cell table (no pixels, the
-same answer however the slide was tiled):
+nuclear morphology and the nuclei around each cell (measured in its tile, whose halo holds
+them: the same answer however the slide was tiled), not a trained model:
 
 - stroma: spindle nuclei (fibroblasts, endothelium), long axis at least 1.8 times the short
   (spindle nuclei are 2.5-6 times longer than wide; blur and pixels round thin ones) and
-  thin: at most 5.5 um wide (an ovoid carcinoma nucleus is elongated too, but wide);
+  thin: at most 5.5 um wide (an ovoid carcinoma nucleus is elongated too, but wide); and
+  small nuclei outside nests (below);
 - immune: small (a lymphocyte nucleus is 7-8 um across; as outlined, <= 65 um^2), round and
   dense, darker than the slide's larger nuclei;
 - tumour: the other nuclei of at least 20 um^2 (carcinoma nuclei are usually 40-100 um^2);
@@ -29,7 +30,6 @@ delineation.
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 CELL_TYPES = ("tumour", "immune", "stroma", "unknown")
 #: Long-to-short axis ratio from which a nucleus is spindle-shaped (stroma); below the 2.5 of
@@ -57,7 +57,11 @@ IMMUNE_DARKNESS = 1.45
 REFERENCE_MIN_AREA_UM2 = 40.0
 #: Smallest nucleus taken as a tumour cell (um^2).
 TUMOUR_MIN_AREA_UM2 = 20.0
-#: Fewer larger nuclei than this: the darkness reference is the median of all nuclei.
+#: A nucleus smaller than this (um^2) that is neither spindle nor lymphocyte is tumour only in a
+#: nest: a carcinoma nucleus is usually 40-100 um^2, a fibroblast cut across 25-36 as outlined.
+SMALL_NUCLEUS_MAX_UM2 = 40.0
+#: Fewer larger nuclei in nests than this: the darkness reference is the median of all larger
+#: nuclei; fewer larger nuclei: of all nuclei.
 _MIN_REFERENCE_NUCLEI = 20
 #: Reach of a cell's context (um): the nuclei whose centroids are this close to its own. Nest
 #: cells are 12-18 um apart, so it holds a cell's ring of neighbours.
@@ -70,7 +74,7 @@ NEIGHBOUR_RADIUS_UM = 25.0
 #: every cell is in a nest, so it changes little there (method.md section 9).
 NEST_NEIGHBOUR_AREA_UM2 = 32.0
 #: Relative shift of the typing limits (lymphocyte darkness, area and roundness; spindle
-#: width) under which a call is re-made: typing is a boundary too, and a call that rests on
+#: width; the nest's neighbour area) under which a call is re-made: typing is a boundary too, and a call that rests on
 #: cells near it is not stable (DESIGN section 5 re-makes the call under each variant).
 TYPING_TOLERANCE = 0.1
 
@@ -93,6 +97,9 @@ def neighbour_nucleus_area(row_um, col_um, area_um2, *, radius_um=NEIGHBOUR_RADI
     -------
     (K,) ndarray of float64
     """
+    # Imported here: scipy.spatial adds about 23 MB to every job that imports the package.
+    from scipy.spatial import cKDTree
+
     points = np.column_stack([np.asarray(row_um, float), np.asarray(col_um, float)])
     area = np.asarray(area_um2, dtype=float)
     out = np.full(len(area), np.nan)
@@ -185,7 +192,7 @@ def classify_cell_types(cells, *, shift=0.0, reference=None):
               & (ratio <= 1.0 + (IMMUNE_MAX_AXIS_RATIO - 1.0) * (1.0 - shift))
               & (darkness >= IMMUNE_DARKNESS * (1.0 + shift) * reference))
     in_nest = neighbours >= NEST_NEIGHBOUR_AREA_UM2 * (1.0 - shift)
-    small_outside = ~spindle & ~immune & (area >= TUMOUR_MIN_AREA_UM2) & (area < REFERENCE_MIN_AREA_UM2) & ~in_nest
+    small_outside = ~spindle & ~immune & (area >= TUMOUR_MIN_AREA_UM2) & (area < SMALL_NUCLEUS_MAX_UM2) & ~in_nest
     tumour = ~spindle & ~immune & ~small_outside & (area >= TUMOUR_MIN_AREA_UM2)
     types[spindle | small_outside] = "stroma"
     types[immune] = "immune"

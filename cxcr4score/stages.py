@@ -13,6 +13,7 @@ import io
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import pipeline, qc, reading_order, roi
 from .measure import empty_histogram
@@ -132,6 +133,10 @@ class _SortedFile:
 
     def __init__(self, path):
         self.path = self.name = str(path)
+        missing = sorted(set(pipeline.empty_measurements().columns) - set(_read(lambda p: pq.read_schema(p).names, path)))
+        if missing:
+            raise InputError([f"{path}: these measurements lack {', '.join(missing)} (written by an older "
+                              "cxcr4score); measure again (snakemake --forcerun measure_chunk)"])
         first = _read(lambda p: next(read_parts(p, columns=["y"], rows=1)), path)
         self.first_y = float(first["y"].iat[0]) if len(first) else None
 

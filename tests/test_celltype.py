@@ -6,7 +6,11 @@ import pytest
 
 from cxcr4score import config, pipeline, synthetic
 from cxcr4score.bench import accuracy as bench
-from cxcr4score.celltype import classify_cell_types, darkness_reference, neighbour_nucleus_area
+from cxcr4score.celltype import (
+    classify_cell_types,
+    darkness_reference,
+    neighbour_nucleus_area,
+)
 
 
 def _cells(rows, neighbour_area=60.0):

@@ -330,10 +330,25 @@ def test_qc_picture_from_outlines_read_in_parts(nine_tiles):
         pipeline.qc_slide(info, light, config=CONFIG)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "unsorted"])
+def test_halo_holds_the_neighbours_that_type_a_cell(monkeypatch):
+    """Beyond a nucleus's own reach the halo holds the farther of its cell (expansion and band)
+    and the neighbours within celltype.NEIGHBOUR_RADIUS_UM, whose outlines must be whole too:
+    the whole-image test above passes down to a halo of about 35 um, so the formula is pinned."""
+    from cxcr4score import tiling
+
+    base = tiling.halo_um(CONFIG)
+    monkeypatch.setattr(tiling, "NEIGHBOUR_RADIUS_UM", tiling.NEIGHBOUR_RADIUS_UM + 20.0)
+    assert tiling.halo_um(CONFIG) == pytest.approx(base + 20.0)
+    monkeypatch.setattr(tiling, "NEIGHBOUR_RADIUS_UM", 0.0)
+    cell_reach = CONFIG["cell_expansion_um"] + max(CONFIG["membrane_band_um"], CONFIG["membrane_capture_um"])
+    assert tiling.halo_um(CONFIG) == pytest.approx(base - 25.0 + cell_reach)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "unsorted", "0.8.0"])
 def test_damaged_measurements_stop_the_merge_naming_the_file(nine_tiles, tmp_path, damage):
-    """A chunk table cut short, or not in reading order (written by 0.7.0, or damaged), is a
-    one-line InputError naming the file and how to measure again, not a pyarrow traceback."""
+    """A chunk table cut short, not in reading order (written by 0.7.0, or damaged) or without a
+    column of this version (0.8.0) is a one-line InputError naming the file and how to measure
+    again, not a pyarrow traceback or a KeyError."""
     from cxcr4score import stages
     from cxcr4score.errors import InputError
 
@@ -345,10 +360,14 @@ def test_damaged_measurements_stop_the_merge_naming_the_file(nine_tiles, tmp_pat
         stages.write_measurements(table, hist, table_path=tables[-1], hist_path=hists[-1])
     if damage == "truncated":
         tables[1].write_bytes(tables[1].read_bytes()[:500])
+    elif damage == "0.8.0":  # before cells were typed by their neighbours
+        stages.write_measurements(chunks[1][0].drop(columns="neighbour_nucleus_area_um2"), chunks[1][1],
+                                  table_path=tables[1], hist_path=hists[1])
     else:
         stages.write_measurements(chunks[1][0].iloc[::-1], chunks[1][1], table_path=tables[1], hist_path=hists[1])
     out = tmp_path / "out"
-    with pytest.raises(InputError, match=f"{tables[1]}.*(cannot read|not in reading order).*forcerun measure_chunk"):
+    with pytest.raises(InputError, match=f"{tables[1]}.*(cannot read|not in reading order|lack neighbour_nucleus_area_um2)"
+                                         ".*forcerun measure_chunk"):
         stages.merge_files(info, tables, hists, config=CONFIG, on_bad_slide="skip", cells_path=out / "c.parquet",
                            blocks_path=out / "b.parquet", summary_path=out / "s.json")
     assert not out.exists() or not any(out.iterdir())
