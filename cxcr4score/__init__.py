@@ -23,7 +23,10 @@ Per slide (the workflow's rules call these through ``pipeline``)
     tissue          tissue mask
     segment         nuclei, cell expansion, compartments
     measure         per-cell DAB statistics per compartment in one pass (no thresholds)
-    celltype        tumour / immune / stroma from nucleus morphology; which cells are scored
+    celltype        tumour / immune / stroma from nucleus morphology and neighbours; which cells are scored
+    sampled_tiles   cells of a slide's sampled tissue tiles, measured as a chunk measures them
+    stain_pattern   whether a slide's stain is nuclear (nuclei then found on DAB too)
+    segmentation_stability  how scores move with the segmentation, from a sample of tiles
     score           classes, H-scores, % positive, Allred, IRS, block-bootstrap intervals
     qc_metrics      slide QC metrics and their levels
     pipeline        the per-slide stages: validate, measure a chunk, merge, QC picture

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .celltype import TYPING_TOLERANCE
+from .segmentation_stability import CELL_EXPANSION_TOLERANCE_UM, NUCLEUS_THRESHOLD_TOLERANCE, VARIANT_NAMES
 from .constants import HIST_BINS
 from .score import (
     COUNT_COLUMNS,
@@ -50,7 +51,7 @@ PATIENT_RULES = ("pooled", "any_slide", "all_slides", "most_recent")
 
 #: Scoring variants in ``blocks``: the nominal one, then the sensitivity re-evaluations.
 NOMINAL = "nominal"
-VARIANTS = ("thresholds_minus", "thresholds_plus", "alt_i0", "typing_fewer", "typing_more")
+VARIANTS = ("thresholds_minus", "thresholds_plus", "alt_i0", "typing_fewer", "typing_more", *VARIANT_NAMES)
 
 #: DAB columns with an alternative-background twin ``<name>_alt`` (the ``alt_i0`` variant).
 _ALT_COLUMNS = ("dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell")
@@ -212,6 +213,10 @@ def _variant_label(variant, settings):
         "alt_i0": "the alternative I0/stain choice",
         "typing_fewer": f"tumour typing limits shifted {TYPING_TOLERANCE:.0%} towards fewer tumour cells",
         "typing_more": f"tumour typing limits shifted {TYPING_TOLERANCE:.0%} towards more tumour cells",
+        "nuclei_fewer": f"the nucleus threshold {NUCLEUS_THRESHOLD_TOLERANCE:.0%} higher (fewer nuclei)",
+        "nuclei_more": f"the nucleus threshold {NUCLEUS_THRESHOLD_TOLERANCE:.0%} lower (more nuclei)",
+        "cells_smaller": f"cells expanded {CELL_EXPANSION_TOLERANCE_UM:g} um less",
+        "cells_larger": f"cells expanded {CELL_EXPANSION_TOLERANCE_UM:g} um more",
     }[variant]
 
 

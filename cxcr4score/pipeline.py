@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import (celltype, eligibility, measure, outlines, qc, qc_metrics, reading_order, roi, score, segment,
-               stain_pattern, stains, tiling)
+               segmentation_stability, stain_pattern, stains, tiling)
 from . import grid as grid_module
 from .constants import COMPARTMENT_NAMES, SECTOR_COLUMNS
 from .errors import InputError
@@ -319,6 +319,9 @@ def merge_slide_parts(info, tables, hists, *, config, write_cells):
     if not n_cells:
         merge_part(empty_measurements())
     blocks = eligibility.combine_block_counts(block_parts)
+    nominal = blocks[(blocks["variant"] == eligibility.NOMINAL) & (blocks["measure"] == "class")]
+    blocks = eligibility.combine_block_counts(
+        [blocks, segmentation_stability.variant_blocks(nominal, info.segmentation_sample, config)])
     blocks.insert(0, "slide_id", info.slide_id)
     classified = pd.concat(slide_columns, ignore_index=True)
     del slide_columns[:]  # held once, not twice, from here on

@@ -15,7 +15,8 @@ import math
 import cv2
 import numpy as np
 
-from . import __version__, celltype, qc_metrics, segment, stain_estimation, stain_pattern, stains, tiling, tissue
+from . import (__version__, celltype, qc_metrics, segment, segmentation_stability, stain_estimation, stain_pattern,
+               stains, tiling, tissue)
 from . import grid as grid_module
 from .pixel_size import MPP_TOLERANCE, resolve_mpp
 from .slide_reader import open_slide
@@ -72,6 +73,9 @@ class SlideInfo:
         The slide's reference nuclear darkness for cell typing
         (:func:`cxcr4score.celltype.darkness_reference` of the sampled tiles' nuclei), so that
         each chunk types its cells as the slide does; None without sampled nuclei.
+    segmentation_sample : dict
+        Cells of some tissue tiles segmented nominally and under each segmentation variant
+        (:func:`cxcr4score.segmentation_stability.sample`); empty when they hold too few.
     pixel_qc : dict
         QC metrics measured on pixels (:func:`measure_pixel_qc`).
     chunks : list of str
@@ -108,6 +112,7 @@ class SlideInfo:
     nucleus_baseline: float | None
     nucleus_dab_threshold: float | None
     typing_reference: float | None
+    segmentation_sample: dict
     pixel_qc: dict | None
     chunks: list
     chunk_tiles: list
@@ -125,7 +130,7 @@ class SlideInfo:
             mpp_source="", level=None, level_shape=None, level_mpp=None, analysis_mpp=nan, shape=[0, 0],
             overview_mpp=None, tissue_mm2=0.0, i0=[nan] * 3, i0_source="", stain_matrix=None, stain_vectors="",
             stain_source="", stain_dab_fraction=None, stain_notes="", nucleus_baseline=None, nucleus_dab_threshold=None,
-            typing_reference=None, pixel_qc=None, chunks=[], chunk_tiles=[], tile_boxes=[],
+            typing_reference=None, segmentation_sample={}, pixel_qc=None, chunks=[], chunk_tiles=[], tile_boxes=[],
             qc_status="failed", qc_message=message, cxcr4score_version=__version__,
         )
 
@@ -333,6 +338,11 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
     if dab_threshold > 0 and not config["nuclei"]["dab_threshold"]:
         stain_notes += (f"DAB-stained cells mostly nuclear ({pct_nuclear:.0f}% of {n_stained} in sampled tiles): "
                         f"nuclei also found on DAB >= {dab_threshold:g} OD",)
+    reference = _finite_or_none(celltype.darkness_reference(
+        sampled["nucleus_area_um2"], sampled["hematoxylin_nucleus"], sampled["neighbour_nucleus_area_um2"]))
+    segmentation_sample = segmentation_stability.sample(
+        focus_tiles or tiles, tables=tables, mpp=grid.mpp, config=config, baseline=baseline,
+        dab_threshold=dab_threshold, reference=reference)
     return SlideInfo(
         slide_id=slide_id,
         patient_id=patient_id,
@@ -357,8 +367,8 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
         stain_notes="; ".join(stain_notes),
         nucleus_baseline=baseline,
         nucleus_dab_threshold=dab_threshold,
-        typing_reference=_finite_or_none(celltype.darkness_reference(
-            sampled["nucleus_area_um2"], sampled["hematoxylin_nucleus"], sampled["neighbour_nucleus_area_um2"])),
+        typing_reference=reference,
+        segmentation_sample=segmentation_sample,
         pixel_qc=measure_pixel_qc(overview, overview_mpp, mask, focus_tiles, background.i0, estimate, config),
         chunks=[str(k) for k in range(len(chunk_tiles))],
         chunk_tiles=chunk_tiles,

@@ -11,13 +11,15 @@ its chunks are measured, from how the DAB-stained cells of its sampled tiles are
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
-from . import celltype, measure, score, segment, stains
+from . import celltype, sampled_tiles, score
 from .eligibility import NUCLEAR_PATTERN_PCT, PATTERN_MIN_POSITIVE
 
 _SAMPLED_COLUMNS = ("nucleus_area_um2", "nucleus_axis_ratio", "hematoxylin_nucleus", "neighbour_nucleus_area_um2",
                     "pattern")
+#: What :func:`cxcr4score.score.staining_pattern` reads besides the typing columns.
+_MEASURED_COLUMNS = (*_SAMPLED_COLUMNS[:-1], "dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell",
+                     "membrane_exposed_fraction")
 
 #: How the sampled cells' staining is read: DAB-stained at the default 1+ threshold (OD), a
 #: membrane read on cytoplasm above the default exposed share, tumour cells by morphology. Fixed,
@@ -54,29 +56,10 @@ def sampled_cells(tiles, *, tables, mpp, config, baseline):
         One row per cell of any tile: ``nucleus_area_um2``, ``nucleus_axis_ratio``,
         ``hematoxylin_nucleus``, ``neighbour_nucleus_area_um2`` (among the tile's nuclei), ``pattern`` (:data:`cxcr4score.score.PATTERNS`) and ``scored``.
     """
-    tables_of_tiles = []
-    for rgb in tiles:
-        hematoxylin, dab = stains.deconvolve(rgb, tables)
-        nuclei, cells, codes, exposed = segment.segment_cells(hematoxylin, dab, mpp=mpp, config=config,
-                                                              baseline=baseline)
-        n = int(nuclei.max(initial=0))
-        if n == 0:
-            continue
-        rows, cols, nucleus_px, axis_ratio = measure.nucleus_shape(nuclei, n)
-        stats, _ = measure.measure_cells(rgb, cells, codes, n_cells=n, tables=tables,
-                                         alt_dab_table=tables[stains.DAB], centroid_row=rows,
-                                         centroid_col=cols, in_scope=np.ones(n + 1, np.uint8))
-        stats["membrane_exposed_fraction"] = exposed[1 : n + 1]
-        stats["nucleus_area_um2"] = nucleus_px[1:] * mpp**2
-        stats["nucleus_axis_ratio"] = axis_ratio[1:]
-        stats["neighbour_nucleus_area_um2"] = celltype.neighbour_nucleus_area(rows[1:] * mpp, cols[1:] * mpp,
-                                                                            nucleus_px[1:] * mpp**2)
-        stats["pattern"] = score.staining_pattern(stats, threshold=STAINED_OD, exposed_max=EXPOSED_MAX)
-        tables_of_tiles.append(stats[list(_SAMPLED_COLUMNS)].reset_index(drop=True))
-    if not tables_of_tiles:
-        empty = pd.DataFrame({c: pd.Series(dtype=object if c == "pattern" else float) for c in _SAMPLED_COLUMNS})
-        return empty.assign(scored=pd.Series(dtype=bool))
-    sampled = pd.concat(tables_of_tiles, ignore_index=True)
+    sampled = sampled_tiles.sampled_cells(tiles, _MEASURED_COLUMNS, tables=tables, mpp=mpp, config=config,
+                                          baseline=baseline)
+    sampled["pattern"] = score.staining_pattern(sampled, threshold=STAINED_OD, exposed_max=EXPOSED_MAX)
+    sampled = sampled[list(_SAMPLED_COLUMNS)].copy()
     types = celltype.classify_cell_types(sampled)
     sampled["scored"], _ = celltype.scored_cells(types, np.ones(len(sampled), bool),
                                                  tumour_cells=TUMOUR_CELLS)

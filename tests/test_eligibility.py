@@ -332,6 +332,16 @@ def test_typing_variant_flips_call(config):
     assert "call changes to eligible with tumour typing limits shifted 10% towards more tumour cells" in row["reason"]
 
 
+def test_segmentation_variant_flips_call(config):
+    """Issue 21 item 4: a call that changes when nuclei are segmented at a higher threshold is
+    indeterminate, naming the segmentation variant."""
+    fewer = pd.DataFrame(blocks_of("S1", NEGATIVE, variant="nuclei_fewer", measures=("class",)))
+    blocks = pd.concat([make_blocks(("S1", POSITIVE)), fewer], ignore_index=True)
+    row = one(make_slides(S1), blocks, config, calibrated=True)
+    assert row["call"] == "indeterminate"
+    assert row["review_reasons"] == "call changes with the nucleus threshold 40% higher (fewer nuclei)"
+
+
 def test_alt_i0_absent_for_a_slide_uses_nominal(config):
     """alt_i0 missing for a slide (equal to nominal): that slide's nominal counts stand in; the call is stable."""
     blocks = pd.concat(
