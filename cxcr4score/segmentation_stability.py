@@ -15,7 +15,7 @@ import copy
 import numpy as np
 import pandas as pd
 
-from . import celltype, sampled_tiles, score
+from . import celltype, score
 from .score import COUNT_COLUMNS
 
 #: Relative shift of the nucleus threshold (config ``nuclei.threshold``, above the slide's
@@ -30,6 +30,11 @@ SAMPLE_TILES = 8
 #: Fewer scored cells than this in the nominal sample: no segmentation variant (too few to
 #: say how the scores move).
 MIN_SAMPLE_CELLS = 50
+#: Cells added to each class of the sample, nominal and variant, before their ratio is taken:
+#: a class of a few sampled cells (positive cells near a 1% cutoff) would otherwise move the
+#: whole slide by a factor of 0.5-3 when one cell changes class; a class of hundreds is barely
+#: affected.
+PRIOR_CELLS = 5.0
 #: The sample's columns: what a class and the tumour type are read from.
 SAMPLE_COLUMNS = ("dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell", "membrane_exposed_fraction", "tumour")
 #: Segmentation variants, in the order of ``eligibility.VARIANTS``.
@@ -74,6 +79,10 @@ def sample(tiles, *, tables, mpp, config, baseline, dab_threshold, reference):
         rounded to 1e-4 OD, ``tumour`` 0 / 1): JSON-serialisable, kept in the slide's info.
         Empty when the tiles hold fewer than :data:`MIN_SAMPLE_CELLS` cells.
     """
+    # Imported here: it brings the pixel stack (kernels, OpenCV), which the eligibility step,
+    # importing this module for its variant names, does not need.
+    from . import sampled_tiles
+
     if len(tiles) > SAMPLE_TILES:
         tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, SAMPLE_TILES).round().astype(int)]
     out = {}
@@ -116,15 +125,18 @@ def variant_blocks(nominal_blocks, samples, config):
     Returns
     -------
     pandas.DataFrame
-        ``variant, measure, block_id, n0..n3`` (measure ``class``): each block's counts
-        times the sample's change per class, ``(variant + 0.5) / (nominal + 0.5)`` (the half
-        keeps a class absent from the sample finite), rescaled so that the block's total moves
-        as the sample's number of scored cells does, and rounded.
+        ``variant, measure, block_id, n0..n3`` (measure ``class``): each block's counts times
+        the sample's change per class, ``(variant + PRIOR_CELLS) / (nominal + PRIOR_CELLS)``,
+        all times one factor so that the slide's total moves as the sample's number of scored
+        cells does, rounded.
 
     Notes
     -----
     An estimate: it assumes the slide's other tiles move as the sampled ones do. With fewer
-    than :data:`MIN_SAMPLE_CELLS` scored cells in the nominal sample no variant is given.
+    than :data:`MIN_SAMPLE_CELLS` scored cells in the nominal sample no variant is given. The
+    total is rescaled over the slide, not per block: a block of negative cells only would
+    otherwise stay as it is, and a slide whose positive cells cluster in some blocks would not
+    move at all.
     """
     nominal = _class_counts(samples["nominal"], config) if samples else np.zeros(4)
     if nominal.sum() < MIN_SAMPLE_CELLS:
@@ -135,10 +147,9 @@ def variant_blocks(nominal_blocks, samples, config):
         if name not in samples:
             continue
         varied = _class_counts(samples[name], config)
-        scaled = counts * (varied + 0.5) / (nominal + 0.5)
-        totals = scaled.sum(axis=1, keepdims=True)
-        target = counts.sum(axis=1, keepdims=True) * varied.sum() / nominal.sum()
-        scaled = np.divide(scaled * target, totals, out=np.zeros_like(scaled), where=totals > 0)
+        scaled = counts * (varied + PRIOR_CELLS) / (nominal + PRIOR_CELLS)
+        if scaled.sum() > 0:
+            scaled *= counts.sum() * varied.sum() / nominal.sum() / scaled.sum()
         table = pd.DataFrame(np.rint(scaled).astype(np.int64), columns=list(COUNT_COLUMNS))
         table.insert(0, "block_id", nominal_blocks["block_id"].to_numpy())
         table.insert(0, "measure", "class")

@@ -112,7 +112,7 @@ class SlideInfo:
     nucleus_baseline: float | None
     nucleus_dab_threshold: float | None
     typing_reference: float | None
-    segmentation_sample: dict
+    segmentation_sample: dict = dataclasses.field(repr=False)  # thousands of numbers; not for the log
     pixel_qc: dict | None
     chunks: list
     chunk_tiles: list

@@ -42,13 +42,8 @@ def sampled_cells(tiles, *, tables, mpp, config, baseline):
     ----------
     tiles : sequence of (M, N, 3) ndarray of uint8
         RGB tissue tiles at ``mpp``.
-    tables : ndarray
-        :func:`cxcr4score.stains.concentration_tables` of the slide.
-    mpp : float
-    config : dict
-        Effective configuration (nuclei, cell expansion and membrane keys).
-    baseline : float
-        The slide's nucleus baseline.
+    tables, mpp, config, baseline
+        As :func:`cxcr4score.sampled_tiles.tile_cells`.
 
     Returns
     -------

@@ -330,6 +330,36 @@ def test_qc_picture_from_outlines_read_in_parts(nine_tiles):
         pipeline.qc_slide(info, light, config=CONFIG)
 
 
+def test_slide_info_of_another_version_stops_the_job_with_what_to_do(nine_tiles, tmp_path, monkeypatch, capsys):
+    """An info.json without a field of this version (0.8.0 lacks segmentation_sample) stops a
+    workflow job with the file and what to run, not a traceback from SlideInfo."""
+    import json
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "workflow" / "scripts"))
+    import _common
+
+    info, _, _ = nine_tiles
+    old = info.to_json()
+    del old["segmentation_sample"]
+    path = tmp_path / "info.json"
+    path.write_text(json.dumps(old))
+    with pytest.raises(SystemExit):
+        _common.read_slide_info(path)
+    err = capsys.readouterr().err
+    assert str(path) in err and "segmentation_sample" in err and "--forcerun slide_info" in err
+    assert _common.read_slide_info(_write(tmp_path / "now.json", info.to_json())) == info
+    del sys.modules["_common"]
+
+
+def _write(path, data):
+    import json
+
+    path.write_text(json.dumps(data))
+    return path
+
+
 def test_halo_holds_the_neighbours_that_type_a_cell(monkeypatch):
     """Beyond a nucleus's own reach the halo holds the farther of its cell (expansion and band)
     and the neighbours within celltype.NEIGHBOUR_RADIUS_UM, whose outlines must be whole too:

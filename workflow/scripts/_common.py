@@ -54,6 +54,18 @@ def read_json(path):
         return json.load(handle)
 
 
+def read_slide_info(path):
+    """A slide's info.json as a SlideInfo; one that another version wrote stops the job with
+    what to do, not a traceback."""
+    from cxcr4score.slide_info import SlideInfo
+
+    try:
+        return SlideInfo.from_json(read_json(path))
+    except ValueError as err:
+        fail(f"{path}: {err}: written by another cxcr4score version; run again with "
+             "snakemake --forcerun slide_info")
+
+
 
 @contextlib.contextmanager
 def staged(outputs):

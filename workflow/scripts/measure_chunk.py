@@ -1,13 +1,12 @@
 """Pixels -> per-cell measurements of one chunk (no scoring thresholds)."""
 
-from _common import read_json, rule_config, staged, start, warn
+from _common import read_slide_info, rule_config, staged, start, warn
 
 log = start(snakemake)  # noqa: F821
 
 from cxcr4score import stages  # noqa: E402
-from cxcr4score.slide_info import SlideInfo  # noqa: E402
 
-info = SlideInfo.from_json(read_json(snakemake.input.info))  # noqa: F821
+info = read_slide_info(snakemake.input.info)  # noqa: F821
 chunk = snakemake.wildcards.chunk  # noqa: F821
 cells, hist = stages.measure_chunk(info, chunk, config=rule_config(snakemake.params.pixel_config))  # noqa: F821
 if stages.chunk_problem(cells):

@@ -1,14 +1,13 @@
 """Apply thresholds: the per-cell table, block class counts per variant, the slide summary."""
 
-from _common import fail, read_json, rule_config, staged, start
+from _common import fail, read_slide_info, rule_config, staged, start
 
 log = start(snakemake)  # noqa: F821
 
 from cxcr4score import stages  # noqa: E402
 from cxcr4score.errors import InputError  # noqa: E402
-from cxcr4score.slide_info import SlideInfo  # noqa: E402
 
-info = SlideInfo.from_json(read_json(snakemake.input.info))  # noqa: F821
+info = read_slide_info(snakemake.input.info)  # noqa: F821
 output = snakemake.output  # noqa: F821
 with staged(output) as path:  # all outputs appear at the end, or none
     try:

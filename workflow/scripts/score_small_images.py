@@ -5,13 +5,12 @@ The same stages as merge_slide, cells_geojson and qc_slide, slide after slide.
 
 import os
 
-from _common import fail, read_json, rule_config, staged, start
+from _common import fail, read_slide_info, rule_config, staged, start
 
 log = start(snakemake)  # noqa: F821
 
 from cxcr4score import stages  # noqa: E402
 from cxcr4score.errors import InputError  # noqa: E402
-from cxcr4score.slide_info import SlideInfo  # noqa: E402
 
 slide_ids = snakemake.params.slide_ids  # noqa: F821
 inputs, output = snakemake.input, snakemake.output  # noqa: F821
@@ -19,7 +18,7 @@ class_config = rule_config(snakemake.params.class_config)  # noqa: F821
 qc_config = rule_config(snakemake.params.qc_config)  # noqa: F821
 with staged(output) as path:  # all outputs appear at the end, or none
     for k, slide_id in enumerate(slide_ids):
-        measured = SlideInfo.from_json(read_json(inputs.info[k]))
+        measured = read_slide_info(inputs.info[k])
         cells_path = path[output.cells[k]]
         try:
             info, n_cells = stages.merge_files(measured, [inputs.table[k]], [inputs.hist[k]], config=class_config,
