@@ -27,7 +27,8 @@ from .errors import InputError
 from .score import scored_values
 
 #: Cell columns the scored value needs.
-_CELL_COLUMNS = ("scored", "dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell", "membrane_exposed_fraction")
+_CELL_COLUMNS = ("scored", "dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell", "membrane_exposed_fraction",
+                 "membrane_line_sectors")
 UNITS = ("patient", "slide")
 
 

@@ -13,7 +13,7 @@ from ._kernels import statistics as kernels
 from ._kernels.rows import row_bands, thread_bands
 from .constants import (
     COMPARTMENT_NAMES, CYTOPLASM, HEM_BINS, HEM_BINS_PER_OD, HIST_BINS, HIST_LOW, MEMBRANE, MEMBRANE_RIDGE,
-    MEMBRANE_RING, N_CODES, N_SECTORS, NUCLEUS, Q_SCALE, RING_RIDGE, SECTOR_COLUMNS,
+    MEMBRANE_RING, MIN_LINE_SECTORS, N_CODES, N_SECTORS, NUCLEUS, Q_SCALE, RING_RIDGE, SECTOR_COLUMNS,
 )
 from .stains import channel_pair_rows, check_rgb, check_tables
 
@@ -187,8 +187,8 @@ def measure_cells(
         band and the ridge pixels of the ring), ``dab_<compartment>_alt``, ``dab_cell``,
         ``dab_cell_sd``, ``dab_cell_alt``, ``hematoxylin_nucleus`` and the sector values
         ``dab_membrane_sector_SS``. ``dab_membrane`` (and its ``_alt``) and the sectors are the
-        located membrane (:func:`located_membrane`); ``dab_membrane_band`` is the band mean
-        alone.
+        located membrane (:func:`located_membrane`), ``membrane_line_sectors`` how many
+        sectors hold its line; ``dab_membrane_band`` is the band mean alone.
     hist : (2, 200, 800) ndarray of int64
         Joint histograms of the pixels of cells with ``in_scope`` >= 1 (``hist[REGION]``) and
         == 2 (``hist[TUMOUR]``): hematoxylin in bins of 0.02 OD (rows), DAB in bins of 0.005
@@ -335,18 +335,6 @@ def _sd(total, sq, n):
         return np.where(n > 0, np.sqrt(np.maximum(var, 0.0)) / Q_SCALE, np.nan)
 
 
-#: A cell's stained line, located in at least this many of its 16 sectors (3/8 of its
-#: circumference, more than two neighbours share with it in a hexagonal packing, 1/6 each), is
-#: its membrane: the cell reads the line's mean, and ``membrane_completeness`` says how much of
-#: the cell it covers, as a pathologist grades a membrane's intensity where it is stained and
-#: its completeness apart. A shorter line (a granule, the edge of a neighbour's brown nucleus,
-#: one stained neighbour's membrane) does not, and the band's level fills the sectors without a
-#: line. On the HER2 2+ core ``a5593c5e``, whose cells in brown nests carry strong lines on
-#: most of their outline, 13.4% of cells read membrane-positive when every sector counted and
-#: 29.8% with this; the generated held-out cohort's membrane H-score error halves (validation.md).
-MIN_LINE_SECTORS = 6
-
-
 def located_membrane(sectors):
     """Membrane DAB per cell and sector where the membrane is, and the cell's membrane.
 
@@ -369,10 +357,14 @@ def located_membrane(sectors):
         NaN where a sector has neither.
     membrane, membrane_alt : (n,) ndarray of float64
         NaN for a cell without band or ridge pixels.
+    line_sectors : (n,) ndarray of int64
+        How many of the cell's sectors hold ridge pixels (its line is its membrane from
+        ``MIN_LINE_SECTORS``).
     """
     band_n, ridge_n = sectors[..., 0], sectors[..., 3]
     on_line = ridge_n > 0
-    has_line = on_line.sum(axis=1) >= MIN_LINE_SECTORS
+    line_sectors = on_line.sum(axis=1)
+    has_line = line_sectors >= MIN_LINE_SECTORS
     out = []
     for offset in (1, 2):
         out.append(np.where(on_line, _mean(sectors[..., 3 + offset], ridge_n),
@@ -383,7 +375,7 @@ def located_membrane(sectors):
     with np.errstate(invalid="ignore", divide="ignore"):
         membrane = np.where(n_read > 0, np.where(read, sector_dab, 0.0).sum(axis=1) / n_read, np.nan)
         membrane_alt = np.where(n_read > 0, np.where(read, sector_alt, 0.0).sum(axis=1) / n_read, np.nan)
-    return sector_dab, membrane, membrane_alt
+    return sector_dab, membrane, membrane_alt, line_sectors
 
 
 def _pool(a, codes):
@@ -406,7 +398,8 @@ def _to_table(count, dab_sum, dab_sq, alt_sum, hem_sum, sectors):
         columns[f"dab_{name}_alt"] = _mean(_pool(alt_sum, pools[name]), n)
     band = (MEMBRANE, MEMBRANE_RIDGE)
     columns["dab_membrane_band"] = _mean(_pool(dab_sum, band), _pool(count, band))
-    sector_dab, columns["dab_membrane"], columns["dab_membrane_alt"] = located_membrane(sectors)
+    sector_dab, columns["dab_membrane"], columns["dab_membrane_alt"], columns["membrane_line_sectors"] = \
+        located_membrane(sectors)
     n_cell = count.sum(axis=1)
     columns["dab_cell"] = _mean(dab_sum.sum(axis=1), n_cell)
     columns["dab_cell_sd"] = _sd(dab_sum.sum(axis=1), dab_sq.sum(axis=1), n_cell)

@@ -40,7 +40,7 @@ _CLASS_COLOURS = ((112, 112, 225), (255, 215, 0), (224, 142, 0), (200, 50, 50))
 _TYPE_COLOURS = {"Immune": (160, 90, 160), "Stroma": (150, 200, 150)}
 #: Cell table columns exported as QuPath measurements, when present.
 _MEASUREMENTS = ("dab_membrane", "dab_cytoplasm", "dab_nucleus", "dab_cell", "membrane_completeness",
-                 "nucleus_area_um2", "cell_area_um2", "neighbour_nucleus_area_um2")
+                 "membrane_line_sectors", "nucleus_area_um2", "cell_area_um2", "neighbour_nucleus_area_um2")
 
 
 def read_roi(path: str | os.PathLike, classes=()) -> list[Polygon]:

@@ -36,7 +36,8 @@ MIN_SAMPLE_CELLS = 50
 #: affected.
 PRIOR_CELLS = 5.0
 #: The sample's columns: what a class and the tumour type are read from.
-SAMPLE_COLUMNS = ("dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell", "membrane_exposed_fraction", "tumour")
+SAMPLE_COLUMNS = ("dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell", "membrane_exposed_fraction",
+                  "membrane_line_sectors", "tumour")
 #: Segmentation variants, in the order of ``eligibility.VARIANTS``.
 VARIANT_NAMES = ("nuclei_fewer", "nuclei_more", "cells_smaller", "cells_larger")
 

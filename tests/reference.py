@@ -66,7 +66,7 @@ def located_membrane(dab, cells, codes, centroid_row, centroid_col, min_line_sec
     """The membrane where it is, by definition: per sector the mean DAB of its ridge pixels
     (codes 5, 6), else of its band pixels (3, 5); per cell the mean over its ridge sectors when
     there are at least ``min_line_sectors`` of them, else over the sectors that have either
-    (NaN if none). Returns ((n,) membrane, (n, 16) sector values)."""
+    (NaN if none). Returns ((n,) membrane, (n, 16) sector values, (n,) sectors with ridge pixels)."""
     n = int(cells.max())
     ridge, n_ridge = _sector_means(dab, cells, np.isin(codes, RIDGE_CODES), centroid_row, centroid_col, n)
     band, _ = _sector_means(dab, cells, np.isin(codes, BAND_CODES), centroid_row, centroid_col, n)
@@ -77,15 +77,15 @@ def located_membrane(dab, cells, codes, centroid_row, centroid_col, min_line_sec
         values = sectors[i][line] if line.sum() >= min_line_sectors else sectors[i][~np.isnan(sectors[i])]
         if values.size:
             membrane[i] = values.mean()
-    return membrane, sectors
+    return membrane, sectors, (n_ridge[1:] > 0).sum(axis=1)
 
 
 def cell_statistics(dab, hematoxylin, cells, codes, centroid_row, centroid_col):
     """Per-cell compartment means of DAB (and nuclear hematoxylin) and the located membrane.
 
     Returns a dict of (n,) arrays: ``dab_nucleus``, ``dab_cytoplasm``, ``dab_membrane``
-    (:func:`located_membrane`), ``dab_membrane_band`` (codes 3, 5), ``dab_cell``,
-    ``hematoxylin_nucleus``, ``n_<compartment>``, and ``sectors`` (n, 16).
+    (:func:`located_membrane`), ``membrane_line_sectors``, ``dab_membrane_band`` (codes 3, 5),
+    ``dab_cell``, ``hematoxylin_nucleus``, ``n_<compartment>``, and ``sectors`` (n, 16).
     """
     n = int(cells.max())
     out = {}
@@ -95,7 +95,8 @@ def cell_statistics(dab, hematoxylin, cells, codes, centroid_row, centroid_col):
         out[f"dab_{name}"], out[f"n_{name}"] = _mean_by_label(dab[where], cells[where], n)
     band = np.isin(codes, BAND_CODES) & inside
     out["dab_membrane_band"], _ = _mean_by_label(dab[band], cells[band], n)
-    out["dab_membrane"], out["sectors"] = located_membrane(dab, cells, codes, centroid_row, centroid_col)
+    out["dab_membrane"], out["sectors"], out["membrane_line_sectors"] = located_membrane(
+        dab, cells, codes, centroid_row, centroid_col)
     out["dab_cell"], _ = _mean_by_label(dab[inside], cells[inside], n)
     nucleus = (codes == 1) & inside
     out["hematoxylin_nucleus"], _ = _mean_by_label(hematoxylin[nucleus], cells[nucleus], n)
@@ -405,7 +406,8 @@ def reference_pipeline_score(table, *, thresholds, mpp, compartments=("membrane"
     """Classes, class counts per block and the H-score, with NumPy and pandas.
 
     A compartment's class is the number of thresholds at or below its mean (NaN: none); an
-    exposed cell's membrane takes its cytoplasm's class; the class is the highest of
+    exposed cell's membrane takes its cytoplasm's class unless a line was located on at least
+    6 of its sectors; the class is the highest of
     ``compartments``, else the whole cell's, else 0 (DESIGN section 5, class rule ``max``).
 
     Returns
@@ -422,6 +424,7 @@ def reference_pipeline_score(table, *, thresholds, mpp, compartments=("membrane"
 
     per = {c: classify(table[f"dab_{c}"]) for c in ("nucleus", "cytoplasm", "membrane", "cell")}
     exposed = table["membrane_exposed_fraction"].to_numpy() > exposed_max
+    exposed &= table["membrane_line_sectors"].to_numpy() < 6
     per["membrane"] = np.where(exposed, per["cytoplasm"], per["membrane"])
     classes = np.max([per[c] for c in compartments], axis=0)
     classes = np.where(classes < 0, per["cell"], classes)

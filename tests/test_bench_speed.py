@@ -92,6 +92,7 @@ def test_measurement_and_scoring_match_reference_on_the_same_cells(bench_tile):
         a, b = ours[name].to_numpy(), ref[name].to_numpy()
         np.testing.assert_allclose(a, b, atol=2e-3, err_msg=name)
         assert np.mean(np.isclose(a, b, rtol=0, atol=1e-5, equal_nan=True)) >= 0.95, name
+    assert np.mean(ours["membrane_line_sectors"].to_numpy() == ref["membrane_line_sectors"].to_numpy()) >= 0.95
     ref_scores = bench_tile["ref"]["scoring"]({"measurement": ours})
     np.testing.assert_array_equal(ours_state["scoring"]["classes"], ref_scores["classes"])
     assert ours_state["scoring"]["h_score"] == pytest.approx(ref_scores["h_score"])

@@ -225,13 +225,13 @@ def test_config_problems_lists_every_difference(tmp_path):
 
 def _reference_class(row, thresholds, rule, compartments, exposed_max=0.5):
     """Reference (DESIGN section 5, written per cell): the highest class among the chosen
-    compartments, membrane read on cytoplasm when exposed, missing ones ignored; else the whole
-    cell's class; else 0."""
+    compartments, membrane read on cytoplasm when exposed without a line on 6 sectors, missing
+    ones ignored; else the whole cell's class; else 0."""
     def cls(value):
         return -1 if np.isnan(value) else sum(value >= t for t in thresholds)
 
     own = {c: cls(row[f"dab_{c}"]) for c in ("nucleus", "cytoplasm", "membrane", "cell")}
-    if row["membrane_exposed_fraction"] > exposed_max:
+    if row["membrane_exposed_fraction"] > exposed_max and row["membrane_line_sectors"] < 6:
         own["membrane"] = own["cytoplasm"]
     chosen = [own[c] for c in (compartments if rule == "max" else (rule,))]
     best = max(chosen)
@@ -248,6 +248,7 @@ def test_scored_value_gives_each_cell_its_class():
     frame = pd.DataFrame({f"dab_{c}": np.where(RNG.random(n) < 0.25, np.nan, RNG.uniform(0, 1, n))
                           for c in ("nucleus", "cytoplasm", "membrane", "cell")})
     frame["membrane_exposed_fraction"] = RNG.uniform(0, 1, n)
+    frame["membrane_line_sectors"] = RNG.integers(0, 17, n)
     for rule, compartments in (("max", ("membrane", "cytoplasm")), ("max", ("nucleus",)), ("membrane", ("membrane",)),
                                ("cell", ("membrane",)), ("max", ("membrane", "cytoplasm", "nucleus"))):
         values = scored_values(frame, class_rule=rule, compartments=compartments)
@@ -272,7 +273,7 @@ def _results(tmp_path, slides):
         n = len(values)
         cells = pd.DataFrame({"scored": np.r_[np.ones(n, bool), False], "dab_nucleus": 0.0,
                               "dab_cytoplasm": 0.0, "dab_membrane": np.r_[values, 3.0], "dab_cell": 0.0,
-                              "membrane_exposed_fraction": 0.0})
+                              "membrane_exposed_fraction": 0.0, "membrane_line_sectors": 0})
         write_table(cells, out / "cells" / f"{slide_id}.parquet")
     return out
 

@@ -100,7 +100,7 @@ def test_cell_statistics_match_reference():
     present = np.bincount(cells.ravel(), minlength=41)[1:] > 0
     for name in ("dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell", "hematoxylin_nucleus"):
         np.testing.assert_allclose(table[name].to_numpy()[present], ref[name][present], atol=1e-5, err_msg=name)
-    for name in ("n_nucleus", "n_cytoplasm", "n_membrane"):
+    for name in ("n_nucleus", "n_cytoplasm", "n_membrane", "membrane_line_sectors"):
         np.testing.assert_array_equal(table[name].to_numpy(), ref[name], err_msg=name)
     sectors = table[list(SECTOR_COLUMNS)].to_numpy()
     np.testing.assert_allclose(sectors, ref["sectors"], atol=1e-5, err_msg="sector means")
@@ -130,8 +130,9 @@ def test_located_membrane_and_pooled_compartments_match_reference():
     _, n_ridge = reference._sector_means(dab, cells, codes >= MEMBRANE_RIDGE, rows, cols, n)
     line_sectors = (n_ridge[1:] > 0).sum(axis=1)
     assert (line_sectors == 0).any() and ((line_sectors > 0) & (line_sectors < 6)).any() and (line_sectors >= 6).any()
-    membrane, sectors = reference.located_membrane(dab, cells, codes, rows, cols)
+    membrane, sectors, _ = reference.located_membrane(dab, cells, codes, rows, cols)
     np.testing.assert_allclose(table["dab_membrane"].to_numpy(), membrane, atol=1e-5, equal_nan=True)
+    np.testing.assert_array_equal(table["membrane_line_sectors"].to_numpy(), line_sectors)
     np.testing.assert_allclose(table[list(SECTOR_COLUMNS)].to_numpy(), sectors, atol=1e-5, equal_nan=True)
     for name, selected in (("dab_membrane_band", (3, 5)), ("dab_cytoplasm", (2, 4))):
         where = np.isin(codes, selected) & (cells > 0)
@@ -153,8 +154,9 @@ def test_located_membrane_hand_worked():
         s[:line_sectors, 3:] = [2, round(2 * line * Q_SCALE), round(2 * line * Q_SCALE)]
         return s
     sectors = np.stack([cell(6), cell(5), cell(0), cell(16), np.zeros((16, 6), np.int64)])
-    sector_dab, membrane, membrane_alt = measure.located_membrane(sectors)
+    sector_dab, membrane, membrane_alt, line_sectors = measure.located_membrane(sectors)
     assert measure.MIN_LINE_SECTORS == 6
+    np.testing.assert_array_equal(line_sectors, [6, 5, 0, 16, 0])
     np.testing.assert_allclose(membrane[:4], [0.5, (5 * 0.5 + 11 * 0.05) / 16, 0.05, 0.5], atol=1e-6)
     assert np.isnan(membrane[4]) and np.isnan(sector_dab[4]).all()
     np.testing.assert_array_equal(membrane_alt, membrane)

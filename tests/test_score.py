@@ -65,11 +65,13 @@ def test_classify_matches_plain_comparison(values):
 # ---------------------------------------------------------------- assign_classes
 
 
-def _cells(rows, sectors=None):
-    """Cells table from (nucleus, cytoplasm, membrane, cell, exposed) tuples; sectors default NaN."""
+def _cells(rows, sectors=None, line_sectors=None):
+    """Cells table from (nucleus, cytoplasm, membrane, cell, exposed) tuples; sectors default NaN,
+    line sectors 0."""
     frame = pd.DataFrame(
         rows, columns=["dab_nucleus", "dab_cytoplasm", "dab_membrane", "dab_cell", "membrane_exposed_fraction"]
     )
+    frame["membrane_line_sectors"] = np.zeros(len(rows), np.int64) if line_sectors is None else line_sectors
     sector_values = np.full((len(rows), 16), NAN) if sectors is None else np.asarray(sectors, float)
     return pd.concat([frame, pd.DataFrame(sector_values, columns=list(SECTOR_COLUMNS))], axis=1)
 
@@ -114,6 +116,16 @@ def test_assign_classes_rules(kwargs, expected):
         [(0.9, 0.1, 0.45, 0.3, 0.0), (0.0, 0.65, 0.25, 0.3, 0.2), (0.0, 0.05, 0.7, 0.3, 0.8), (0.0, 0.3, 0.7, 0.3, 0.5)]
     )
     assert assign_classes(cells, thresholds=THRESHOLDS, **kwargs)["class"].tolist() == expected
+
+
+def test_exposed_cell_with_a_located_line_is_scored_on_its_membrane():
+    """An exposed band is read on cytoplasm unless a line was located on at least
+    MIN_LINE_SECTORS (6) of the cell's sectors: the line is where the membrane is."""
+    rows = [(0.0, 0.05, 0.7, 0.3, 0.8)] * 4 + [(0.0, 0.05, 0.7, 0.3, 0.2)]
+    cells = _cells(rows, line_sectors=[0, 5, 6, 16, 0])
+    assert assign_classes(cells, thresholds=THRESHOLDS)["class"].tolist() == [0, 0, 3, 3, 3]
+    with pytest.raises(ValueError, match="membrane_line_sectors"):
+        assign_classes(cells.drop(columns="membrane_line_sectors"), thresholds=THRESHOLDS)
 
 
 def test_membrane_completeness_hand_worked():
@@ -550,10 +562,13 @@ def test_staining_pattern_by_the_compartment_that_carries_the_dab():
 
 def test_staining_pattern_of_an_exposed_cell_is_not_membranous():
     """Review finding: a cell scored on its cytoplasm because its band is exposed (as
-    assign_classes does) has no membrane reading for its pattern either."""
+    assign_classes does) has no membrane reading for its pattern either; one whose line was
+    located on 6 sectors keeps it."""
     from cxcr4score.score import staining_pattern
 
-    cells = pd.DataFrame({"dab_membrane": [0.5, 0.5], "dab_cytoplasm": [0.3, 0.1], "dab_nucleus": [0.1, 0.1],
-                          "membrane_exposed_fraction": [0.9, 0.1]})
-    assert staining_pattern(cells, threshold=0.2, exposed_max=0.5).tolist() == ["cytoplasmic", "membranous"]
-    assert staining_pattern(cells.iloc[1:], threshold=0.6, exposed_max=0.5).tolist() == ["negative"]
+    cells = pd.DataFrame({"dab_membrane": [0.5, 0.5, 0.5], "dab_cytoplasm": [0.3, 0.1, 0.3],
+                          "dab_nucleus": [0.1, 0.1, 0.1], "membrane_exposed_fraction": [0.9, 0.1, 0.9],
+                          "membrane_line_sectors": [5, 0, 6]})
+    assert staining_pattern(cells, threshold=0.2, exposed_max=0.5).tolist() == ["cytoplasmic", "membranous",
+                                                                                 "membranous"]
+    assert staining_pattern(cells.iloc[1:2], threshold=0.6, exposed_max=0.5).tolist() == ["negative"]
