@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import yaml
 
 from . import __version__, calibration
@@ -72,10 +73,14 @@ def read_results(results):
     if missing:
         raise InputError([f"{results / 'slides.csv'}: missing column {c!r}" for c in missing])
     slides = slides[["slide_id", "patient_id", "qc_status"]]
-    values, problems = {}, []
+    values, problems, older = {}, [], []
     for slide_id in slides.loc[slides["qc_status"] != "failed", "slide_id"]:
         path = results / "cells" / f"{slide_id}.parquet"
         try:
+            lacking = [c for c in _CELL_COLUMNS if c not in pq.read_schema(path).names]
+            if lacking:
+                older.append((path, lacking))
+                continue
             cells = pd.read_parquet(path, columns=list(_CELL_COLUMNS))
         except (OSError, ValueError, KeyError) as err:
             problems.append(f"{path}: cannot read the cells' {', '.join(_CELL_COLUMNS)} "
@@ -85,6 +90,11 @@ def read_results(results):
         values[slide_id] = scored_values(cells, class_rule=config["class_rule"],
                                          compartments=tuple(config["compartments"]),
                                          exposed_max=config["membrane_exposed_max"])
+    if older:
+        (first, lacking), n = older[0], len(older)
+        problems.insert(0, f"{results}: {n} cells table{'s' if n > 1 else ''} (the first {first}) lack "
+                           f"{', '.join(lacking)}: written by an older cxcr4score, whose scored values differ; run "
+                           "the workflow again with this version (it remeasures them) and calibrate on its results")
     if problems:
         raise InputError(problems)
     return config, slides.reset_index(drop=True), values

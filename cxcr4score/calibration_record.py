@@ -30,6 +30,11 @@ MEASUREMENT_KEYS = (
     "tumour_cells", "roi_classes",
 )
 
+#: The version since which the cells' scored values are what this version computes (0.10.0: an
+#: exposed cell with a located line is read on its membrane): thresholds fitted on the values
+#: of an earlier version do not carry over.
+SCORED_VALUES_SINCE = (0, 10, 0)
+
 _THRESHOLD_TOLERANCE = 1e-9
 
 
@@ -112,6 +117,12 @@ def config_problems(record, config, path):
         One sentence per difference, naming the key and both values.
     """
     problems = []
+    version = str(record.get("cxcr4score_version", ""))
+    if _version_tuple(version) < SCORED_VALUES_SINCE:
+        since = ".".join(map(str, SCORED_VALUES_SINCE))
+        problems.append(f"{path} was fitted by cxcr4score {version or '(unknown version)'}, on scored values that "
+                        f"{since} changed: refit with cxcr4score calibrate on results of this version, or drop "
+                        "calibration")
     fitted = [float(t) for t in record["thresholds"]]
     if any(abs(a - b) > _THRESHOLD_TOLERANCE for a, b in zip(fitted, config["thresholds"])):
         problems.append(f"thresholds {list(config['thresholds'])} are not the calibrated {fitted} of {path}: "
@@ -125,6 +136,14 @@ def config_problems(record, config, path):
         if value and config["assay"].get(key, "") != value:
             problems.append(f"assay.{key} is {config['assay'].get(key, '')!r} but {path} was fitted on {value!r}")
     return problems
+
+
+def _version_tuple(text):
+    """``"0.10.0"`` as ``(0, 10, 0)``; ``(-1,)`` when it is not such a version."""
+    try:
+        return tuple(int(part) for part in text.split("."))
+    except ValueError:
+        return (-1,)
 
 
 def describe(config):

@@ -124,7 +124,7 @@ def membrane_unread(cells, exposed_max):
     if missing:
         raise ValueError(f"cells is missing columns {missing}")
     exposed = cells["membrane_exposed_fraction"].to_numpy(np.float64) > exposed_max
-    return exposed & (cells["membrane_line_sectors"].to_numpy() < MIN_LINE_SECTORS)
+    return exposed & ~(cells["membrane_line_sectors"].to_numpy(np.float64) >= MIN_LINE_SECTORS)  # NaN: no line
 
 
 def scored_values(cells, *, class_rule="max", compartments=("membrane", "cytoplasm"), exposed_max=0.5):
@@ -209,7 +209,8 @@ def assign_classes(
     Notes
     -----
     ``class_<compartment>`` is ``classify(dab_<compartment>)`` (-1 without pixels); the membrane
-    substitution for exposed cells applies to the scored ``class`` only, so ``class_membrane``
+    substitution for exposed cells without a located line (:func:`membrane_unread`) applies to
+    the scored ``class`` only, so ``class_membrane``
     stays the membrane's own class. ``class`` is the class of :func:`scored_values`: the
     highest class among the chosen compartments, missing ones ignored; when every chosen
     compartment is missing (an exposed cell without cytoplasm counts as missing), the cell is

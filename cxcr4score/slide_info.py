@@ -145,6 +145,10 @@ class SlideInfo:
         missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
         if missing or unknown:
             raise ValueError(f"slide info of {data.get('slide_id', '?')!r}: missing keys {missing}, unknown {unknown}")
+        lacking = sorted({c for sample in (data.get("segmentation_sample") or {}).values()
+                          for c in segmentation_stability.SAMPLE_COLUMNS if c not in sample})
+        if lacking:
+            raise ValueError(f"slide info of {data.get('slide_id', '?')!r}: its segmentation sample lacks {lacking}")
         return cls(**data)
 
     @property

@@ -22,9 +22,10 @@ _MEASURED_COLUMNS = (*_SAMPLED_COLUMNS[:-1], "dab_nucleus", "dab_cytoplasm", "da
                      "membrane_exposed_fraction", "membrane_line_sectors")
 
 #: How the sampled cells' staining is read: DAB-stained at the default 1+ threshold (OD), a
-#: membrane read on cytoplasm above the default exposed share (unless a line is located on it), tumour cells by morphology. Fixed,
-#: not the config's scoring keys: the check decides how nuclei are found (pixel work), and a
-#: change of thresholds, class settings or ``tumour_cells`` reruns no pixel work.
+#: membrane read on cytoplasm above the default exposed share (unless a line is located on it),
+#: tumour cells by morphology. Fixed, not the config's scoring keys: the check decides how
+#: nuclei are found (pixel work), and a change of thresholds, class settings or
+#: ``tumour_cells`` reruns no pixel work.
 STAINED_OD, EXPOSED_MAX, TUMOUR_CELLS = 0.2, 0.5, "morphology"
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cxcr4score import calibration, config
+from cxcr4score import __version__, calibration, config
 from cxcr4score.calibration_record import FORMAT_KEY, MEASUREMENT_KEYS, config_problems, read_record, write_record
 from cxcr4score.config import ConfigError
 from cxcr4score.score import classify, count_classes, summarize_counts
@@ -152,13 +152,42 @@ def test_ordinal_agreement_hand_worked():
 # ---------------------------------------------------------------- the record and the config
 
 
-def _record(tmp_path, thresholds=(0.25, 0.45, 0.7), **changes):
+def _record(tmp_path, thresholds=(0.25, 0.45, 0.7), version=__version__, **changes):
     effective = config.default_config()
     settings = {k: effective[k] for k in MEASUREMENT_KEYS} | changes
     path = tmp_path / "calibration.yaml"
     write_record({"thresholds": np.array(thresholds), "settings": settings, "assay": {"antibody_clone": "UMB2"},
-                  "cross_validation": {"held_out": {"spearman": np.float64(0.9), "ci": np.nan}}}, path)
+                  "cross_validation": {"held_out": {"spearman": np.float64(0.9), "ci": np.nan}},
+                  "cxcr4score_version": version}, path)
     return path
+
+
+@pytest.mark.parametrize("version", ["0.9.0", "0.1.0", ""])
+def test_a_record_fitted_on_earlier_scored_values_is_refused(tmp_path, version):
+    """0.10.0 changed the scored value of exposed cells with a located line: thresholds fitted
+    on an earlier version's values do not carry over."""
+    path = _record(tmp_path, version=version)
+    with pytest.raises(ConfigError, match=f"fitted by cxcr4score {version or '.unknown version.'}, on scored "
+                                          "values that 0.10.0 changed: refit"):
+        config.validate({"calibration": str(path), "thresholds": [0.25, 0.45, 0.7], "assay": {"antibody_clone": "UMB2"}})
+
+
+def test_calibrate_on_cells_tables_of_an_earlier_version_says_what_to_do(tmp_path):
+    """Cells tables without membrane_line_sectors (before 0.10.0): one line naming the folder,
+    how many tables, the first, the column and what to run, not a pyarrow message per slide."""
+    from cxcr4score.calibrate_command import calibrate
+    from cxcr4score.errors import InputError
+
+    results = _results(tmp_path, [("A1", "A", "ok", [0.5] * 10), ("B1", "B", "ok", [0.1] * 10)])
+    for slide in ("A1", "B1"):
+        path = results / "cells" / f"{slide}.parquet"
+        pd.read_parquet(path).drop(columns="membrane_line_sectors").to_parquet(path)
+    with pytest.raises(InputError) as err:
+        calibrate(_truth(tmp_path, "patient_id,pct_positive\nA,100\nB,0\n"), results, folds=2)
+    assert len(err.value.problems) == 1
+    assert (f"2 cells tables (the first {results / 'cells' / 'A1.parquet'}) lack membrane_line_sectors: written by "
+            "an older cxcr4score") in err.value.problems[0]
+    assert "run the workflow again" in err.value.problems[0]
 
 
 def test_record_round_trips_as_plain_yaml(tmp_path):

@@ -126,6 +126,8 @@ def test_exposed_cell_with_a_located_line_is_scored_on_its_membrane():
     assert assign_classes(cells, thresholds=THRESHOLDS)["class"].tolist() == [0, 0, 3, 3, 3]
     with pytest.raises(ValueError, match="membrane_line_sectors"):
         assign_classes(cells.drop(columns="membrane_line_sectors"), thresholds=THRESHOLDS)
+    unknown = cells.assign(membrane_line_sectors=[np.nan, 6.0, np.nan, 16.0, np.nan])  # NaN: no line known
+    assert assign_classes(unknown, thresholds=THRESHOLDS)["class"].tolist() == [0, 3, 0, 3, 3]
 
 
 def test_membrane_completeness_hand_worked():

@@ -37,7 +37,8 @@ def _sample(classes_dab, tumour=None):
     dab = [float(v) for v in classes_dab]
     n = len(dab)
     return {"dab_nucleus": [0.0] * n, "dab_cytoplasm": [0.0] * n, "dab_membrane": dab, "dab_cell": [0.0] * n,
-            "membrane_exposed_fraction": [0.0] * n, "membrane_line_sectors": [0] * n, "tumour": [1] * n if tumour is None else tumour}
+            "membrane_exposed_fraction": [0.0] * n, "membrane_line_sectors": [0] * n,
+            "tumour": [1] * n if tumour is None else tumour}
 
 
 def test_variant_blocks_scale_the_nominal_blocks_as_the_sample_moves(config):
