@@ -143,7 +143,7 @@ def run_score(args):
                 failed += 1
                 continue
         write_table(cells, out / "cells" / f"{slide_id}.parquet", part_rows=PART_ROWS)  # as the workflow writes it
-        qc.write_png(pipeline.qc_slide(info, cells, config=config), out / "qc" / f"{slide_id}.png")
+        qc.write_png(pipeline.qc_slide(info, summary, cells, config=config), out / "qc" / f"{slide_id}.png")
         rows.append(summary)
         blocks.append(block_table)
     if not rows:

@@ -432,12 +432,17 @@ def _slide_qc(info, classified, in_region, scored, config):
     return qc_metrics.worst_status(qc_status, metric_status), qc_messages + metric_messages, metrics
 
 
-def qc_slide(info, cells, *, config, outline_parts=None):
-    """The QC picture of a slide (see :func:`cxcr4score.qc.qc_picture`).
+def qc_slide(info, summary, cells, *, config, outline_parts=None):
+    """The QC picture of a slide (see :func:`cxcr4score.qc.qc_picture`), titled with the
+    slide's QC verdict as ``slides.csv`` gives it.
 
     Parameters
     ----------
     info : SlideInfo
+    summary : mapping
+        The slide's summary (:func:`merge_slide_parts`): its ``qc_status`` and ``qc_message``
+        are the verdict after measurement (the QC metrics, the ROI, a chunk that could not be
+        read), which ``info`` (before measurement) does not know.
     cells : pandas.DataFrame
         The slide's cells table (``x``, ``y``, ``scored``, ``class``; and the outline columns
         when ``outline_parts`` is None).
@@ -446,11 +451,10 @@ def qc_slide(info, cells, *, config, outline_parts=None):
         The outline columns of the same cells in the same order, part after part (a large
         slide's table read a part at a time): only the outlines in the crop are kept.
     """
-    title = f"{info.slide_id}  QC {info.qc_status}"
-    if info.qc_message:
-        title += f": {info.qc_message}"
+    status, message = summary["qc_status"], summary["qc_message"]
+    title = f"{info.slide_id}  QC {status}" + (f": {message}" if message else "")
     blank = np.full((200, 200, 3), 255, np.uint8)
-    if info.qc_status == "failed":
+    if status == "failed":
         return qc.qc_picture(blank, overview_scale=1.0, crop=blank, crop_origin=(0, 0), cell_x=[], cell_y=[],
                              cell_class=[], cell_outlines=[], nucleus_outlines=[], title=title)
     grid = info.grid

@@ -9,6 +9,8 @@ batch rather than four times per image. Both paths run the same functions on the
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -167,12 +169,14 @@ def geojson_from_table(cells_path, geojson_path, *, slide_id, compress_above):
                                    compress_above=compress_above)
 
 
-def qc_from_table(info, cells_path, png_path, *, config):
-    """Write a slide's QC picture (:func:`cxcr4score.pipeline.qc_slide`) from its cells table:
-    every cell's position and class, and the outlines of those in the picture's crop only."""
+def qc_from_table(info, summary_path, cells_path, png_path, *, config):
+    """Write a slide's QC picture (:func:`cxcr4score.pipeline.qc_slide`) from its summary and
+    cells table: every cell's position and class, and the outlines of those in the picture's
+    crop only."""
+    summary = json.loads(Path(summary_path).read_text())
     cells = pd.read_parquet(cells_path, columns=["x", "y", "scored", "class"])
     outlines = read_parts(cells_path, columns=list(pipeline.OUTLINE_COLUMNS))
-    qc.write_png(pipeline.qc_slide(info, cells, config=config, outline_parts=outlines), png_path)
+    qc.write_png(pipeline.qc_slide(info, summary, cells, config=config, outline_parts=outlines), png_path)
 
 
 def write_measurements(cells, hist, *, table_path, hist_path):

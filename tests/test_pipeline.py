@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from scipy.spatial import cKDTree
 
-from cxcr4score import config, eligibility, grid, pipeline, reading_order, segment, stains, synthetic, tiling
+from cxcr4score import config, eligibility, grid, pipeline, qc, reading_order, segment, stains, synthetic, tiling
 from cxcr4score.slide_reader import open_slide
 from cxcr4score.bench import accuracy as bench
 
@@ -320,19 +320,40 @@ def test_merge_without_a_slide_reference_types_by_all_the_slides_nuclei(nine_til
 def test_qc_picture_from_outlines_read_in_parts(nine_tiles):
     """The QC picture drawn from every cell's position and class, with the outlines read part
     by part (as qc_slide reads a large slide's table), is the picture of the whole table."""
-    info, _, (cells, _, _) = nine_tiles
-    whole = pipeline.qc_slide(info, cells, config=CONFIG)
+    info, _, (cells, _, summary) = nine_tiles
+    whole = pipeline.qc_slide(info, summary, cells, config=CONFIG)
     outlines = cells[list(pipeline.OUTLINE_COLUMNS)]
     parts = [outlines.iloc[k:k + 50] for k in range(0, len(cells), 50)]
     light = cells[["x", "y", "scored", "class"]]
-    np.testing.assert_array_equal(pipeline.qc_slide(info, light, config=CONFIG, outline_parts=iter(parts)), whole)
+    np.testing.assert_array_equal(pipeline.qc_slide(info, summary, light, config=CONFIG, outline_parts=iter(parts)),
+                                  whole)
     with pytest.raises(KeyError):  # without outline_parts the table must hold the outlines
-        pipeline.qc_slide(info, light, config=CONFIG)
+        pipeline.qc_slide(info, summary, light, config=CONFIG)
 
 
-def test_slide_info_of_another_version_stops_the_job_with_what_to_do(nine_tiles, tmp_path, monkeypatch, capsys):
-    """An info.json without a field of this version (0.8.0 lacks segmentation_sample) stops a
-    workflow job with the file and what to run, not a traceback from SlideInfo."""
+def test_qc_picture_is_titled_with_the_slides_verdict(nine_tiles, monkeypatch):
+    """The title says what slides.csv says after measurement (QC metrics, a chunk that could not
+    be read), not the verdict of slide_info before it; a slide failed at the merge gets the
+    failed picture."""
+    info, _, (cells, _, summary) = nine_tiles
+    assert info.qc_status == "ok"
+    titles, draw = [], qc.qc_picture
+    monkeypatch.setattr(qc, "qc_picture", lambda *a, **k: titles.append(k["title"]) or draw(*a, **k))
+    drawn = pipeline.qc_slide(info, {**summary, "qc_status": "warning", "qc_message": "12 tumour cells (warning < 100)"},
+                              cells, config=CONFIG)
+    assert titles[-1] == "N  QC warning: 12 tumour cells (warning < 100)"
+    failed = pipeline.qc_slide(info, {**summary, "qc_status": "failed", "qc_message": "cannot be read where chunk 1: x"},
+                               cells, config=CONFIG)
+    assert titles[-1] == "N  QC failed: cannot be read where chunk 1: x"
+    assert failed.shape[0] < drawn.shape[0]  # the blank picture: no overview, no crop
+
+
+@pytest.mark.parametrize("version", ["0.8.0", "0.9.0"])
+def test_slide_info_of_another_version_stops_the_job_with_what_to_do(nine_tiles, tmp_path, monkeypatch, capsys,
+                                                                      version):
+    """An info.json of an earlier version (0.8.0 lacks segmentation_sample, 0.9.0's sample lacks
+    membrane_line_sectors) stops a workflow job with the file and what to run, not a traceback
+    from SlideInfo or, later, from the merge."""
     import json
     import sys
     from pathlib import Path
@@ -342,13 +363,19 @@ def test_slide_info_of_another_version_stops_the_job_with_what_to_do(nine_tiles,
 
     info, _, _ = nine_tiles
     old = info.to_json()
-    del old["segmentation_sample"]
+    assert old["segmentation_sample"]
+    if version == "0.8.0":
+        del old["segmentation_sample"]
+    else:
+        for sample in old["segmentation_sample"].values():
+            del sample["membrane_line_sectors"]
     path = tmp_path / "info.json"
     path.write_text(json.dumps(old))
     with pytest.raises(SystemExit):
         _common.read_slide_info(path)
     err = capsys.readouterr().err
-    assert str(path) in err and "segmentation_sample" in err and "--forcerun slide_info" in err
+    missing = "segmentation_sample" if version == "0.8.0" else "membrane_line_sectors"
+    assert str(path) in err and missing in err and "--forcerun slide_info" in err
     assert _common.read_slide_info(_write(tmp_path / "now.json", info.to_json())) == info
     del sys.modules["_common"]
 

@@ -425,7 +425,7 @@ def _run_stage(job_path):
         stages.geojson_from_table(job["cells"], job["geojson"], slide_id=job["slide_id"],
                                   compress_above=job["config"]["geojson_compress_above"])
     elif stage == "qc":
-        stages.qc_from_table(info, job["cells"], job["png"], config=job["config"])
+        stages.qc_from_table(info, job["summary"], job["cells"], job["png"], config=job["config"])
     elif stage != "import":
         raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
     seconds = time.perf_counter() - imported

@@ -284,7 +284,7 @@ def run(sheet, *, config, points=None, out=None, progress=None):
             row[SCORE_COLUMN] = int(float(slide[SCORE_COLUMN]))
             row.update(core_metrics(cells, summary, info))
         if out is not None:
-            qc.write_png(pipeline.qc_slide(info, cells, config=config), Path(out) / f"{slide['slide_id']}.png")
+            qc.write_png(pipeline.qc_slide(info, summary, cells, config=config), Path(out) / f"{slide['slide_id']}.png")
         rows.append(row)
         if progress:
             progress(f"{slide['slide_id']}: {len(cells):,} cells")

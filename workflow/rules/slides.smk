@@ -150,6 +150,7 @@ rule qc_slide:
     input:
         unpack(get_slide_inputs),
         info=out("slides/{slide}/info.json"),
+        summary=out("slides/{slide}/summary.json"),
         cells=out("cells/{slide}.parquet"),
     output:
         report(out("qc/{slide}.png"), caption="../report/qc.rst", category="QC pictures"),

@@ -34,5 +34,5 @@ with staged(output) as path:  # all outputs appear at the end, or none
                                                 compress_above=snakemake.params.geojson_compress_above)  # noqa: F821
         log.info("%s (%d of %d): %d cells; cells for QuPath in %s", slide_id, k + 1, len(slide_ids), n_cells,
                  os.path.basename(qupath_file))
-        # As qc_slide draws it, from the slide's measured info.
-        stages.qc_from_table(measured, cells_path, path[output.qc[k]], config=qc_config)
+        # As qc_slide draws it, from the slide's measured info and its summary's QC verdict.
+        stages.qc_from_table(measured, path[output.summary[k]], cells_path, path[output.qc[k]], config=qc_config)
