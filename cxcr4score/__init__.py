@@ -52,7 +52,7 @@ Tools
     cli             the ``cxcr4score`` command
 """
 
-__version__ = "0.10.0"
+__version__ = "0.10.1"
 
 INTENDED_USE = (
     "Research use only: cxcr4score output supports, and does not replace, "

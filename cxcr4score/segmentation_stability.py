@@ -5,7 +5,8 @@ the call under each variant). Segmenting a whole slide again per variant would c
 its measurement, so each variant is measured on a sample: ``slide_info`` segments a few of the
 slide's tissue tiles nominally and under each variant (:func:`sample`), and the merge scales the
 slide's nominal block counts by how the sample's class counts moved (:func:`variant_blocks`).
-The sample's cells are typed, not restricted to an ROI.
+The sample's tiles lie inside the slide's ROI when at least one tile is mostly ROI tissue (else
+they are the slide's tissue tiles), and its cells are typed as the slide's are.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ import math
 import cv2
 import numpy as np
 
-from . import (__version__, celltype, qc_metrics, segment, segmentation_stability, stain_estimation, stain_pattern,
-               stains, tiling, tissue)
+from . import (__version__, celltype, qc_metrics, roi, segment, segmentation_stability, stain_estimation,
+               stain_pattern, stains, tiling, tissue)
 from . import grid as grid_module
 from .pixel_size import MPP_TOLERANCE, resolve_mpp
 from .slide_reader import open_slide
@@ -209,6 +209,19 @@ def _mask_on_box(mask, box, overview_scale):
     return mask[np.ix_(rows, cols)]
 
 
+def _region_boxes(mask, roi_path, roi_classes, *, overview_mpp, grid):
+    """Analysis-grid boxes of tiles that are mostly tissue inside the ROI (as
+    :func:`cxcr4score.qc_metrics.focus_tiles`); none without an ROI or when no tile is.
+
+    The segmentation variants are measured on these, so that a slide scored inside an ROI
+    moves as the ROI's cells do, not as the tissue's outside it.
+    """
+    if not str(roi_path):
+        return []
+    inside = roi.roi_mask(roi.read_roi(roi_path, roi_classes), mask.shape, scale=grid.native_mpp / overview_mpp)
+    return qc_metrics.focus_tiles(mask & inside, overview_scale=overview_mpp / grid.mpp, shape=grid.shape)
+
+
 #: Stain directions are estimated on the overview up to this pixel size (um): a pixel then
 #: is a fraction of a nucleus, and the overview holds all the tissue. A coarser overview (a
 #: whole slide's, 4-20 um/px) mixes hematoxylin and DAB in one pixel, and Macenko's extremes
@@ -295,6 +308,8 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
         stain_boxes = [] if overview_mpp <= STAIN_OVERVIEW_MAX_MPP else qc_metrics.focus_tiles(
             mask, overview_scale=overview_mpp / grid.mpp, shape=grid.shape, max_tiles=STAIN_TILES)
         stain_tiles = [grid_module.read_box(reader, grid, b) for b in stain_boxes]
+        region_boxes = _region_boxes(mask, roi_path, config["roi_classes"], overview_mpp=overview_mpp, grid=grid)
+        region_tiles = [grid_module.read_box(reader, grid, b) for b in region_boxes]
     background = stains.measure_background(
         overview, _glass(mask, overview_mpp),
         default_i0=config["default_i0"], min_glass_fraction=config["tissue"]["min_glass_fraction"],
@@ -345,7 +360,7 @@ def describe_slide(path, *, slide_id, patient_id="", sheet_mpp="", roi_path="", 
     reference = _finite_or_none(celltype.darkness_reference(
         sampled["nucleus_area_um2"], sampled["hematoxylin_nucleus"], sampled["neighbour_nucleus_area_um2"]))
     segmentation_sample = segmentation_stability.sample(
-        focus_tiles or tiles, tables=tables, mpp=grid.mpp, config=config, baseline=baseline,
+        region_tiles or focus_tiles or tiles, tables=tables, mpp=grid.mpp, config=config, baseline=baseline,
         dab_threshold=dab_threshold, reference=reference)
     return SlideInfo(
         slide_id=slide_id,
