@@ -120,9 +120,11 @@ def test_a_slide_carries_its_segmentation_variants(tmp_path, config):
 
 
 def test_sample_comes_from_the_roi_when_the_slide_has_one(tmp_path, config):
-    """A slide whose left half is all positive tumour and right half all negative, with an ROI
-    on the left half: the segmentation sample's cells are the left half's (the variants must
-    move as the scored cells do), and without the ROI they are both halves'.
+    """A slide whose right half is all positive tumour and left half all negative, with an ROI
+    on the right half: the segmentation sample's cells are the right half's (the variants must
+    move as the scored cells do), and without the ROI they are both halves'. Scanned at
+    0.25 um/px and analysed at 0.5, with the ROI away from the origin, so that the ROI's
+    level-0 coordinates must be scaled to the analysis grid to be found.
     Reference: the generator's halves, classified by the sample's own membrane DAB."""
     import json
 
@@ -130,23 +132,24 @@ def test_sample_comes_from_the_roi_when_the_slide_has_one(tmp_path, config):
 
     from cxcr4score import slide_info
 
-    halves = [synthetic.generate_tile(synthetic.TileSpec(size_um=(300.0, 300.0), positive_fraction=f,
+    halves = [synthetic.generate_tile(synthetic.TileSpec(size_um=(300.0, 300.0), mpp=0.25, positive_fraction=f,
                                                          class_weights=(0.0, 0.0, 1.0)), seed=31)
-              for f in (1.0, 0.0)]
+              for f in (0.0, 1.0)]
     path = tmp_path / "halves.tif"
-    tifffile.imwrite(path, np.hstack([h.rgb for h in halves]), photometric="rgb", resolution=(20000, 20000),
+    tifffile.imwrite(path, np.hstack([h.rgb for h in halves]), photometric="rgb", resolution=(40000, 40000),
                      resolutionunit="CENTIMETER")
     width = halves[0].rgb.shape[1]
     roi = tmp_path / "halves.roi.geojson"
-    ring = [[0, 0], [width, 0], [width, width], [0, width], [0, 0]]
+    ring = [[width, 0], [2 * width, 0], [2 * width, width], [width, width], [width, 0]]
     roi.write_text(json.dumps({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
                                "properties": {"objectType": "annotation"}}))
 
     def positive_share(roi_path):
-        nominal = slide_info.describe_slide(path, slide_id="H", roi_path=roi_path, config=config).segmentation_sample[
-            "nominal"]
+        info = slide_info.describe_slide(path, slide_id="H", roi_path=roi_path, config=config)
+        assert info.mpp == pytest.approx(0.25) and info.analysis_mpp == pytest.approx(0.5)
+        nominal = info.segmentation_sample["nominal"]
         tumour = np.asarray(nominal["tumour"], dtype=bool)
         return np.mean(np.asarray(nominal["dab_membrane"], dtype=float)[tumour] >= 0.2)
 
     assert positive_share(str(roi)) > 0.9
-    assert 0.3 < positive_share("") < 0.7
+    assert 0.3 < positive_share("") < 0.75

@@ -69,11 +69,12 @@ wildcard_constraints:
 # (dotted names pick one key of a mapping).
 # slide_info measures the nucleus baseline with the nuclei settings (nuclei.background_radius_um, sigma_um).
 # slide_info plans the chunks: their halo grows with the nucleus, expansion and membrane keys.
+# slide_info takes the segmentation sample inside the ROI's annotations of roi_classes (and the
+# QC picture outlines them).
 SLIDE_INFO_KEYS = ("analysis_mpp", "default_mpp", "default_i0", "stains", "stain_estimation", "tissue", "nuclei",
-                   "cell_expansion_um", "membrane_band_um", "membrane_capture_um", "chunk_mpix")
-PIXEL_KEYS = SLIDE_INFO_KEYS + ("intervals.block_um", "roi_classes")
-# The QC picture outlines the tissue and the ROI's annotations of roi_classes.
-QC_PICTURE_KEYS = SLIDE_INFO_KEYS + ("roi_classes",)
+                   "cell_expansion_um", "membrane_band_um", "membrane_capture_um", "chunk_mpix", "roi_classes")
+PIXEL_KEYS = SLIDE_INFO_KEYS + ("intervals.block_um",)
+QC_PICTURE_KEYS = SLIDE_INFO_KEYS
 CLASS_KEYS = ("thresholds", "class_rule", "compartments", "membrane_exposed_max", "tumour_cells",
               "eligibility.threshold_tolerance", "pixel_hematoxylin_min", "qc")
 CALL_KEYS = ("eligibility", "intervals", "patient_rule", "pixel_thresholds", "calibrated", "calibration",
