@@ -216,7 +216,7 @@ def _region_boxes(mask, roi_path, roi_classes, *, overview_mpp, grid):
     The segmentation variants are measured on these, so that a slide scored inside an ROI
     moves as the ROI's cells do, not as the tissue's outside it.
     """
-    if not str(roi_path):
+    if not roi_path or not str(roi_path):
         return []
     inside = roi.roi_mask(roi.read_roi(roi_path, roi_classes), mask.shape, scale=grid.native_mpp / overview_mpp)
     return qc_metrics.focus_tiles(mask & inside, overview_scale=overview_mpp / grid.mpp, shape=grid.shape)
